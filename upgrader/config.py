@@ -1,0 +1,357 @@
+"""The cluster config (``cluster.yaml``): its schema, and a loader that reports every problem at once.
+
+``load(path)`` returns a frozen ``ClusterConfig`` or raises ``errors.ConfigError`` listing each
+problem as ``FILE:LINE: key.path: what is wrong``. Paths in the file are relative to the file's
+own directory and are resolved (and checked to exist) at load, so nothing downstream re-parses
+strings or depends on the working directory. The inventory's groups are checked elsewhere
+(``preflight``), because reading an inventory needs Ansible.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from upgrader import errors
+
+# A cluster name ends up in file names, lock keys and log lines: a DNS label keeps it safe everywhere.
+_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
+_DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+class PackageMethod(enum.StrEnum):
+    """How Kubernetes binaries reach a node."""
+
+    APT = "apt"
+    DNF = "dnf"
+    BINARY = "binary"
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    base = context.get("base_dir")
+    return Path(base) if base is not None else Path.cwd()
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    path = value.expanduser()
+    return path if path.is_absolute() else (_base_dir(info) / path).resolve()
+
+
+def _existing_file(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve(value, info)
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    if not path.is_file():
+        raise ValueError(f"not a regular file: {path}")
+    return path
+
+
+def _existing_path(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve(value, info)
+    if not path.exists():
+        raise ValueError(f"not found: {path}")
+    return path
+
+
+def _directory_path(value: Path, info: ValidationInfo) -> Path:
+    path = _resolve(value, info)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"exists and is not a directory: {path}")
+    return path
+
+
+def _parse_duration(value: object) -> object:
+    """Accepts whole seconds (``600``) or ``90s``, ``10m``, ``1h``; returns seconds."""
+    if isinstance(value, bool):
+        return value  # let the int validator reject it
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        raise ValueError(f"not a duration: {value!r} (use seconds, or a number with s, m or h)")
+    return value
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {value!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port in URL {value!r}") from exc
+    if parts.scheme and port is None and ":" in parts.netloc.rsplit("]", 1)[-1]:
+        raise ValueError(f"bad port in URL {value!r}")
+    return value.rstrip("/")
+
+
+def _etcd_endpoint(value: str) -> str:
+    url = _http_url(value)
+    parts = urlsplit(url)
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"an etcd endpoint is scheme://host:port with no path: {value!r}")
+    if parts.port is None:
+        raise ValueError(f"an etcd endpoint needs a port (usually 2379): {value!r}")
+    return url
+
+
+ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+ExistingPath = Annotated[Path, AfterValidator(_existing_path)]  # a file or a directory
+DirectoryPath = Annotated[Path, AfterValidator(_directory_path)]
+Seconds = Annotated[int, BeforeValidator(_parse_duration), Field(ge=0)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+EtcdEndpoint = Annotated[str, AfterValidator(_etcd_endpoint)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class EtcdSettings(_Section):
+    """How to reach etcd: client endpoints and the client TLS material."""
+
+    endpoints: list[EtcdEndpoint] = Field(min_length=1)
+    ca: ExistingFile | None = None
+    cert: ExistingFile | None = None
+    key: ExistingFile | None = None
+
+    @model_validator(mode="after")
+    def _tls_is_complete(self) -> EtcdSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        uses_tls = any(e.startswith("https://") for e in self.endpoints)
+        if uses_tls and self.ca is None:
+            raise ValueError("https endpoints need ca (the etcd CA certificate)")
+        return self
+
+    @property
+    def uses_tls(self) -> bool:
+        return any(e.startswith("https://") for e in self.endpoints)
+
+
+class PackageSettings(_Section):
+    """Where the Kubernetes packages or binaries come from."""
+
+    method: PackageMethod
+    mirror: HttpUrl | None = None
+
+    @model_validator(mode="after")
+    def _binary_needs_mirror(self) -> PackageSettings:
+        if self.method is PackageMethod.BINARY and self.mirror is None:
+            raise ValueError("method 'binary' needs a mirror URL")
+        return self
+
+
+class SnapshotSettings(_Section):
+    """Where snapshots go and how many known-good ones ``snapshot prune`` keeps."""
+
+    dir: DirectoryPath
+    keep: int = Field(default=5, ge=1, le=1000)
+
+
+def _max_unavailable(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("max_unavailable is a number of nodes or a percentage like '20%'")
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError("max_unavailable must be at least 1")
+        return value
+    if isinstance(value, str):
+        match = _PERCENT.match(value.strip())
+        if match and 1 <= int(match.group(1)) <= 100:
+            return value.strip()
+        if value.strip().isdigit() and int(value) >= 1:
+            return int(value)
+    raise ValueError(f"max_unavailable is a number of nodes or a percentage from 1% to 100%, not {value!r}")
+
+
+class UpgradeSettings(_Section):
+    """Defaults for upgrade runs; each can be overridden on the command line."""
+
+    max_unavailable: Annotated[int | str, BeforeValidator(_max_unavailable)] = 1
+    drain_timeout: Seconds = 600
+    two_step: bool = True
+    soak: Seconds = 0
+
+
+class ClusterConfig(_Section):
+    """A validated ``cluster.yaml``. Paths are absolute; every referenced file existed at load."""
+
+    name: str
+    kubeconfig: ExistingFile
+    context: str | None = None
+    inventory: ExistingPath  # Ansible accepts a file, a directory or a script
+    etcd: EtcdSettings
+    packages: PackageSettings
+    snapshots: SnapshotSettings
+    upgrade: UpgradeSettings = UpgradeSettings()
+    source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_dns_label(cls, value: str) -> str:
+        if not _CLUSTER_NAME.match(value):
+            raise ValueError(
+                f"cluster name {value!r} must be a DNS label: lower-case letters, digits and '-', at most 63"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _context_exists(self) -> ClusterConfig:
+        if self.context is not None:
+            contexts = _kubeconfig_contexts(self.kubeconfig)
+            if contexts is not None and self.context not in contexts:
+                known = ", ".join(sorted(contexts)) or "none"
+                raise ValueError(f"context {self.context!r} is not in {self.kubeconfig} (it has: {known})")
+        return self
+
+
+def _kubeconfig_contexts(path: Path) -> set[str] | None:
+    """The context names in a kubeconfig, or None when the file is not one we can read."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    return {c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict) and c.get("name")}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, and where."""
+
+    file: Path
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else str(self.file)
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+def load(path: Path) -> ClusterConfig:
+    """Reads and validates a cluster config, raising ``ConfigError`` with every problem found."""
+    path = path.expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise errors.ConfigError(f"cluster config not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"cannot read cluster config {path}: {exc}") from exc
+    data, lines = _parse_yaml(path, text)
+    try:
+        config = ClusterConfig.model_validate(data, context={"base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        problems = [str(p) for p in _problems(path, exc, lines)]
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)) from None
+    return config.model_copy(update={"source": path.resolve()})
+
+
+def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise errors.ConfigError(f"{path}{line}: not valid YAML: {reason}") from None
+    if not isinstance(data, dict):
+        raise errors.ConfigError(f"{path}: the cluster config must be a YAML mapping of keys to values")
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    out[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*prefix, str(key_node.value))
+            _index_lines(value_node, key, out)
+            out[key] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _index_lines(item, (*prefix, index), out)
+
+
+def _problems(
+    path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]
+) -> Iterator[Problem]:
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if not _is_validator_tag(part))
+        yield Problem(path, _line_for(loc, lines), _key_path(loc), _message(error))
+
+
+def _is_validator_tag(part: object) -> bool:
+    # pydantic inserts the union member or validator name into loc ("int", "str", "function-after[...]").
+    return isinstance(part, str) and (part in {"int", "str"} or "[" in part)
+
+
+def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in lines:
+            return lines[loc[:end]]
+    return None
+
+
+def _key_path(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error["msg"])
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message
+
+
+def describe(config: ClusterConfig) -> dict[str, object]:
+    """A JSON-ready summary of a config, with no secrets (paths only, never file contents)."""
+    return {
+        "name": config.name,
+        "source": str(config.source) if config.source else None,
+        "kubeconfig": str(config.kubeconfig),
+        "context": config.context,
+        "inventory": str(config.inventory),
+        "etcd": {"endpoints": list(config.etcd.endpoints), "tls": config.etcd.uses_tls},
+        "packages": {"method": config.packages.method.value, "mirror": config.packages.mirror},
+        "snapshots": {"dir": str(config.snapshots.dir), "keep": config.snapshots.keep},
+        "upgrade": config.upgrade.model_dump(),
+    }
+

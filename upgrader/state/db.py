@@ -1,0 +1,118 @@
+"""Opens the state database: URL handling, SQLite pragmas, and the gate on the schema version.
+
+Every SQLite connection gets foreign keys on, WAL journaling and a busy timeout, so two upgrader
+processes on one file wait for each other instead of failing. ``open_engine`` refuses to hand out
+an engine whose schema is not at this release's head: schema changes only happen through
+``upgrader db upgrade``. A database with no tables at all is new, not old, and is initialised.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+from upgrader import errors, settings
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def resolve_url(url: str | None) -> URL:
+    """Parses a SQLAlchemy URL (``None`` means the default SQLite file)."""
+    text = url or settings.default_db_url()
+    try:
+        parsed = make_url(text)
+    except ArgumentError:
+        raise errors.InputError(
+            f"not a database URL: {_redact(text)!r} (expected e.g. sqlite:////var/lib/upgrader/state.db)"
+        ) from None
+    return parsed
+
+
+def _redact(text: str) -> str:
+    try:
+        return make_url(text).render_as_string(hide_password=True)
+    except ArgumentError:
+        return text.split("@", 1)[-1] if "@" in text else text
+
+
+def sqlite_path(url: URL) -> Path | None:
+    """The file behind a SQLite URL, or None for other databases and in-memory SQLite."""
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database).expanduser()
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    finally:
+        cursor.close()
+
+
+def create(url: URL) -> Engine:
+    """An engine for ``url`` with upgrader's connection settings; creates a SQLite file's directory."""
+    path = sqlite_path(url)
+    if path is not None:
+        try:
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise errors.StateError(f"cannot create the state directory {path.parent}: {exc}") from exc
+    try:
+        engine = create_engine(url)
+    except (NoSuchModuleError, ArgumentError, ImportError) as exc:
+        raise errors.InputError(f"unsupported database URL {url.render_as_string()!r}: {exc}") from exc
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _on_sqlite_connect)
+    return engine
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when the database holds no tables at all (a new database)."""
+    try:
+        return not inspect(engine).get_table_names()
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot read the state database: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(orig if orig is not None else exc).splitlines()[0]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a database exception, without the SQL statement or its parameters."""
+    return _describe(exc)
+
+
+def open_engine(url: str | None) -> Engine:
+    """An engine on a database whose schema is current; initialises a new, empty database."""
+    from upgrader.state import schema  # alembic is imported only here, after the cheap checks
+
+    parsed = resolve_url(url)
+    path = sqlite_path(parsed)
+    if path is not None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise errors.StateError(f"the state database {path} is not readable and writable by this user")
+    engine = create(parsed)
+    if is_empty(engine):
+        schema.upgrade(engine, backup=False)
+        return engine
+    status = schema.status(engine)
+    if status.current != status.head:
+        engine.dispose()
+        where = f" ({path})" if path else ""
+        raise errors.SchemaOutOfDate(
+            f"the state database{where} is at schema {status.current or 'none'}, this upgrader needs "
+            f"{status.head}: run `upgrader db upgrade` (it copies the file aside first)"
+        )
+    return engine

@@ -1,0 +1,74 @@
+"""Frozen records and closed sets that the state store speaks to the rest of the tool.
+
+They carry no SQLAlchemy types, so services and the CLI can use them without the ORM.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NewType
+
+ClusterId = NewType("ClusterId", int)
+RunId = NewType("RunId", str)
+PlanId = NewType("PlanId", str)
+SnapshotId = NewType("SnapshotId", str)
+
+
+class RunKind(enum.StrEnum):
+    UPGRADE = "upgrade"
+    ROLLBACK = "rollback"
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled-back"
+    CANCELED = "canceled"
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class EventLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    at: datetime
+    cluster: str | None
+    run_id: RunId | None
+    level: EventLevel
+    kind: str
+    message: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """Who holds a cluster's lock, from where, and until when."""
+
+    cluster: str
+    holder: str
+    host: str
+    pid: int
+    command: str
+    acquired_at: datetime
+    renewed_at: datetime
+    expires_at: datetime
+
+    def expired(self, now: datetime) -> bool:
+        return now >= self.expires_at

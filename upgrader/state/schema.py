@@ -1,0 +1,117 @@
+"""Drives Alembic programmatically: the schema head, the current revision, and upgrades.
+
+Upgrading a SQLite file first copies it aside with SQLite's online backup API (consistent even
+with WAL and a concurrent reader), 0600 next to the original, so a failed migration never costs
+the run history. Migrations themselves live in the top-level ``migrations/`` directory.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from upgrader import errors, resources
+from upgrader.state import db
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    current: str | None
+    head: str
+    pending: tuple[str, ...]  # revisions between current and head, oldest first
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+@dataclass(frozen=True)
+class UpgradeResult:
+    previous: str | None
+    current: str
+    applied: tuple[str, ...]
+    backup: Path | None
+
+
+def _config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.migrations_dir()))
+    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    config.attributes["engine"] = engine
+    return config
+
+
+def _script(engine: Engine) -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config(engine))
+
+
+def heads(engine: Engine) -> tuple[str, ...]:
+    return tuple(_script(engine).get_heads())
+
+
+def status(engine: Engine) -> SchemaStatus:
+    script = _script(engine)
+    head = script.get_current_head()
+    if head is None:
+        raise errors.OperationFailed("upgrader's migrations directory has no revisions: reinstall upgrader")
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot read the state database: {db.describe_error(exc)}") from exc
+    if current is not None and script.get_revision(current) is None:
+        raise errors.Refused(
+            f"the state database is at schema {current}, which this upgrader does not know: "
+            "it was written by a newer upgrader; use that version"
+        )
+    pending = tuple(
+        rev.revision for rev in reversed(list(script.iterate_revisions(head, current or "base")))
+    )
+    return SchemaStatus(current=current, head=head, pending=pending)
+
+
+def backup_sqlite(path: Path, revision: str | None) -> Path:
+    """Copies a SQLite database aside (online backup API); the copy is 0600."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.{revision or 'base'}.{stamp}.bak")
+    try:
+        target.touch(mode=0o600, exist_ok=False)
+        with sqlite3.connect(path) as source, sqlite3.connect(target) as copy:
+            source.backup(copy)
+        source.close()
+        copy.close()
+    except (OSError, sqlite3.Error) as exc:
+        target.unlink(missing_ok=True)
+        raise errors.StateError(f"cannot copy the state database aside to {target}: {exc}") from exc
+    return target
+
+
+def upgrade(engine: Engine, *, backup: bool = True) -> UpgradeResult:
+    """Migrates to head. With ``backup``, a SQLite file is copied aside first when anything is pending."""
+    before = status(engine)
+    if before.up_to_date:
+        return UpgradeResult(before.current, before.head, (), None)
+    copy = None
+    path = db.sqlite_path(engine.url)
+    if backup and path is not None and path.exists() and before.current is not None:
+        copy = backup_sqlite(path, before.current)
+    try:
+        command.upgrade(_config(engine), "head")
+    except SQLAlchemyError as exc:
+        hint = f"; the database before the upgrade is at {copy}" if copy else ""
+        raise errors.StateError(f"schema upgrade failed: {db.describe_error(exc)}{hint}") from exc
+    return UpgradeResult(before.current, before.head, before.pending, copy)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrates down to ``revision`` (``base`` for nothing). For tests and recovery, not the CLI."""
+    command.downgrade(_config(engine), revision)

@@ -1,0 +1,134 @@
+"""The state store facade: domain calls in, frozen records out.
+
+A ``Store`` wraps one engine. Each method is one short transaction, so a crash between two calls
+leaves the database consistent and a resumed run reads what was really done. Credentials never
+reach it: callers pass names, versions and paths, and ``record_event`` drops keys that look secret.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from upgrader import errors
+from upgrader.state import db, orm, records
+
+_SECRET_KEY = re.compile(r"pass(word)?|secret|token|private[_-]?key|credential|^key$|bearer", re.IGNORECASE)
+
+
+def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` with values under secret-looking keys replaced, recursively."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if _SECRET_KEY.search(str(key)):
+            out[key] = "<redacted>"
+        elif isinstance(value, Mapping):
+            out[key] = scrub(value)
+        elif isinstance(value, list):
+            out[key] = [scrub(v) if isinstance(v, Mapping) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+class Store:
+    """Upgrader's state: clusters, snapshots, plans, runs, steps and events."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None) -> Store:
+        """Opens the store at ``url`` (default: the user's SQLite file); refuses an outdated schema."""
+        return cls(db.open_engine(url))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """One transaction; database errors become ``StateError`` with the statement left out."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError as exc:
+            raise errors.StateError(f"state database refused the write: {db.describe_error(exc)}") from exc
+        except SQLAlchemyError as exc:
+            raise errors.StateError(f"state database error: {db.describe_error(exc)}") from exc
+
+    def ensure_cluster(self, name: str) -> records.ClusterId:
+        """The id of cluster ``name``, creating its row on first use."""
+        with self.session() as session:
+            found = session.scalar(select(orm.Cluster.id).where(orm.Cluster.name == name))
+            if found is not None:
+                return records.ClusterId(found)
+        try:
+            with self.session() as session:
+                row = orm.Cluster(name=name)
+                session.add(row)
+                session.flush()
+                return records.ClusterId(row.id)
+        except errors.StateError:
+            # Another process created it between our read and our insert.
+            with self.session() as session:
+                found = session.scalar(select(orm.Cluster.id).where(orm.Cluster.name == name))
+                if found is None:
+                    raise
+                return records.ClusterId(found)
+
+    def record_event(
+        self,
+        *,
+        kind: str,
+        message: str,
+        cluster: str | None = None,
+        run_id: records.RunId | None = None,
+        level: records.EventLevel = records.EventLevel.INFO,
+        data: Mapping[str, Any] | None = None,
+    ) -> int:
+        cluster_id = self.ensure_cluster(cluster) if cluster is not None else None
+        with self.session() as session:
+            row = orm.Event(
+                cluster_id=cluster_id,
+                run_id=run_id,
+                level=level,
+                kind=kind,
+                message=message,
+                data=scrub(data or {}),
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def events(self, *, cluster: str | None = None, limit: int = 100) -> list[records.Event]:
+        """The newest events, newest first, optionally for one cluster."""
+        with self.session() as session:
+            query = (
+                select(orm.Event, orm.Cluster.name)
+                .outerjoin(orm.Cluster, orm.Event.cluster_id == orm.Cluster.id)
+                .order_by(orm.Event.id.desc())
+                .limit(limit)
+            )
+            if cluster is not None:
+                query = query.where(orm.Cluster.name == cluster)
+            return [
+                records.Event(
+                    id=row.id,
+                    at=row.at,
+                    cluster=name,
+                    run_id=records.RunId(row.run_id) if row.run_id else None,
+                    level=row.level,
+                    kind=row.kind,
+                    message=row.message,
+                    data=dict(row.data),
+                )
+                for row, name in session.execute(query)
+            ]
