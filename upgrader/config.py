@@ -237,7 +237,7 @@ def _kubeconfig_contexts(path: Path) -> set[str] | None:
         return None
     if not isinstance(data, dict):
         return None
-    return {c.get("name") for c in data.get("contexts") or [] if isinstance(c, dict) and c.get("name")}
+    return {str(c["name"]) for c in data.get("contexts") or [] if isinstance(c, dict) and c.get("name")}
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,9 @@ def load(path: Path) -> ClusterConfig:
     except ValidationError as exc:
         problems = [str(p) for p in _problems(path, exc, lines)]
         noun = "problem" if len(problems) == 1 else "problems"
-        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)) from None
+        raise errors.ConfigError(
+            f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)
+        ) from None
     return config.model_copy(update={"source": path.resolve()})
 
 
@@ -290,7 +292,9 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...],
     return data, lines
 
 
-def _index_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+def _index_lines(
+    node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
+) -> None:
     out[prefix] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -302,9 +306,7 @@ def _index_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple
             _index_lines(item, (*prefix, index), out)
 
 
-def _problems(
-    path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]
-) -> Iterator[Problem]:
+def _problems(path: Path, exc: ValidationError, lines: dict[tuple[str | int, ...], int]) -> Iterator[Problem]:
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if not _is_validator_tag(part))
         yield Problem(path, _line_for(loc, lines), _key_path(loc), _message(error))
@@ -354,4 +356,3 @@ def describe(config: ClusterConfig) -> dict[str, object]:
         "snapshots": {"dir": str(config.snapshots.dir), "keep": config.snapshots.keep},
         "upgrade": config.upgrade.model_dump(),
     }
-

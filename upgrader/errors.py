@@ -63,6 +63,12 @@ class LockHeld(Refused):
     """Another mutating command holds the cluster lock."""
 
 
+class LockLost(UpgraderError):
+    """This process's cluster lock expired or was broken while it worked; it must stop and report."""
+
+    exit_code = ExitCode.NEEDS_HUMAN
+
+
 class SchemaOutOfDate(Refused):
     """The state database schema is not the one this version of upgrader expects."""
 

@@ -8,6 +8,7 @@ the run history. Migrations themselves live in the top-level ``migrations/`` dir
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,8 @@ from upgrader.state import db
 
 @dataclass(frozen=True)
 class SchemaStatus:
+    database: str  # the URL, password hidden
+    exists: bool
     current: str | None
     head: str
     pending: tuple[str, ...]  # revisions between current and head, oldest first
@@ -42,27 +45,38 @@ class UpgradeResult:
     backup: Path | None
 
 
-def _config(engine: Engine) -> Config:
+def _config(engine: Engine | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(resources.migrations_dir()))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
-    config.attributes["engine"] = engine
+    if engine is not None:
+        config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+        config.attributes["engine"] = engine
     return config
 
 
-def _script(engine: Engine) -> ScriptDirectory:
-    return ScriptDirectory.from_config(_config(engine))
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(_config())
 
 
-def heads(engine: Engine) -> tuple[str, ...]:
-    return tuple(_script(engine).get_heads())
+def heads() -> tuple[str, ...]:
+    """Every head revision; a healthy migrations directory has exactly one."""
+    return tuple(_script().get_heads())
+
+
+def head() -> str:
+    found = _script().get_current_head()
+    if found is None:
+        raise errors.OperationFailed("upgrader's migrations directory has no revisions: reinstall upgrader")
+    return found
+
+
+def _pending(script: ScriptDirectory, target: str, current: str | None) -> tuple[str, ...]:
+    return tuple(rev.revision for rev in reversed(list(script.iterate_revisions(target, current or "base"))))
 
 
 def status(engine: Engine) -> SchemaStatus:
-    script = _script(engine)
-    head = script.get_current_head()
-    if head is None:
-        raise errors.OperationFailed("upgrader's migrations directory has no revisions: reinstall upgrader")
+    script = _script()
+    target = head()
     try:
         with engine.connect() as connection:
             current = MigrationContext.configure(connection).get_current_revision()
@@ -73,10 +87,42 @@ def status(engine: Engine) -> SchemaStatus:
             f"the state database is at schema {current}, which this upgrader does not know: "
             "it was written by a newer upgrader; use that version"
         )
-    pending = tuple(
-        rev.revision for rev in reversed(list(script.iterate_revisions(head, current or "base")))
+    return SchemaStatus(
+        database=engine.url.render_as_string(hide_password=True),
+        exists=True,
+        current=current,
+        head=target,
+        pending=_pending(script, target, current),
     )
-    return SchemaStatus(current=current, head=head, pending=pending)
+
+
+def status_url(url: str | None) -> SchemaStatus:
+    """The schema status of the database at ``url``, without creating it when it does not exist."""
+    parsed = db.resolve_url(url)
+    path = db.sqlite_path(parsed)
+    if path is not None and not path.exists():
+        target = head()
+        return SchemaStatus(
+            database=parsed.render_as_string(hide_password=True),
+            exists=False,
+            current=None,
+            head=target,
+            pending=_pending(_script(), target, None),
+        )
+    engine = db.create(parsed)
+    try:
+        return status(engine)
+    finally:
+        engine.dispose()
+
+
+def upgrade_url(url: str | None) -> UpgradeResult:
+    """``upgrade`` for the database at ``url`` (created if it does not exist)."""
+    engine = db.create(db.resolve_url(url))
+    try:
+        return upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def backup_sqlite(path: Path, revision: str | None) -> Path:
@@ -85,10 +131,8 @@ def backup_sqlite(path: Path, revision: str | None) -> Path:
     target = path.with_name(f"{path.name}.{revision or 'base'}.{stamp}.bak")
     try:
         target.touch(mode=0o600, exist_ok=False)
-        with sqlite3.connect(path) as source, sqlite3.connect(target) as copy:
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(target)) as copy:
             source.backup(copy)
-        source.close()
-        copy.close()
     except (OSError, sqlite3.Error) as exc:
         target.unlink(missing_ok=True)
         raise errors.StateError(f"cannot copy the state database aside to {target}: {exc}") from exc

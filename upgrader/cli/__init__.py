@@ -1,0 +1,52 @@
+"""The ``upgrader`` command line: Typer only. Parse, call one service, render, exit.
+
+This is the only package that prints or exits. Heavy libraries (SQLAlchemy, Alembic, the
+Kubernetes client, ansible_runner, etcd3/grpc, Jinja2, pydantic) are imported inside command
+bodies, never here, so ``upgrader --help`` costs little more than importing Typer.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import upgrader
+from upgrader.cli import config_cmd, db_cmd, lock_cmd
+
+app = typer.Typer(
+    name="upgrader",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # never print local variables: they may hold credentials
+    rich_markup_mode=None,  # plain help: no rich import at start-up
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(lock_cmd.app, name="lock")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"upgrader {upgrader.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Upgrade self-managed Kubernetes clusters across minors, and roll back to a verified snapshot.
+
+    Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 refused for safety (nothing changed),
+    4 failed and rolled back, 5 needs a human.
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="upgrader")

@@ -1,0 +1,54 @@
+"""The one place where expected errors become a message on stderr and an exit code.
+
+Every command is wrapped in ``handle``: an ``UpgraderError`` prints ``upgrader: error: ...`` (plus
+one line per problem for config errors) and exits with the error's code. Under ``--output json``
+the same error is also written to stdout as JSON, so automation never parses stderr. Anything
+else is a bug and keeps its traceback (without local variables).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from upgrader import errors
+from upgrader.cli import _render
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def report(exc: errors.UpgraderError, *, as_json: bool) -> None:
+    problems = exc.problems if isinstance(exc, errors.ConfigError) else ()
+    if as_json:
+        payload = {
+            "ok": False,
+            "error": {
+                "type": type(exc).__name__,
+                "message": exc.message,
+                "exit_code": int(exc.exit_code),
+                "problems": list(problems),
+            },
+        }
+        typer.echo(json.dumps(payload, indent=2))
+    typer.echo(f"upgrader: error: {exc.message}", err=True)
+    for problem in problems:
+        typer.echo(f"  - {problem}", err=True)
+
+
+def handle(command: Callable[P, R]) -> Callable[P, R]:
+    """Wraps a Typer command so expected errors exit with their code and one clear message."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except errors.UpgraderError as exc:
+            report(exc, as_json=kwargs.get("output") == _render.OutputFormat.JSON)
+            raise typer.Exit(int(exc.exit_code)) from None
+
+    return wrapper

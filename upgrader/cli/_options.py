@@ -1,0 +1,61 @@
+"""Options shared by many commands, each with its environment variable, and the confirmation rule."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from upgrader import errors, settings
+from upgrader.cli import _render
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=settings.ENV_DB,
+        help=f"SQLAlchemy URL of the state database [env {settings.ENV_DB}; default: "
+        "a SQLite file in the user's data directory].",
+        show_default=False,
+    ),
+]
+ClusterOption = Annotated[
+    Path,
+    typer.Option(
+        "-c",
+        "--cluster",
+        envvar=settings.ENV_CLUSTER,
+        help=f"The cluster config, cluster.yaml [env {settings.ENV_CLUSTER}].",
+        show_default=False,
+    ),
+]
+OptionalClusterOption = Annotated[
+    Path | None,
+    typer.Option(
+        "-c",
+        "--cluster",
+        envvar=settings.ENV_CLUSTER,
+        help=f"The cluster config, cluster.yaml [env {settings.ENV_CLUSTER}].",
+        show_default=False,
+    ),
+]
+OutputOption = Annotated[
+    _render.OutputFormat,
+    typer.Option("--output", "-o", case_sensitive=False, help="Output format."),
+]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Do not ask for confirmation (required when stdin is not a terminal)."),
+]
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Goes on with ``--yes`` or an interactive yes; never prompts when stdin is not a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise errors.UsageError(f"{question.rstrip('?')}: refusing without --yes, as stdin is not a terminal")
+    if not typer.confirm(question, default=False):
+        raise errors.Refused("not confirmed; nothing was changed")

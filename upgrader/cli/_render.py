@@ -1,0 +1,52 @@
+"""Output for people (aligned tables, short lines) and for automation (JSON), in one place."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import typer
+
+
+class OutputFormat(enum.StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+def _default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, enum.Enum):
+        return value.value
+    raise TypeError(f"cannot render {type(value).__name__} as JSON")
+
+
+def json_text(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_default, sort_keys=False)
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json_text(data))
+
+
+def timestamp(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain aligned table; no colours, so it survives pipes, logs and change-review tickets."""
+    cells = [[str(h) for h in headers], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def echo(text: str = "") -> None:
+    typer.echo(text)
+
+
+def warn(text: str) -> None:
+    typer.echo(f"upgrader: warning: {text}", err=True)

@@ -1,0 +1,38 @@
+"""``upgrader config``: validate a cluster config and its inventory."""
+
+from __future__ import annotations
+
+import typer
+
+from upgrader.cli import _errors, _options, _render
+
+app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
+
+
+@app.command("check")
+@_errors.handle
+def check(
+    cluster: _options.ClusterOption,
+    output: _options.OutputOption = _render.OutputFormat.TABLE,
+) -> None:
+    """Validate cluster.yaml and its inventory; report every problem with where it is (exit 2)."""
+    from upgrader import preflight
+
+    report = preflight.check_config(cluster)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(report.as_dict())
+        return
+    cfg = report.config
+    _render.echo(f"{cfg.source}: ok, cluster {cfg.name}")
+    for group, hosts in report.groups.items():
+        _render.echo(f"  {group}: {', '.join(hosts)}")
+    _render.echo(
+        f"  etcd endpoints: {', '.join(cfg.etcd.endpoints)} ({'TLS' if cfg.etcd.uses_tls else 'plain'})"
+    )
+    _render.echo(
+        f"  packages: {cfg.packages.method.value}"
+        + (f" from {cfg.packages.mirror}" if cfg.packages.mirror else "")
+    )
+    _render.echo(f"  snapshots: {cfg.snapshots.dir} (keep {cfg.snapshots.keep})")
+    for warning in report.warnings:
+        _render.warn(warning)

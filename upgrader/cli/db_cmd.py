@@ -1,0 +1,79 @@
+"""``upgrader db``: the state database's schema. Migrations run only when asked, after a backup."""
+
+from __future__ import annotations
+
+import typer
+
+from upgrader import errors
+from upgrader.cli import _errors, _options, _render
+
+app = typer.Typer(help="Manage the state database schema.", no_args_is_help=True)
+
+
+@app.command("upgrade")
+@_errors.handle
+def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
+    """Migrate the state database to this release's schema (a SQLite file is copied aside first)."""
+    from upgrader.state import schema
+
+    result = schema.upgrade_url(db)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(
+            {
+                "previous": result.previous,
+                "current": result.current,
+                "applied": list(result.applied),
+                "backup": str(result.backup) if result.backup else None,
+            }
+        )
+        return
+    if not result.applied:
+        _render.echo(f"schema already at {result.current}; nothing to do")
+        return
+    _render.echo(f"schema {result.previous or 'none'} -> {result.current} ({', '.join(result.applied)})")
+    if result.backup:
+        _render.echo(f"the database before the upgrade is saved at {result.backup}")
+
+
+def _status_dict(db: str | None) -> dict[str, object]:
+    from upgrader.state import schema
+
+    status = schema.status_url(db)
+    return {
+        "database": status.database,
+        "exists": status.exists,
+        "current": status.current,
+        "head": status.head,
+        "pending": list(status.pending),
+        "up_to_date": status.up_to_date,
+    }
+
+
+@app.command("current")
+@_errors.handle
+def current(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
+    """Show the schema revision of the state database and this release's head."""
+    status = _status_dict(db)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(status)
+        return
+    _render.echo(f"database: {status['database']}" + ("" if status["exists"] else " (does not exist yet)"))
+    _render.echo(f"current:  {status['current'] or 'none'}")
+    _render.echo(f"head:     {status['head']}")
+
+
+@app.command("check")
+@_errors.handle
+def check(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
+    """Exit 0 if the schema is current; exit 1 and name `upgrader db upgrade` if not."""
+    status = _status_dict(db)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(status)
+    elif status["up_to_date"]:
+        _render.echo(f"schema is current ({status['head']})")
+    if not status["up_to_date"]:
+        pending = ", ".join(str(p) for p in status["pending"])  # type: ignore[attr-defined]
+        raise errors.OperationFailed(
+            f"schema is at {status['current'] or 'none'}, head is {status['head']} (pending: {pending}): "
+            "run `upgrader db upgrade`"
+        )

@@ -1,0 +1,207 @@
+"""The cluster lock: a lease in the state database, so two mutating commands never share a cluster.
+
+A lease has a holder token, the host and pid that took it, and an expiry. The holder renews it
+from a background thread every third of its time-to-live; a holder that dies stops renewing, and
+once the lease has expired anyone may take it over. Taking and taking over are single conditional
+statements (INSERT, or UPDATE ... WHERE expires_at <= now), atomic on SQLite and PostgreSQL alike,
+so two processes racing for one lease cannot both win. Expiry is judged by each process's own UTC
+clock: hosts sharing one database need synchronised clocks (NTP), as etcd's own leases do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from upgrader import errors
+from upgrader.state import db, orm, records
+
+DEFAULT_TTL = timedelta(seconds=60)
+_COLUMNS = ("holder", "host", "pid", "command", "acquired_at", "renewed_at", "expires_at")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def status(engine: Engine, cluster: str | None = None) -> list[records.LeaseInfo]:
+    """The leases on record (expired ones included), for one cluster or all."""
+    query = select(orm.Lock).order_by(orm.Lock.cluster)
+    if cluster is not None:
+        query = query.where(orm.Lock.cluster == cluster)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(query).all()
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot read the cluster locks: {db.describe_error(exc)}") from exc
+    return [
+        records.LeaseInfo(
+            cluster=row.cluster,
+            holder=row.holder,
+            host=row.host,
+            pid=row.pid,
+            command=row.command,
+            acquired_at=row.acquired_at,
+            renewed_at=row.renewed_at,
+            expires_at=row.expires_at,
+        )
+        for row in rows
+    ]
+
+
+def break_lease(engine: Engine, cluster: str) -> records.LeaseInfo | None:
+    """Removes a cluster's lease whoever holds it; returns what was removed."""
+    held = status(engine, cluster)
+    if not held:
+        return None
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                delete(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.holder == held[0].holder)
+            )
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot break the lock on {cluster}: {db.describe_error(exc)}") from exc
+    return held[0]
+
+
+def describe_holder(info: records.LeaseInfo) -> str:
+    return f"`{info.command}` (pid {info.pid} on {info.host})"
+
+
+class Lease:
+    """A held cluster lock. Use as a context manager: renews in the background, releases on exit."""
+
+    def __init__(
+        self, engine: Engine, info: records.LeaseInfo, ttl: timedelta, took_over: records.LeaseInfo | None
+    ) -> None:
+        self.engine = engine
+        self.info = info
+        self.ttl = ttl
+        self.took_over = took_over  # the expired lease this one replaced, if any
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def lost(self) -> bool:
+        """True once a renewal found the lease gone or taken: the holder must stop mutating."""
+        return self._lost.is_set()
+
+    def check(self) -> None:
+        """Raises ``LockLost`` if the lease is no longer ours; call before each mutating step."""
+        if self.lost:
+            raise errors.LockLost(
+                f"the lock on cluster {self.info.cluster} was lost (expired or broken) while this command "
+                "ran: stopping before the next change; check `upgrader lock status`"
+            )
+
+    def renew(self) -> None:
+        now = _now()
+        statement = (
+            update(orm.Lock)
+            .where(orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder)
+            .values(renewed_at=now, expires_at=now + self.ttl)
+        )
+        try:
+            with self.engine.begin() as connection:
+                changed = connection.execute(statement).rowcount
+        except SQLAlchemyError as exc:
+            raise errors.StateError(
+                f"cannot renew the lock on {self.info.cluster}: {db.describe_error(exc)}"
+            ) from exc
+        if changed != 1:
+            self._lost.set()
+            self.check()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    delete(orm.Lock).where(
+                        orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise errors.StateError(
+                f"cannot release the lock on {self.info.cluster}: {db.describe_error(exc)}; "
+                "it expires on its own"
+            ) from exc
+
+    def _renew_forever(self) -> None:
+        interval = self.ttl.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                self.renew()
+            except errors.LockLost:
+                return
+            except errors.StateError:
+                # A passing database error: try again at the next tick; the lease has two more.
+                continue
+
+    def __enter__(self) -> Lease:
+        self._thread = threading.Thread(
+            target=self._renew_forever, name=f"lease-{self.info.cluster}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
+    """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
+    now = _now()
+    info = records.LeaseInfo(
+        cluster=cluster,
+        holder=uuid.uuid4().hex,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        command=command[:200],
+        acquired_at=now,
+        renewed_at=now,
+        expires_at=now + ttl,
+    )
+    values = {name: getattr(info, name) for name in _COLUMNS}
+    try:
+        with engine.begin() as connection:
+            connection.execute(insert(orm.Lock).values(cluster=cluster, **values))
+        return Lease(engine, info, ttl, took_over=None)
+    except IntegrityError:
+        pass
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
+    previous = status(engine, cluster)
+    try:
+        with engine.begin() as connection:
+            taken = connection.execute(
+                update(orm.Lock)
+                .where(orm.Lock.cluster == cluster, orm.Lock.expires_at <= now)
+                .values(**values)
+            ).rowcount
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
+    if taken == 1:
+        return Lease(engine, info, ttl, took_over=previous[0] if previous else None)
+    current = status(engine, cluster)
+    if not current:  # released between our two statements: try once more from the start
+        return acquire(engine, cluster=cluster, command=command, ttl=ttl)
+    held = current[0]
+    raise errors.LockHeld(
+        f"cluster {cluster} is locked by {describe_holder(held)} until "
+        f"{held.expires_at:%Y-%m-%d %H:%M:%S} UTC; if that process is gone, wait for the lease to expire "
+        f"or run `upgrader lock break`"
+    )
