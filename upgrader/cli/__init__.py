@@ -12,16 +12,9 @@ from typing import Annotated
 import typer
 
 import upgrader
-from upgrader.cli import config_cmd, db_cmd, lock_cmd
+from upgrader.cli import _options, config_cmd, db_cmd, lock_cmd
 
-app = typer.Typer(
-    name="upgrader",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,  # never print local variables: they may hold credentials
-    rich_markup_mode=None,  # plain help: no rich import at start-up
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+app = _options.group()
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(lock_cmd.app, name="lock")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,6 +49,23 @@ YesOption = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do not ask for confirmation (required when stdin is not a terminal)."),
 ]
+
+
+def group(help_text: str | None = None) -> typer.Typer:
+    """A command group with the settings every group shares (plain help, no pretty tracebacks).
+
+    Without ``help_text`` the group's callback docstring is its help.
+    """
+    settings: dict[str, Any] = {
+        "no_args_is_help": True,
+        "add_completion": False,
+        "pretty_exceptions_enable": False,  # never print local variables: they may hold credentials
+        "rich_markup_mode": None,  # plain help: rich is not imported at start-up
+        "context_settings": {"help_option_names": ["-h", "--help"]},
+    }
+    if help_text is not None:
+        settings["help"] = help_text
+    return typer.Typer(**settings)
 
 
 def confirm(question: str, *, yes: bool) -> None:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import typer
-
 from upgrader.cli import _errors, _options, _render
 
-app = typer.Typer(help="Check cluster configs.", no_args_is_help=True)
+app = _options.group("Check cluster configs.")
 
 
 @app.command("check")

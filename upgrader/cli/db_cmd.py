@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from upgrader import errors
 from upgrader.cli import _errors, _options, _render
 
-app = typer.Typer(help="Manage the state database schema.", no_args_is_help=True)
+app = _options.group("Manage the state database schema.")
 
 
 @app.command("upgrade")

@@ -10,7 +10,7 @@ import typer
 from upgrader import errors
 from upgrader.cli import _errors, _options, _render
 
-app = typer.Typer(help="Inspect or break cluster locks.", no_args_is_help=True)
+app = _options.group("Inspect or break cluster locks.")
 
 NameOption = Annotated[
     str | None, typer.Option("--name", help="Cluster name, instead of reading it from a cluster config.")

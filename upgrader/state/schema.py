@@ -17,6 +17,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -74,6 +75,13 @@ def _pending(script: ScriptDirectory, target: str, current: str | None) -> tuple
     return tuple(rev.revision for rev in reversed(list(script.iterate_revisions(target, current or "base"))))
 
 
+def _known(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def status(engine: Engine) -> SchemaStatus:
     script = _script()
     target = head()
@@ -82,7 +90,7 @@ def status(engine: Engine) -> SchemaStatus:
             current = MigrationContext.configure(connection).get_current_revision()
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot read the state database: {db.describe_error(exc)}") from exc
-    if current is not None and script.get_revision(current) is None:
+    if current is not None and not _known(script, current):
         raise errors.Refused(
             f"the state database is at schema {current}, which this upgrader does not know: "
             "it was written by a newer upgrader; use that version"

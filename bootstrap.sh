@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The two set-up commands of the README, for a fresh Debian or Ubuntu machine:
+#   ./bootstrap.sh rehearse   the main job: a rehearsal on the built-in lab
+#   ./bootstrap.sh test       the whole test suite: ruff, mypy --strict, import contracts, pytest
+# Each installs what it needs from nothing (system packages, a virtual environment in .venv,
+# upgrader and its test dependencies) and is safe to run again. It never prompts.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+export DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else
+    log "need root for: $*"; exit 1; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || { log "not a Debian/Ubuntu machine: install $* by hand"; exit 1; }
+  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq; APT_UPDATED=1; fi
+  as_root apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+python_ok() { "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; }
+
+find_python() {
+  local candidate
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null && python_ok "$(command -v "$candidate")"; then
+      command -v "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+
+setup() {
+  local python
+  if ! python=$(find_python); then
+    log "installing Python 3.11+ with venv"
+    apt_install python3 python3-venv python3-pip || apt_install python3.11 python3.11-venv
+    python=$(find_python) || { log "no Python 3.11 or newer with venv available"; exit 1; }
+  fi
+  if [ ! -x "$VENV/bin/python" ] || ! python_ok "$VENV/bin/python"; then
+    log "creating $VENV with $python"
+    rm -rf "$VENV"
+    "$python" -m venv "$VENV"
+  fi
+  log "installing upgrader and its test dependencies into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
+}
+
+run_tests() {
+  local bin="$VENV/bin"
+  log "ruff";          "$bin/ruff" check upgrader tests migrations
+                       "$bin/ruff" format --check upgrader tests migrations
+  log "mypy --strict"; "$bin/mypy" --strict upgrader
+  log "import layers"; "$bin/lint-imports"
+  log "pytest";        "$bin/python" -m pytest "$@"
+}
+
+rehearse() {
+  local work="$ROOT/.rehearsal" bin="$VENV/bin"
+  export UPGRADER_DB="sqlite:///$work/state.db"
+  mkdir -p "$work"
+  log "state database at $work/state.db"
+  "$bin/upgrader" db upgrade
+  "$bin/upgrader" db check
+  log "example cluster config"
+  "$bin/python" "$ROOT/tests/example_cluster.py" "$work/example"
+  "$bin/upgrader" config check -c "$work/example/cluster.yaml"
+  "$bin/upgrader" lock status
+  log "the lab (a simulated kubeadm cluster) and the upgrade it rehearses are not built yet;"
+  log "this rehearsal ran what exists: state database, config check, cluster lock"
+}
+
+case "${1:-}" in
+  test) shift; setup; run_tests "$@" ;;
+  rehearse) setup; rehearse ;;
+  *) echo "usage: $0 rehearse | test [pytest args]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,216 @@
+"""The cluster lock between real processes: exclusion, renewal, expiry after a holder dies, races."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from upgrader import cli, errors
+from upgrader.state import db, lease, schema
+
+HOLDER = Path(__file__).with_name("lock_holder.py")
+
+
+class Holder:
+    """A lock_holder.py child process, always stopped by pid at the end of the test."""
+
+    def __init__(self, db_url: str, cluster: str, ttl: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, str(HOLDER), db_url, cluster, str(ttl)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def first_line(self) -> dict[str, object]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "holder process exited without reporting"
+        return dict(json.loads(line))
+
+    def release(self) -> dict[str, object]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("release\n")
+        self.process.stdin.flush()
+        report = dict(json.loads(self.process.stdout.readline()))
+        assert self.process.wait(timeout=30) == 0
+        return report
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def holders(db_url: str) -> Iterator[list[Holder]]:
+    schema.upgrade_url(db_url)
+    started: list[Holder] = []
+    yield started
+    for holder in started:
+        holder.stop()
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    opened = db.open_engine(db_url)
+    yield opened
+    opened.dispose()
+
+
+def start(holders: list[Holder], db_url: str, ttl: float = 30.0, cluster: str = "prod-eu1") -> Holder:
+    holder = Holder(db_url, cluster, ttl)
+    holders.append(holder)
+    return holder
+
+
+def test_second_process_is_refused_while_the_first_holds_the_lock(
+    holders: list[Holder], db_url: str, engine
+) -> None:  # type: ignore[no-untyped-def]
+    first = start(holders, db_url)
+    report = first.first_line()
+    assert report["acquired"] is True
+    with pytest.raises(
+        errors.LockHeld, match=rf"locked by `test-holder` \(pid {report['pid']} on "
+    ) as caught:
+        lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
+    assert caught.value.exit_code == errors.ExitCode.REFUSED
+    # Another cluster is not affected.
+    with lease.acquire(engine, cluster="staging", command="upgrader apply"):
+        pass
+    assert first.release() == {"lost": False}
+    with lease.acquire(engine, cluster="prod-eu1", command="upgrader apply") as mine:
+        assert mine.took_over is None
+
+
+def test_two_processes_racing_cannot_both_win(holders: list[Holder], db_url: str) -> None:
+    contenders = [start(holders, db_url) for _ in range(4)]
+    reports = [c.first_line() for c in contenders]
+    assert sum(1 for r in reports if r["acquired"]) == 1
+    assert all("locked by `test-holder`" in str(r["error"]) for r in reports if not r["acquired"])
+
+
+def test_a_live_holder_renews_past_its_ttl(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+    first = start(holders, db_url, ttl=1.0)
+    assert first.first_line()["acquired"] is True
+    time.sleep(2.5)  # well past one TTL: only renewal keeps it
+    with pytest.raises(errors.LockHeld):
+        lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
+    assert first.release() == {"lost": False}
+
+
+def test_a_dead_holders_lease_is_taken_over_after_it_expires(
+    holders: list[Holder], db_url: str, engine
+) -> None:  # type: ignore[no-untyped-def]
+    first = start(holders, db_url, ttl=1.5)
+    pid = first.first_line()["pid"]
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=30)
+    with pytest.raises(errors.LockHeld):  # not expired yet: a dead holder still blocks until then
+        lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            taken = lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
+            break
+        except errors.LockHeld:
+            assert time.monotonic() < deadline, "the dead holder's lease never expired"
+            time.sleep(0.2)
+    with taken:
+        assert taken.took_over is not None and taken.took_over.pid == pid
+
+
+def test_breaking_a_lock_makes_its_holder_notice(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+    first = start(holders, db_url, ttl=0.9)
+    assert first.first_line()["acquired"] is True
+    broken = lease.break_lease(engine, "prod-eu1")
+    assert broken is not None and broken.command == "test-holder"
+    time.sleep(1.0)  # at least one renewal tick
+    assert first.release() == {"lost": True}
+
+
+def test_lost_lease_raises_needs_human(engine) -> None:  # type: ignore[no-untyped-def]
+    held = lease.acquire(engine, cluster="c", command="x", ttl=timedelta(seconds=30))
+    lease.break_lease(engine, "c")
+    with pytest.raises(errors.LockLost) as caught:
+        held.renew()
+    assert caught.value.exit_code == errors.ExitCode.NEEDS_HUMAN
+    held.release()  # releasing a lost lease does not remove someone else's
+
+
+def test_cli_lock_status_and_break(holders: list[Holder], db_url: str) -> None:
+    first = start(holders, db_url)
+    pid = first.first_line()["pid"]
+    runner = CliRunner()
+    shown = runner.invoke(cli.app, ["lock", "status", "--db", db_url, "--output", "json"])
+    assert shown.exit_code == 0, shown.output
+    locks = json.loads(shown.stdout)["locks"]
+    assert [(lk["cluster"], lk["pid"], lk["expired"]) for lk in locks] == [("prod-eu1", pid, False)]
+    table = runner.invoke(cli.app, ["lock", "status", "--db", db_url])
+    assert "prod-eu1" in table.stdout and str(pid) in table.stdout and "held" in table.stdout
+    refused = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url])
+    assert refused.exit_code == 2
+    assert "refusing without --yes, as stdin is not a terminal" in refused.stderr
+    done = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url, "--yes"])
+    assert done.exit_code == 0, done.output
+    assert "lock on prod-eu1 broken" in done.stdout
+    again = runner.invoke(cli.app, ["lock", "status", "--db", db_url, "--name", "prod-eu1"])
+    assert "cluster prod-eu1 is not locked" in again.stdout
+
+
+def _run_on_a_terminal(args: list[str], answer: bytes) -> tuple[int, str]:
+    """Runs the real upgrader CLI with a pseudo-terminal as stdin and types ``answer`` at its prompt."""
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "upgrader", *args],
+            stdin=follower,
+            stdout=follower,
+            stderr=follower,
+            close_fds=True,
+        )
+        os.close(follower)
+        output = b""
+        try:
+            while b"[y/N]" not in output:
+                output += os.read(leader, 1024)
+            os.write(leader, answer)
+            while True:
+                try:
+                    chunk = os.read(leader, 1024)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        finally:
+            code = process.wait(timeout=60)
+    finally:
+        os.close(leader)
+    return code, output.decode(errors="replace")
+
+
+def test_lock_break_asks_on_a_terminal(holders: list[Holder], db_url: str) -> None:
+    first = start(holders, db_url)
+    pid = first.first_line()["pid"]
+    code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url], b"n\n")
+    assert code == 3, output
+    assert f"held by `test-holder` (pid {pid} on" in output and "not confirmed; nothing was changed" in output
+    code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url], b"y\n")
+    assert code == 0, output
+    assert "lock on prod-eu1 broken" in output

@@ -1,0 +1,104 @@
+"""Alembic migrations: one head, models match migrations, up/down/up keeps data, no silent migration."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
+
+from upgrader import errors
+from upgrader.state import db, orm, schema, store
+
+
+def engine_for(url: str):  # type: ignore[no-untyped-def]
+    return db.create(db.resolve_url(url))
+
+
+def test_single_head() -> None:
+    assert len(schema.heads()) == 1
+
+
+def test_models_match_the_migrations(db_url: str) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        assert compare_metadata(context, orm.Base.metadata) == []
+    engine.dispose()
+
+
+def test_upgrade_downgrade_upgrade_with_data_present(db_url: str) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    state = store.Store(engine)
+    state.record_event(kind="before", message="kept across migrations", cluster="prod-eu1")
+    schema.downgrade(engine, "0001")
+    assert schema.status(engine).current == "0001"
+    with engine.connect() as connection:
+        tables = {r[0] for r in connection.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))}
+    assert "locks" not in tables and "events" in tables
+    schema.upgrade(engine, backup=False)
+    assert schema.status(engine).up_to_date
+    assert [e.message for e in state.events(cluster="prod-eu1")] == ["kept across migrations"]
+    schema.downgrade(engine, "base")
+    assert schema.status(engine).current is None
+    schema.upgrade(engine, backup=False)
+    assert schema.status(engine).up_to_date
+    engine.dispose()
+
+
+def test_outdated_schema_is_refused_and_names_db_upgrade(db_url: str) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    schema.downgrade(engine, "0001")
+    engine.dispose()
+    with pytest.raises(errors.SchemaOutOfDate, match=r"at schema 0001.*run `upgrader db upgrade`") as caught:
+        store.Store.open(db_url)
+    assert caught.value.exit_code == errors.ExitCode.REFUSED
+    # Refusing did not migrate anything.
+    assert schema.status_url(db_url).current == "0001"
+
+
+def test_schema_from_a_newer_upgrader_is_refused(db_url: str) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(errors.Refused, match=r"9999.*newer upgrader"):
+        store.Store.open(db_url)
+
+
+def test_db_upgrade_copies_the_sqlite_file_aside_first(db_url: str, tmp_path: Path) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    schema.downgrade(engine, "0001")
+    store.Store(engine).record_event(kind="k", message="history worth keeping", cluster="c")
+    result = schema.upgrade(engine)
+    engine.dispose()
+    assert result.previous == "0001" and result.current == schema.head() and result.applied == ("0002",)
+    assert result.backup is not None and result.backup.parent == tmp_path / "state"
+    assert stat.S_IMODE(os.stat(result.backup).st_mode) == 0o600
+    with sqlite3.connect(result.backup) as copy:
+        assert copy.execute("SELECT version_num FROM alembic_version").fetchone() == ("0001",)
+        assert copy.execute("SELECT message FROM events").fetchall() == [("history worth keeping",)]
+
+
+def test_db_upgrade_at_head_does_nothing_and_copies_nothing(db_url: str, tmp_path: Path) -> None:
+    schema.upgrade_url(db_url)
+    result = schema.upgrade_url(db_url)
+    assert result.applied == () and result.backup is None
+    assert sorted(p.name for p in (tmp_path / "state").iterdir() if p.suffix == ".bak") == []
+
+
+def test_status_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'absent.db'}"
+    status = schema.status_url(url)
+    assert not status.exists and status.current is None and status.pending[-1] == status.head
+    assert not (tmp_path / "absent.db").exists()

@@ -1,0 +1,162 @@
+"""The state store on a real SQLite file: connection settings, constraints, records, secrets."""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError, StatementError
+
+from upgrader import errors
+from upgrader.state import orm, records, store
+
+
+@pytest.fixture
+def state(db_url: str) -> store.Store:
+    opened = store.Store.open(db_url)
+    yield opened
+    opened.close()
+
+
+def test_new_database_is_created_at_head_in_a_private_directory(db_url: str, tmp_path: Path) -> None:
+    opened = store.Store.open(db_url)
+    opened.close()
+    directory = tmp_path / "state"
+    assert (directory / "state.db").is_file()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+
+
+def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(state: store.Store) -> None:
+    with state.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert connection.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+
+
+def test_foreign_keys_are_enforced(state: store.Store) -> None:
+    with pytest.raises(errors.StateError, match="FOREIGN KEY constraint failed"), state.session() as session:
+        session.add(
+            orm.Step(run_id="no-such-run", position=0, kind="nodes", status=records.StepStatus.PENDING)
+        )
+
+
+def test_cluster_rows_are_created_once(state: store.Store) -> None:
+    first = state.ensure_cluster("prod-eu1")
+    assert state.ensure_cluster("prod-eu1") == first
+    assert state.ensure_cluster("staging") != first
+
+
+def test_a_run_with_steps_round_trips_with_aware_utc_times(state: store.Store) -> None:
+    cluster = state.ensure_cluster("prod-eu1")
+    started = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+    with state.session() as session:
+        session.add(
+            orm.Run(
+                id="run-1",
+                cluster_id=cluster,
+                kind=records.RunKind.UPGRADE,
+                status=records.RunStatus.RUNNING,
+                host="ops-1",
+                pid=42,
+                started_at=started,
+            )
+        )
+        session.flush()
+        session.add(
+            orm.Step(run_id="run-1", position=0, kind="snapshot", status=records.StepStatus.SUCCEEDED)
+        )
+    with state.session() as session:
+        run = session.get(orm.Run, "run-1")
+        assert run is not None
+        assert run.started_at == started and run.started_at.tzinfo is UTC
+        assert run.status is records.RunStatus.RUNNING
+    with state.engine.connect() as connection:
+        stored = connection.execute(text("SELECT status, kind FROM runs")).one()
+    assert tuple(stored) == ("running", "upgrade")  # enums are stored by value
+
+
+def test_unknown_enum_values_are_rejected(state: store.Store) -> None:
+    cluster = state.ensure_cluster("prod-eu1")
+    with pytest.raises((StatementError, LookupError, errors.StateError)), state.session() as session:
+        session.add(orm.Run(id="r", cluster_id=cluster, kind="sideways", status="running", host="h", pid=1))
+
+
+def test_naive_datetimes_are_refused(state: store.Store) -> None:
+    cluster = state.ensure_cluster("prod-eu1")
+    with (
+        pytest.raises((StatementError, errors.StateError), match="naive datetime"),
+        state.session() as session,
+    ):
+        session.add(
+            orm.Event(cluster_id=cluster, at=datetime(2026, 1, 1), level="info", kind="k", message="m")
+        )
+
+
+def test_step_positions_are_unique_per_run(state: store.Store) -> None:
+    cluster = state.ensure_cluster("c")
+    with state.session() as session:
+        session.add(
+            orm.Run(
+                id="r",
+                cluster_id=cluster,
+                kind=records.RunKind.UPGRADE,
+                status=records.RunStatus.RUNNING,
+                host="h",
+                pid=1,
+            )
+        )
+    with pytest.raises(errors.StateError, match="UNIQUE"), state.session() as session:
+        for _ in range(2):
+            session.add(orm.Step(run_id="r", position=0, kind="nodes", status=records.StepStatus.PENDING))
+
+
+def test_events_are_recorded_newest_first_and_secrets_are_scrubbed(state: store.Store) -> None:
+    state.record_event(kind="first", message="one", cluster="prod-eu1")
+    state.record_event(
+        kind="second",
+        message="two",
+        cluster="prod-eu1",
+        level=records.EventLevel.WARNING,
+        data={
+            "node": "w-1",
+            "password": "hunter2",
+            "tls": {"private_key": "-----BEGIN", "ca": "ca.crt"},
+            "hosts": [{"token": "abc", "name": "cp-1"}],
+        },
+    )
+    state.record_event(kind="other", message="elsewhere", cluster="staging")
+    events = state.events(cluster="prod-eu1")
+    assert [e.kind for e in events] == ["second", "first"]
+    assert events[0].level is records.EventLevel.WARNING
+    assert events[0].data == {
+        "node": "w-1",
+        "password": "<redacted>",
+        "tls": {"private_key": "<redacted>", "ca": "ca.crt"},
+        "hosts": [{"token": "<redacted>", "name": "cp-1"}],
+    }
+    raw = state.engine.url.database
+    assert raw is not None
+    assert b"hunter2" not in Path(raw).read_bytes() + Path(raw + "-wal").read_bytes()
+
+
+def test_two_stores_on_one_file_both_write(db_url: str) -> None:
+    first, second = store.Store.open(db_url), store.Store.open(db_url)
+    try:
+        for i in range(20):
+            (first if i % 2 else second).record_event(kind="k", message=str(i), cluster="c")
+        assert len(first.events(cluster="c")) == 20
+    finally:
+        first.close()
+        second.close()
+
+
+def test_integrity_error_is_not_leaked_raw(state: store.Store) -> None:
+    with pytest.raises(errors.StateError) as caught, state.session() as session:
+        session.add(orm.Cluster(name="dup"))
+        session.add(orm.Cluster(name="dup"))
+    assert isinstance(caught.value.__cause__, IntegrityError)
+    assert "INSERT" not in str(caught.value)  # no SQL statement in the operator's message
