@@ -49,8 +49,9 @@ def main() -> int:
     print(f"rounds: {args.rounds}, alternating, fresh process each")
     for name, values in samples.items():
         median = statistics.median(values)
+        p90 = sorted(values)[int(len(values) * 0.9)]
         print(
-            f"{name:34s} median {median * 1000:6.1f} ms  p90 {sorted(values)[int(len(values) * 0.9)] * 1000:6.1f} ms"
+            f"{name:34s} median {median * 1000:6.1f} ms  p90 {p90 * 1000:6.1f} ms"
             f"  ratio to import typer {median / floor:4.2f}"
         )
     ratio = statistics.median(samples["upgrader --help"]) / floor
