@@ -16,31 +16,19 @@ DbOption = Annotated[
     typer.Option(
         "--db",
         envvar=settings.ENV_DB,
-        help=f"SQLAlchemy URL of the state database [env {settings.ENV_DB}; default: "
-        "a SQLite file in the user's data directory].",
+        help="SQLAlchemy URL of the state database [default: a SQLite file in the user's data directory].",
         show_default=False,
     ),
 ]
-ClusterOption = Annotated[
-    Path,
-    typer.Option(
-        "-c",
-        "--cluster",
-        envvar=settings.ENV_CLUSTER,
-        help=f"The cluster config, cluster.yaml [env {settings.ENV_CLUSTER}].",
-        show_default=False,
-    ),
-]
-OptionalClusterOption = Annotated[
-    Path | None,
-    typer.Option(
-        "-c",
-        "--cluster",
-        envvar=settings.ENV_CLUSTER,
-        help=f"The cluster config, cluster.yaml [env {settings.ENV_CLUSTER}].",
-        show_default=False,
-    ),
-]
+_CLUSTER = typer.Option(
+    "-c",
+    "--cluster",
+    envvar=settings.ENV_CLUSTER,
+    help="The cluster config (cluster.yaml).",
+    show_default=False,
+)
+ClusterOption = Annotated[Path, _CLUSTER]
+OptionalClusterOption = Annotated[Path | None, _CLUSTER]
 OutputOption = Annotated[
     _render.OutputFormat,
     typer.Option("--output", "-o", case_sensitive=False, help="Output format."),
