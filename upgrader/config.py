@@ -269,9 +269,7 @@ def load(path: Path) -> ClusterConfig:
     except ValidationError as exc:
         problems = [str(p) for p in _problems(path, exc, lines)]
         noun = "problem" if len(problems) == 1 else "problems"
-        raise errors.ConfigError(
-            f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)
-        ) from None
+        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)) from None
     return config.model_copy(update={"source": path.resolve()})
 
 
@@ -292,9 +290,7 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...],
     return data, lines
 
 
-def _index_lines(
-    node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]
-) -> None:
+def _index_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
     out[prefix] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:

@@ -50,9 +50,7 @@ def check_config(path: Path) -> ConfigReport:
             f"{len(cfg.etcd.endpoints)} etcd endpoints"
         )
     if len(etcd_hosts) % 2 == 0 and etcd_hosts:
-        warnings.append(
-            f"{len(etcd_hosts)} etcd members: an even count tolerates no more failures than one fewer"
-        )
+        warnings.append(f"{len(etcd_hosts)} etcd members: an even count tolerates no more failures than one fewer")
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise errors.ConfigError(f"{cfg.inventory}: {len(problems)} {noun} in the inventory", tuple(problems))

@@ -104,9 +104,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["cluster_id"], ["clusters.id"], name=op.f("fk_runs_cluster_id_clusters"), ondelete="CASCADE"
         ),
-        sa.ForeignKeyConstraint(
-            ["plan_id"], ["plans.id"], name=op.f("fk_runs_plan_id_plans"), ondelete="RESTRICT"
-        ),
+        sa.ForeignKeyConstraint(["plan_id"], ["plans.id"], name=op.f("fk_runs_plan_id_plans"), ondelete="RESTRICT"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
     )
     with op.batch_alter_table("runs", schema=None) as batch_op:
@@ -129,9 +127,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["cluster_id"], ["clusters.id"], name=op.f("fk_events_cluster_id_clusters"), ondelete="CASCADE"
         ),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name=op.f("fk_events_run_id_runs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_events_run_id_runs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
     )
     with op.batch_alter_table("events", schema=None) as batch_op:
@@ -162,9 +158,7 @@ def upgrade() -> None:
         sa.Column("finished_at", sa.DateTime(), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["runs.id"], name=op.f("fk_steps_run_id_runs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=op.f("fk_steps_run_id_runs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_steps")),
         sa.UniqueConstraint("run_id", "position", name="uq_steps_run_id_position"),
     )

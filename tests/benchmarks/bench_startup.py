@@ -55,9 +55,7 @@ def main() -> int:
             f"  ratio to import typer {median / floor:4.2f}"
         )
     ratio = statistics.median(samples["upgrader --help"]) / floor
-    print(
-        f"upgrader --help / import typer = {ratio:.2f} (target <= 1.50): {'ok' if ratio <= 1.5 else 'OVER'}"
-    )
+    print(f"upgrader --help / import typer = {ratio:.2f} (target <= 1.50): {'ok' if ratio <= 1.5 else 'OVER'}")
     return 0 if ratio <= 1.5 else 1
 
 

@@ -77,15 +77,11 @@ def start(holders: list[Holder], db_url: str, ttl: float = 30.0, cluster: str = 
     return holder
 
 
-def test_second_process_is_refused_while_the_first_holds_the_lock(
-    holders: list[Holder], db_url: str, engine
-) -> None:  # type: ignore[no-untyped-def]
+def test_second_process_is_refused_while_the_first_holds_the_lock(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
     first = start(holders, db_url)
     report = first.first_line()
     assert report["acquired"] is True
-    with pytest.raises(
-        errors.LockHeld, match=rf"locked by `test-holder` \(pid {report['pid']} on "
-    ) as caught:
+    with pytest.raises(errors.LockHeld, match=rf"locked by `test-holder` \(pid {report['pid']} on ") as caught:
         lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
     assert caught.value.exit_code == errors.ExitCode.REFUSED
     # Another cluster is not affected.
@@ -112,9 +108,7 @@ def test_a_live_holder_renews_past_its_ttl(holders: list[Holder], db_url: str, e
     assert first.release() == {"lost": False}
 
 
-def test_a_dead_holders_lease_is_taken_over_after_it_expires(
-    holders: list[Holder], db_url: str, engine
-) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_holders_lease_is_taken_over_after_it_expires(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
     first = start(holders, db_url, ttl=1.5)
     pid = first.first_line()["pid"]
     os.kill(first.process.pid, signal.SIGKILL)

@@ -39,9 +39,7 @@ def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(state: store.
 
 def test_foreign_keys_are_enforced(state: store.Store) -> None:
     with pytest.raises(errors.StateError, match="FOREIGN KEY constraint failed"), state.session() as session:
-        session.add(
-            orm.Step(run_id="no-such-run", position=0, kind="nodes", status=records.StepStatus.PENDING)
-        )
+        session.add(orm.Step(run_id="no-such-run", position=0, kind="nodes", status=records.StepStatus.PENDING))
 
 
 def test_cluster_rows_are_created_once(state: store.Store) -> None:
@@ -66,9 +64,7 @@ def test_a_run_with_steps_round_trips_with_aware_utc_times(state: store.Store) -
             )
         )
         session.flush()
-        session.add(
-            orm.Step(run_id="run-1", position=0, kind="snapshot", status=records.StepStatus.SUCCEEDED)
-        )
+        session.add(orm.Step(run_id="run-1", position=0, kind="snapshot", status=records.StepStatus.SUCCEEDED))
     with state.session() as session:
         run = session.get(orm.Run, "run-1")
         assert run is not None
@@ -91,9 +87,7 @@ def test_naive_datetimes_are_refused(state: store.Store) -> None:
         pytest.raises((StatementError, errors.StateError), match="naive datetime"),
         state.session() as session,
     ):
-        session.add(
-            orm.Event(cluster_id=cluster, at=datetime(2026, 1, 1), level="info", kind="k", message="m")
-        )
+        session.add(orm.Event(cluster_id=cluster, at=datetime(2026, 1, 1), level="info", kind="k", message="m"))
 
 
 def test_step_positions_are_unique_per_run(state: store.Store) -> None:

@@ -51,23 +51,18 @@ def test_installed_wheel_migrates_a_database_from_a_fresh_venv(wheel: Path, tmp_
     work = tmp_path / "elsewhere"  # run away from the checkout so nothing resolves to the source tree
     work.mkdir()
 
-    done = subprocess.run(
-        [upgrader, "db", "upgrade", "--db", db_url], cwd=work, capture_output=True, text=True
-    )
+    done = subprocess.run([upgrader, "db", "upgrade", "--db", db_url], cwd=work, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "schema none -> " in done.stdout
 
-    check = subprocess.run(
-        [upgrader, "db", "check", "--db", db_url], cwd=work, capture_output=True, text=True
-    )
+    check = subprocess.run([upgrader, "db", "check", "--db", db_url], cwd=work, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
 
     where = subprocess.run(
         [
             python,
             "-c",
-            "from upgrader import resources; print(resources.migrations_dir()); "
-            "print(resources.playbooks_dir())",
+            "from upgrader import resources; print(resources.migrations_dir()); print(resources.playbooks_dir())",
         ],
         cwd=work,
         capture_output=True,

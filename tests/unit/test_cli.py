@@ -106,9 +106,7 @@ def test_inventory_problems(cluster_yaml: Path, inventory: str, message: str) ->
 
 def test_unparseable_inventory(cluster_yaml: Path) -> None:
     (cluster_yaml.parent / "inventory" / "hosts.ini").write_text("[kube_node\nw-1\n")
-    assert_clean_error(
-        run("config", "check", "-c", str(cluster_yaml)), 2, "Ansible cannot parse this inventory"
-    )
+    assert_clean_error(run("config", "check", "-c", str(cluster_yaml)), 2, "Ansible cannot parse this inventory")
 
 
 def test_db_commands_on_a_fresh_database(db_url: str) -> None:
@@ -150,9 +148,7 @@ def test_lock_break_needs_a_cluster(db_url: str) -> None:
 
 
 def test_lock_break_of_an_unlocked_cluster(cluster_yaml: Path, db_url: str) -> None:
-    assert_clean_error(
-        run("lock", "break", "-c", str(cluster_yaml), "--db", db_url, "--yes"), 1, "not locked"
-    )
+    assert_clean_error(run("lock", "break", "-c", str(cluster_yaml), "--db", db_url, "--yes"), 1, "not locked")
 
 
 def test_lock_break_with_piped_stdin_needs_yes(db_url: str) -> None:

@@ -33,9 +33,7 @@ print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})), file=sys.stder
 
 
 def loaded_after(*args: str) -> set[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(list(args))], capture_output=True, text=True
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(list(args))], capture_output=True, text=True)
     return set(json.loads(done.stderr.strip().splitlines()[-1]))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -40,6 +40,12 @@ def report(exc: errors.UpgraderError, *, as_json: bool) -> None:
         typer.echo(f"  - {problem}", err=True)
 
 
+def exit_with(code: errors.ExitCode, message: str) -> NoReturn:
+    """Ends a command that already rendered its result (say, a blocked plan) with ``code``."""
+    typer.echo(f"upgrader: {message}", err=True)
+    raise typer.Exit(int(code))
+
+
 def handle(command: Callable[P, R]) -> Callable[P, R]:
     """Wraps a Typer command so expected errors exit with their code and one clear message."""
 
@@ -48,7 +54,7 @@ def handle(command: Callable[P, R]) -> Callable[P, R]:
         try:
             return command(*args, **kwargs)
         except errors.UpgraderError as exc:
-            report(exc, as_json=kwargs.get("output") == _render.OutputFormat.JSON)
+            report(exc, as_json=str(kwargs.get("output")) == _render.OutputFormat.JSON.value)
             raise typer.Exit(int(exc.exit_code)) from None
 
     return wrapper

@@ -48,5 +48,10 @@ def echo(text: str = "") -> None:
     typer.echo(text)
 
 
+def note(text: str) -> None:
+    """A remark for the person at the terminal, on stderr so that stdout stays parseable."""
+    typer.echo(text, err=True)
+
+
 def warn(text: str) -> None:
     typer.echo(f"upgrader: warning: {text}", err=True)

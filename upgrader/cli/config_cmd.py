@@ -24,12 +24,9 @@ def check(
     _render.echo(f"{cfg.source}: ok, cluster {cfg.name}")
     for group, hosts in report.groups.items():
         _render.echo(f"  {group}: {', '.join(hosts)}")
+    _render.echo(f"  etcd endpoints: {', '.join(cfg.etcd.endpoints)} ({'TLS' if cfg.etcd.uses_tls else 'plain'})")
     _render.echo(
-        f"  etcd endpoints: {', '.join(cfg.etcd.endpoints)} ({'TLS' if cfg.etcd.uses_tls else 'plain'})"
-    )
-    _render.echo(
-        f"  packages: {cfg.packages.method.value}"
-        + (f" from {cfg.packages.mirror}" if cfg.packages.mirror else "")
+        f"  packages: {cfg.packages.method.value}" + (f" from {cfg.packages.mirror}" if cfg.packages.mirror else "")
     )
     _render.echo(f"  snapshots: {cfg.snapshots.dir} (keep {cfg.snapshots.keep})")
     for warning in report.warnings:

@@ -38,9 +38,7 @@ def tool(name: str) -> str:
         return str(beside)
     found = shutil.which(name)
     if found is None:
-        raise errors.ExecutorError(
-            f"{name} not found next to {sys.executable} or on PATH: install ansible-core"
-        )
+        raise errors.ExecutorError(f"{name} not found next to {sys.executable} or on PATH: install ansible-core")
     return found
 
 

@@ -64,9 +64,7 @@ def break_lease(engine: Engine, cluster: str) -> records.LeaseInfo | None:
         return None
     try:
         with engine.begin() as connection:
-            connection.execute(
-                delete(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.holder == held[0].holder)
-            )
+            connection.execute(delete(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.holder == held[0].holder))
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot break the lock on {cluster}: {db.describe_error(exc)}") from exc
     return held[0]
@@ -114,9 +112,7 @@ class Lease:
             with self.engine.begin() as connection:
                 changed = connection.execute(statement).rowcount
         except SQLAlchemyError as exc:
-            raise errors.StateError(
-                f"cannot renew the lock on {self.info.cluster}: {db.describe_error(exc)}"
-            ) from exc
+            raise errors.StateError(f"cannot renew the lock on {self.info.cluster}: {db.describe_error(exc)}") from exc
         if changed != 1:
             self._lost.set()
             self.check()
@@ -128,14 +124,11 @@ class Lease:
         try:
             with self.engine.begin() as connection:
                 connection.execute(
-                    delete(orm.Lock).where(
-                        orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder
-                    )
+                    delete(orm.Lock).where(orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder)
                 )
         except SQLAlchemyError as exc:
             raise errors.StateError(
-                f"cannot release the lock on {self.info.cluster}: {db.describe_error(exc)}; "
-                "it expires on its own"
+                f"cannot release the lock on {self.info.cluster}: {db.describe_error(exc)}; it expires on its own"
             ) from exc
 
     def _renew_forever(self) -> None:
@@ -150,15 +143,11 @@ class Lease:
                 continue
 
     def __enter__(self) -> Lease:
-        self._thread = threading.Thread(
-            target=self._renew_forever, name=f"lease-{self.info.cluster}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._renew_forever, name=f"lease-{self.info.cluster}", daemon=True)
         self._thread.start()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
 
 
@@ -188,9 +177,7 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     try:
         with engine.begin() as connection:
             taken = connection.execute(
-                update(orm.Lock)
-                .where(orm.Lock.cluster == cluster, orm.Lock.expires_at <= now)
-                .values(**values)
+                update(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.expires_at <= now).values(**values)
             ).rowcount
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc

@@ -72,3 +72,14 @@ class LeaseInfo:
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class StoredPlan:
+    id: PlanId
+    cluster: str | None
+    created_at: datetime
+    target: str
+    executable: bool
+    facts: dict[str, Any]
+    body: dict[str, Any]

@@ -132,3 +132,58 @@ class Store:
                 )
                 for row, name in session.execute(query)
             ]
+
+    # -- plans ---------------------------------------------------------------------------------
+
+    def save_plan(
+        self,
+        *,
+        plan_id: records.PlanId,
+        body: Mapping[str, Any],
+        facts: Mapping[str, Any],
+        target: str,
+        executable: bool,
+        cluster: str | None,
+    ) -> bool:
+        """Stores a plan under its content-hash id; returns False when it was already stored."""
+        cluster_id = self.ensure_cluster(cluster) if cluster is not None else None
+        with self.session() as session:
+            if session.get(orm.Plan, plan_id) is not None:
+                return False
+            session.add(
+                orm.Plan(
+                    id=plan_id,
+                    cluster_id=cluster_id,
+                    target=target,
+                    executable=executable,
+                    facts=dict(facts),
+                    body=dict(body),
+                )
+            )
+            return True
+
+    def plan(self, plan_id: str) -> records.StoredPlan:
+        """A stored plan by id or by an unambiguous id prefix (at least 6 characters)."""
+        with self.session() as session:
+            if len(plan_id) < 6:
+                raise errors.UsageError(f"plan id {plan_id!r} is too short: give at least 6 characters")
+            rows = session.execute(
+                select(orm.Plan, orm.Cluster.name)
+                .outerjoin(orm.Cluster, orm.Plan.cluster_id == orm.Cluster.id)
+                .where(orm.Plan.id.startswith(plan_id, autoescape=True))
+                .limit(2)
+            ).all()
+            if not rows:
+                raise errors.NotFound(f"no saved plan {plan_id!r} in this state database")
+            if len(rows) > 1:
+                raise errors.UsageError(f"plan id {plan_id!r} is ambiguous: give more characters")
+            row, cluster = rows[0]
+            return records.StoredPlan(
+                id=records.PlanId(row.id),
+                cluster=cluster,
+                created_at=row.created_at,
+                target=row.target,
+                executable=row.executable,
+                facts=dict(row.facts),
+                body=dict(row.body),
+            )

@@ -1,0 +1,97 @@
+"""The planning service: facts in (a file now, a live cluster later), a plan out, optionally saved.
+
+It joins what the pure planner needs: the facts file parsed strictly, defaults from the cluster
+config when one is given, the rules catalog (shipped or ``--catalog``), and the state store only
+when asked to save, so ``upgrader plan`` without ``--save`` needs no database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from upgrader import config, errors
+from upgrader.planner import core, model
+from upgrader.rules import catalog as catalog_mod
+from upgrader.rules import facts as facts_mod
+from upgrader.versions import parse_target
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    target: str
+    facts_file: Path | None = None
+    cluster_config: Path | None = None
+    one_step: bool = False
+    max_unavailable: str | None = None
+    catalog_file: Path | None = None
+
+
+def read_facts(path: Path) -> facts_mod.Facts:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise errors.InputError(f"facts file not found: {path}") from None
+    except json.JSONDecodeError as exc:
+        raise errors.InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.InputError(f"cannot read facts file {path}: {exc}") from exc
+    try:
+        return facts_mod.from_mapping(data)
+    except errors.InputError as exc:
+        raise errors.InputError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: model.Plan
+    cluster: str | None
+
+
+def make_plan(request: PlanRequest) -> PlanResult:
+    target = parse_target(request.target)
+    cfg = config.load(request.cluster_config) if request.cluster_config is not None else None
+    if request.facts_file is None:
+        raise errors.UsageError(
+            "collecting facts from a live cluster is not available yet: pass --facts FILE "
+            "(the facts format is in docs/planning.md)"
+        )
+    facts = read_facts(request.facts_file)
+    two_step = (cfg.upgrade.two_step if cfg else True) and not request.one_step
+    raw_max: int | str = request.max_unavailable or (cfg.upgrade.max_unavailable if cfg else 1)
+    options = model.PlanOptions(two_step=two_step, max_unavailable=model.MaxUnavailable.parse(raw_max))
+    catalog = catalog_mod.load(request.catalog_file)
+    plan = core.plan(facts, target, options, catalog)
+    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster)
+
+
+def save(result: PlanResult, db_url: str | None) -> bool:
+    """Stores the plan in the state database; False when that exact plan was already there."""
+    from upgrader.state import records, store
+
+    state = store.Store.open(db_url)
+    try:
+        body = result.plan.as_dict()
+        return state.save_plan(
+            plan_id=records.PlanId(body["id"]),
+            body=body,
+            facts=result.plan.facts,
+            target=body["target"],
+            executable=result.plan.executable,
+            cluster=result.cluster,
+        )
+    finally:
+        state.close()
+
+
+def show(plan_id: str, db_url: str | None) -> dict[str, Any]:
+    from upgrader.state import store
+
+    state = store.Store.open(db_url)
+    try:
+        stored = state.plan(plan_id)
+    finally:
+        state.close()
+    return {**stored.body, "saved_at": stored.created_at, "cluster": stored.cluster}
