@@ -123,9 +123,9 @@ def _entry(key: str, raw: Mapping[str, Any]) -> MinorEntry:
     minor = Minor.parse(key, what="catalog minor")
     patches = _versions(raw["patches"], f"patch of {key}") or ()
     if not patches or list(patches) != sorted(patches, reverse=True):
-        raise errors.OperationFailed(f"rules catalog: {key}: patches must be non-empty, latest first")
+        raise errors.InputError(f"rules catalog: {key}: patches must be non-empty, latest first")
     if any(p.minor_version != minor for p in patches):
-        raise errors.OperationFailed(f"rules catalog: {key}: a patch of another minor is listed")
+        raise errors.InputError(f"rules catalog: {key}: a patch of another minor is listed")
     removed = tuple(
         RemovedApi(
             group=item["group"],

@@ -1,0 +1,189 @@
+"""The planner, scenario by scenario: hops, two-step, starting states, refusals, batches, blockers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.plan_helpers import brief, make_facts, make_plan
+from upgrader import errors
+from upgrader.planner.model import StepKind
+from upgrader.rules.findings import Code
+
+CP3 = [("cp-1", "1.30.14", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14"), ("cp-3", "1.30.14", None, "1.30.14")]
+
+
+def test_one_minor_without_emulation_is_one_step() -> None:
+    # 1.31 binaries can only emulate 1.31, so the hop from 1.30 cannot be two-step.
+    plan = make_plan(make_facts(CP3, [("w-1", "1.30.14")]), "1.31")
+    assert brief(plan) == [
+        "snap", "cp 1.31.13 cp-1,cp-2,cp-3",
+        "nodes 1.31.13 cp-1", "nodes 1.31.13 cp-2", "nodes 1.31.13 cp-3", "nodes 1.31.13 w-1",
+    ]
+    assert plan.executable and str(plan.target) == "1.31.13"
+
+
+def test_hops_to_1_32_and_later_are_two_step_by_default() -> None:
+    plan = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.31.13")]), "1.33")
+    assert brief(plan) == [
+        "snap", "cp 1.32.9~1.31 cp-1", "snap", "commit 1.32 cp-1",
+        "snap", "cp 1.33.5~1.32 cp-1", "snap", "commit 1.33 cp-1",
+        "nodes 1.33.5 cp-1", "nodes 1.33.5 w-1",
+    ]
+
+
+def test_one_step_option_turns_two_step_off() -> None:
+    plan = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")]), "1.33", two_step=False)
+    assert brief(plan) == ["snap", "cp 1.32.9 cp-1", "snap", "cp 1.33.5 cp-1", "nodes 1.33.5 cp-1"]
+
+
+def test_a_snapshot_precedes_every_control_plane_and_commit_step() -> None:
+    plan = make_plan(make_facts(CP3, [("w-1", "1.28.15")]), "1.36")
+    for i, step in enumerate(plan.steps):
+        if step.kind in (StepKind.CONTROL_PLANE, StepKind.EMULATION_COMMIT):
+            assert plan.steps[i - 1].kind is StepKind.SNAPSHOT, i
+
+
+def test_nodes_skip_minors_and_move_only_when_forced() -> None:
+    # 1.30 -> 1.36: the control plane takes six hops; a 1.30 kubelet must move before the apiserver
+    # reaches 1.34 (N-3), and then goes as far as allowed (1.33), then to the target: two drains.
+    plan = make_plan(make_facts(CP3, [("w-1", "1.30.14")]), "1.36")
+    node_steps = [(str(s.version), s.nodes) for s in plan.steps if s.kind is StepKind.NODES and "w-1" in s.nodes]
+    assert node_steps == [("1.33.5", ("w-1",)), ("1.36.0", ("w-1",))]
+    assert plan.summary.drains_per_node == {"cp-1": 2, "cp-2": 2, "cp-3": 2, "w-1": 2}
+    assert plan.summary.drains_every_minor == 4 * 6
+
+
+def test_kubelet_skew_widens_from_n_minus_2_to_n_minus_3_at_1_28() -> None:
+    # With a 1.27 apiserver a kubelet may be 2 behind (1.25); from 1.28 it may be 3 behind, so the
+    # 1.25 kubelet stays put through 1.27 and 1.28 and must move only before the apiserver reaches 1.29.
+    plan = make_plan(make_facts([("cp-1", "1.26.15", None, "1.25.16")]), "1.29")
+    assert brief(plan) == [
+        "snap", "cp 1.27.16 cp-1", "snap", "cp 1.28.15 cp-1",
+        "nodes 1.28.15 cp-1", "snap", "cp 1.29.15 cp-1", "nodes 1.29.15 cp-1",
+    ]
+
+
+def test_patch_only_upgrade_is_one_control_plane_step_and_one_nodes_step() -> None:
+    plan = make_plan(make_facts([("cp-1", "1.33.2", None, "1.33.2")], [("w-1", "1.33.2"), ("w-2", "1.33.0")]),
+                     "1.33.5", max_unavailable="100%")
+    assert brief(plan) == ["snap", "cp 1.33.5 cp-1", "nodes 1.33.5 cp-1", "nodes 1.33.5 w-1,w-2"]
+
+
+def test_already_at_target_needs_nothing() -> None:
+    plan = make_plan(make_facts([("cp-1", "1.33.5", None, "1.33.5")], [("w-1", "1.33.5")]), "1.33.5")
+    assert plan.steps == () and plan.executable and plan.summary.drains == 0
+
+
+def test_a_mid_hop_control_plane_finishes_its_hop_first() -> None:
+    facts = make_facts([("cp-1", "1.31.13", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14"),
+                        ("cp-3", "1.30.14", None, "1.30.14")])
+    assert brief(make_plan(facts, "1.32"))[:2] == ["snap", "cp 1.31.13 cp-2,cp-3"]
+
+
+def test_a_mid_hop_in_a_two_step_window_continues_the_window_then_commits() -> None:
+    facts = make_facts([("cp-1", "1.33.5", "1.32", "1.32.9"), ("cp-2", "1.32.9", None, "1.32.9")])
+    assert brief(make_plan(facts, "1.33", two_step=False)) == [
+        "snap", "cp 1.33.5~1.32 cp-2", "snap", "commit 1.33 cp-1,cp-2",
+        "nodes 1.33.5 cp-1", "nodes 1.33.5 cp-2",
+    ]
+
+
+def test_a_one_step_hop_caught_half_way_stays_one_step() -> None:
+    facts = make_facts([("cp-1", "1.33.5", None, "1.32.9"), ("cp-2", "1.32.9", None, "1.32.9")])
+    assert brief(make_plan(facts, "1.33"))[:2] == ["snap", "cp 1.33.5 cp-2"]
+
+
+def test_a_two_step_window_commits_before_moving_on() -> None:
+    facts = make_facts([("cp-1", "1.33.5", "1.32", "1.32.9")], [("w-1", "1.32.9")])
+    assert brief(make_plan(facts, "1.34")) == [
+        "snap", "commit 1.33 cp-1", "snap", "cp 1.34.1~1.33 cp-1", "snap", "commit 1.34 cp-1",
+        "nodes 1.34.1 cp-1", "nodes 1.34.1 w-1",
+    ]
+
+
+def test_a_two_step_window_at_the_target_minor_keeps_emulating_through_a_patch_step() -> None:
+    facts = make_facts([("cp-1", "1.33.2", "1.32", "1.32.9")])
+    assert brief(make_plan(facts, "1.33")) == [
+        "snap", "cp 1.33.5~1.32 cp-1", "snap", "commit 1.33 cp-1", "nodes 1.33.5 cp-1",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("control_plane", "workers", "to", "message"),
+    [
+        (CP3, [], "1.29", "target 1.29.15 is older than the control plane"),
+        (CP3, [], "1.30.2", "target 1.30.2 is older than the control plane"),
+        ([("cp-1", "1.30.2", None, "1.30.2")], [("w-1", "1.30.9")], "1.30.5", "older than the kubelet on w-1"),
+        (CP3, [], "1.37", "incomplete for 1.37"),
+        (CP3, [], "1.30.99", "not a release the rules catalog knows"),
+        ([("cp-1", "1.24.17", None, "1.24.17")], [], "1.26", "1.24 is not in the rules catalog"),
+    ],
+    ids=["older-minor", "older-patch", "older-than-kubelet", "unknown-minor", "unknown-patch", "start-unknown"],
+)
+def test_refusals(control_plane: list, workers: list, to: str, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(errors.Refused, match=message) as caught:
+        make_plan(make_facts(control_plane, workers), to)
+    assert caught.value.exit_code == errors.ExitCode.REFUSED
+
+
+def test_worker_batches_follow_max_unavailable_and_control_planes_go_one_by_one() -> None:
+    workers = [(f"w-{i}", "1.33.2") for i in range(1, 11)]
+    cp = [("cp-1", "1.33.5", None, "1.33.2"), ("cp-2", "1.33.5", None, "1.33.2")]
+    by_count = make_plan(make_facts(cp, workers), "1.33.5", max_unavailable="4")
+    assert [s.nodes for s in by_count.steps] == [
+        ("cp-1",), ("cp-2",), ("w-1", "w-2", "w-3", "w-4"), ("w-5", "w-6", "w-7", "w-8"), ("w-9", "w-10"),
+    ]
+    assert [s.batch for s in by_count.steps] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
+    by_percent = make_plan(make_facts(cp, workers), "1.33.5", max_unavailable="30%")
+    assert [len(s.nodes) for s in by_percent.steps] == [1, 1, 3, 3, 3, 1]
+    assert len(make_plan(make_facts(cp, workers), "1.33.5", max_unavailable="1%").steps) == 12  # at least one
+
+
+@pytest.mark.parametrize("value", ["0", "0%", "101%", "-1", "half", "2.5"])
+def test_bad_max_unavailable(value: str) -> None:
+    with pytest.raises(errors.InputError, match="--max-unavailable"):
+        make_plan(make_facts(CP3), "1.31", max_unavailable=value)
+
+
+def test_control_plane_steps_name_the_etcd_version_kubeadm_leaves() -> None:
+    plan = make_plan(make_facts([("cp-1", "1.30.14", None, "1.30.14")], etcd="3.5.12"), "1.32")
+    etcd = [str(s.etcd) for s in plan.steps if s.kind is StepKind.CONTROL_PLANE]
+    assert etcd == ["3.5.24", "3.5.24"]
+
+
+def test_blockers_do_not_stop_the_plan_from_being_shown() -> None:
+    facts = make_facts(CP3, [("w-1", "1.30.14")], etcd="3.5.24",
+                       apis=[{"group": "flowcontrol.apiserver.k8s.io", "version": "v1beta3", "resource": "flowschemas"}],
+                       cgroup="v1", runtime="containerd://1.7.28")
+    plan = make_plan(facts, "1.36")
+    codes = {b.code for b in plan.blockers}
+    assert codes == {Code.API_REMOVED, Code.CGROUP_V1, Code.RUNTIME_BELOW_MINIMUM, Code.ETCD_BELOW_MIN_PATCH}
+    assert not plan.executable and plan.steps
+
+
+def test_a_cluster_already_outside_the_skew_policy_is_blocked() -> None:
+    facts = make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.27.16"), ("w-2", "1.32.0")])
+    codes = [b.code for b in make_plan(facts, "1.32").blockers]
+    assert codes == [Code.SKEW_KUBELET_TOO_OLD, Code.KUBELET_NEWER_THAN_APISERVER]
+
+
+def test_the_plan_id_is_a_content_hash() -> None:
+    facts = make_facts(CP3, [("w-1", "1.29.15")])
+    first, again = make_plan(facts, "1.32"), make_plan(facts, "1.32")
+    assert first.id == again.id and len(first.id) == 16
+    assert make_plan(facts, "1.32", two_step=False).id != first.id
+    assert make_plan(facts, "1.33").id != first.id
+
+
+def test_json_form_keeps_the_documented_keys() -> None:
+    body = make_plan(make_facts(CP3, [("w-1", "1.29.15")]), "1.33").as_dict()
+    assert {"id", "target", "blockers", "steps", "summary"} <= set(body)
+    kinds = {s["kind"] for s in body["steps"]}
+    assert kinds == {"snapshot", "control-plane", "emulation-commit", "nodes"}
+    for step in body["steps"]:
+        assert {"kind", "version", "nodes"} <= set(step)
+        if step["kind"] in ("control-plane", "nodes"):
+            assert step["version"].count(".") == 2 and step["nodes"]
+    two_step = [s for s in body["steps"] if s["kind"] == "control-plane" and "emulated" in s]
+    assert [s["emulated"] for s in two_step] == ["1.31", "1.32"]
+    assert body["summary"]["drains"] < body["summary"]["drains_if_every_minor"]

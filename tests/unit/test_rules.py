@@ -1,0 +1,142 @@
+"""Each rule, table-driven: skew on a state, removed APIs, cgroup v1, container runtime, etcd path."""
+
+from __future__ import annotations
+
+import pytest
+
+from upgrader.rules import catalog as catalog_mod
+from upgrader.rules import checks, skew
+from upgrader.rules import facts as facts_mod
+from upgrader.rules.findings import Code, Severity
+from upgrader.versions import Minor, Version
+
+CATALOG = catalog_mod.load()
+
+
+def v(text: str) -> Version:
+    return Version.parse(text)
+
+
+def state(apiservers: dict[str, str], kubelets: dict[str, str], emulated: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    binaries = {n: v(x) for n, x in apiservers.items()}
+    emu = {n: Minor.parse(e) for n, e in (emulated or {}).items()}
+    return skew.ClusterState(
+        apiservers=binaries,
+        emulated={n: emu.get(n, b.minor_version) for n, b in binaries.items()},
+        kubelets={n: v(x) for n, x in kubelets.items()},
+    )
+
+
+@pytest.mark.parametrize(
+    ("apiservers", "kubelets", "emulated", "codes"),
+    [
+        ({"a": "1.30.1", "b": "1.31.0"}, {"w": "1.30.1"}, None, []),
+        ({"a": "1.30.1", "b": "1.32.0"}, {"w": "1.30.1"}, None, [Code.SKEW_APISERVERS]),
+        ({"a": "1.31.0"}, {"w": "1.28.0"}, None, []),  # N-3 from 1.28
+        ({"a": "1.31.0"}, {"w": "1.27.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),
+        ({"a": "1.27.0"}, {"w": "1.25.0"}, None, []),  # N-2 before 1.28
+        ({"a": "1.27.0"}, {"w": "1.24.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),
+        ({"a": "1.30.1", "b": "1.31.0"}, {"w": "1.31.0"}, None, [Code.KUBELET_NEWER_THAN_APISERVER]),
+        ({"a": "1.30.1"}, {"w": "1.30.9"}, None, []),  # a newer patch is not a newer minor
+        ({"a": "1.33.0"}, {"w": "1.33.0"}, {"a": "1.32"}, [Code.KUBELET_NEWER_THAN_EMULATED]),
+        ({"a": "1.33.0"}, {"w": "1.32.0"}, {"a": "1.32"}, []),
+        ({"a": "1.35.0"}, {"w": "1.32.0"}, {"a": "1.31"}, [Code.EMULATION_OUT_OF_RANGE, Code.KUBELET_NEWER_THAN_EMULATED]),
+        ({"a": "1.36.0"}, {"w": "1.33.0"}, None, []),  # counted from binaries: 1.33 is N-3
+        ({"a": "1.36.0"}, {"w": "1.33.0"}, {"a": "1.35"}, []),
+    ],
+    ids=[
+        "ha-within-one", "ha-two-apart", "n-3", "n-4", "n-2-before-1.28", "n-3-before-1.28", "kubelet-newer",
+        "patch-newer-ok", "newer-than-emulated", "at-emulated", "emulation-too-far", "n-3-1.36", "emulating",
+    ],
+)
+def test_skew(
+    apiservers: dict[str, str], kubelets: dict[str, str], emulated: dict[str, str] | None, codes: list[Code]
+) -> None:
+    found = skew.violations(state(apiservers, kubelets, emulated), CATALOG)
+    assert [f.code for f in found] == codes
+    assert all(f.severity is Severity.BLOCKER and f.remedy for f in found)
+
+
+def facts(**over: object) -> facts_mod.Facts:
+    data: dict[str, object] = {
+        "control_plane": [{"name": "cp-1", "apiserver": "1.30.6", "kubelet": "1.30.6", "cgroup": "v2",
+                           "container_runtime": "containerd://2.1.4"}],
+        "nodes": [{"name": "w-1", "kubelet": "1.30.6", "cgroup": "v2", "container_runtime": "containerd://2.1.4"}],
+        "etcd": {"version": "3.5.32"},
+        "apis_in_use": [],
+    }
+    data.update(over)
+    return facts_mod.from_mapping(data)
+
+
+@pytest.mark.parametrize(
+    ("api", "after", "target", "removed_in"),
+    [
+        (("flowcontrol.apiserver.k8s.io", "v1beta3"), "1.30", "1.33", "1.32"),
+        (("flowcontrol.apiserver.k8s.io", "v1beta3"), "1.30", "1.31", None),  # not crossed yet
+        (("flowcontrol.apiserver.k8s.io", "v1beta3"), "1.32", "1.34", None),  # already past
+        (("batch", "v1beta1"), "1.24", "1.25", "1.25"),
+        (("batch", "v1"), "1.24", "1.36", None),
+        (("storagemigration.k8s.io", "v1alpha1"), "1.34", "1.35", "1.35"),
+    ],
+)
+def test_removed_apis(api: tuple[str, str], after: str, target: str, removed_in: str | None) -> None:
+    used = facts(apis_in_use=[{"group": api[0], "version": api[1], "resource": "things"}])
+    found = checks.removed_apis(used, after=Minor.parse(after), target=Minor.parse(target), catalog=CATALOG)
+    if removed_in is None:
+        assert found == []
+    else:
+        (finding,) = found
+        assert finding.code is Code.API_REMOVED and finding.as_dict()["removed_in"] == removed_in
+        assert finding.resources == (f"{api[0]}/{api[1]} things",)
+
+
+@pytest.mark.parametrize(("target", "blocked"), [("1.34", False), ("1.35", True), ("1.36", True)])
+def test_cgroup_v1(target: str, blocked: bool) -> None:
+    nodes = [{"name": "w-1", "kubelet": "1.30.6", "cgroup": "v1", "container_runtime": "containerd://2.1.4"}]
+    found = checks.cgroup_v1(facts(nodes=nodes), target=Minor.parse(target), catalog=CATALOG)
+    assert [f.code for f in found if f.severity is Severity.BLOCKER] == ([Code.CGROUP_V1] if blocked else [])
+    if blocked:
+        assert found[0].nodes == ("w-1",) and "failCgroupV1: false" in found[0].remedy
+
+
+@pytest.mark.parametrize(
+    ("runtime", "target", "codes"),
+    [
+        ("containerd://1.6.14", "1.26", [Code.RUNTIME_BELOW_MINIMUM]),  # CRI v1 needs 1.6.15+
+        ("containerd://1.5.13", "1.26", [Code.RUNTIME_BELOW_MINIMUM]),
+        ("containerd://1.6.15", "1.26", []),
+        ("containerd://1.7.22", "1.33", [Code.RUNTIME_BELOW_RECOMMENDED]),
+        ("containerd://1.7.28", "1.35", []),
+        ("containerd://1.7.28", "1.36", [Code.RUNTIME_BELOW_MINIMUM]),  # no containerd 1.x from 1.36
+        ("containerd://2.0.6", "1.36", [Code.RUNTIME_BELOW_RECOMMENDED]),
+        ("containerd://2.3.1", "1.36", []),
+        ("cri-o://1.33.0", "1.33", [Code.RUNTIME_UNKNOWN]),
+        ("containerd://1.4.0", "1.25", []),  # the catalog has no minimum for 1.25
+    ],
+)
+def test_container_runtime(runtime: str, target: str, codes: list[Code]) -> None:
+    nodes = [{"name": "w-1", "kubelet": "1.25.0", "cgroup": "v2", "container_runtime": runtime}]
+    control_plane = [{"name": "cp-1", "apiserver": "1.25.0", "kubelet": "1.25.0", "container_runtime": runtime}]
+    found = checks.container_runtime(facts(nodes=nodes, control_plane=control_plane), target=Minor.parse(target),
+                                     catalog=CATALOG)
+    assert [f.code for f in found] == codes
+    assert all(f.nodes == ("cp-1", "w-1") for f in found)
+
+
+@pytest.mark.parametrize(
+    ("start", "hops", "after", "codes"),
+    [
+        ("3.5.12", ["1.31", "1.32"], ["3.5.24", "3.5.24"], []),
+        ("3.5.30", ["1.31"], ["3.5.30"], []),  # kubeadm never downgrades etcd
+        ("3.5.24", ["1.34"], ["3.6.5"], [Code.ETCD_BELOW_MIN_PATCH]),  # 3.5.32+ before 3.6
+        ("3.5.32", ["1.34"], ["3.6.5"], []),
+        ("3.4.23", ["1.34"], ["3.6.5"], [Code.ETCD_SKIPS_MINOR]),
+        (None, ["1.31"], [None], [Code.ETCD_VERSION_UNKNOWN]),
+        (None, [], [], []),
+    ],
+)
+def test_etcd_path(start: str | None, hops: list[str], after: list[str | None], codes: list[Code]) -> None:
+    got, found = checks.etcd_path(v(start) if start else None, [Minor.parse(h) for h in hops], CATALOG)
+    assert [str(x) if x else None for x in got] == after
+    assert [f.code for f in found] == codes
