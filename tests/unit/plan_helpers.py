@@ -24,8 +24,14 @@ def make_facts(
     """control_plane: (name, apiserver, emulated or None, kubelet); workers: (name, kubelet)."""
     data: dict[str, Any] = {
         "control_plane": [
-            {"name": n, "apiserver": a, "kubelet": k, "cgroup": cgroup, "container_runtime": runtime,
-             **({"emulated": e} if e else {})}
+            {
+                "name": n,
+                "apiserver": a,
+                "kubelet": k,
+                "cgroup": cgroup,
+                "container_runtime": runtime,
+                **({"emulated": e} if e else {}),
+            }
             for n, a, e, k in control_plane
         ],
         "nodes": [{"name": n, "kubelet": k, "cgroup": cgroup, "container_runtime": runtime} for n, k in workers],

@@ -23,8 +23,15 @@ def test_every_entry_is_sourced_and_sorted(minor: Minor) -> None:
     entry = CATALOG.entry(minor)
     assert list(entry.patches) == sorted(entry.patches, reverse=True)
     assert entry.patches[-1] == Version(minor.major, minor.minor, 0)
-    for field in ("patches", "kubelet_max_older", "kubeadm_etcd", "emulation_min", "removed_apis", "containerd",
-                  "kubelet_refuses_cgroup_v1"):
+    for field in (
+        "patches",
+        "kubelet_max_older",
+        "kubeadm_etcd",
+        "emulation_min",
+        "removed_apis",
+        "containerd",
+        "kubelet_refuses_cgroup_v1",
+    ):
         assert entry.sources.get(field), f"{minor}: {field} has no source"
 
 

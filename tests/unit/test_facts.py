@@ -86,8 +86,12 @@ def test_malformed_facts(data: Any, message: str) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "name", "version"),
-    [("containerd://1.7.22", "containerd", "1.7.22"), ("containerd://v2.1.0-rc.1", "containerd", "2.1.0"),
-     ("cri-o://1.30.2", "cri-o", "1.30.2"), ("docker://weird", None, None)],
+    [
+        ("containerd://1.7.22", "containerd", "1.7.22"),
+        ("containerd://v2.1.0-rc.1", "containerd", "2.1.0"),
+        ("cri-o://1.30.2", "cri-o", "1.30.2"),
+        ("docker://weird", None, None),
+    ],
 )
 def test_runtime_parsing(raw: str, name: str | None, version: str | None) -> None:
     runtime = facts_mod.Runtime.parse(raw)

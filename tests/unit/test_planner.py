@@ -16,8 +16,12 @@ def test_one_minor_without_emulation_is_one_step() -> None:
     # 1.31 binaries can only emulate 1.31, so the hop from 1.30 cannot be two-step.
     plan = make_plan(make_facts(CP3, [("w-1", "1.30.14")]), "1.31")
     assert brief(plan) == [
-        "snap", "cp 1.31.13 cp-1,cp-2,cp-3",
-        "nodes 1.31.13 cp-1", "nodes 1.31.13 cp-2", "nodes 1.31.13 cp-3", "nodes 1.31.13 w-1",
+        "snap",
+        "cp 1.31.13 cp-1,cp-2,cp-3",
+        "nodes 1.31.13 cp-1",
+        "nodes 1.31.13 cp-2",
+        "nodes 1.31.13 cp-3",
+        "nodes 1.31.13 w-1",
     ]
     assert plan.executable and str(plan.target) == "1.31.13"
 
@@ -25,9 +29,16 @@ def test_one_minor_without_emulation_is_one_step() -> None:
 def test_hops_to_1_32_and_later_are_two_step_by_default() -> None:
     plan = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.31.13")]), "1.33")
     assert brief(plan) == [
-        "snap", "cp 1.32.9~1.31 cp-1", "snap", "commit 1.32 cp-1",
-        "snap", "cp 1.33.5~1.32 cp-1", "snap", "commit 1.33 cp-1",
-        "nodes 1.33.5 cp-1", "nodes 1.33.5 w-1",
+        "snap",
+        "cp 1.32.9~1.31 cp-1",
+        "snap",
+        "commit 1.32 cp-1",
+        "snap",
+        "cp 1.33.5~1.32 cp-1",
+        "snap",
+        "commit 1.33 cp-1",
+        "nodes 1.33.5 cp-1",
+        "nodes 1.33.5 w-1",
     ]
 
 
@@ -58,14 +69,23 @@ def test_kubelet_skew_widens_from_n_minus_2_to_n_minus_3_at_1_28() -> None:
     # 1.25 kubelet stays put through 1.27 and 1.28 and must move only before the apiserver reaches 1.29.
     plan = make_plan(make_facts([("cp-1", "1.26.15", None, "1.25.16")]), "1.29")
     assert brief(plan) == [
-        "snap", "cp 1.27.16 cp-1", "snap", "cp 1.28.15 cp-1",
-        "nodes 1.28.15 cp-1", "snap", "cp 1.29.15 cp-1", "nodes 1.29.15 cp-1",
+        "snap",
+        "cp 1.27.16 cp-1",
+        "snap",
+        "cp 1.28.15 cp-1",
+        "nodes 1.28.15 cp-1",
+        "snap",
+        "cp 1.29.15 cp-1",
+        "nodes 1.29.15 cp-1",
     ]
 
 
 def test_patch_only_upgrade_is_one_control_plane_step_and_one_nodes_step() -> None:
-    plan = make_plan(make_facts([("cp-1", "1.33.2", None, "1.33.2")], [("w-1", "1.33.2"), ("w-2", "1.33.0")]),
-                     "1.33.5", max_unavailable="100%")
+    plan = make_plan(
+        make_facts([("cp-1", "1.33.2", None, "1.33.2")], [("w-1", "1.33.2"), ("w-2", "1.33.0")]),
+        "1.33.5",
+        max_unavailable="100%",
+    )
     assert brief(plan) == ["snap", "cp 1.33.5 cp-1", "nodes 1.33.5 cp-1", "nodes 1.33.5 w-1,w-2"]
 
 
@@ -75,16 +95,25 @@ def test_already_at_target_needs_nothing() -> None:
 
 
 def test_a_mid_hop_control_plane_finishes_its_hop_first() -> None:
-    facts = make_facts([("cp-1", "1.31.13", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14"),
-                        ("cp-3", "1.30.14", None, "1.30.14")])
+    facts = make_facts(
+        [
+            ("cp-1", "1.31.13", None, "1.30.14"),
+            ("cp-2", "1.30.14", None, "1.30.14"),
+            ("cp-3", "1.30.14", None, "1.30.14"),
+        ]
+    )
     assert brief(make_plan(facts, "1.32"))[:2] == ["snap", "cp 1.31.13 cp-2,cp-3"]
 
 
 def test_a_mid_hop_in_a_two_step_window_continues_the_window_then_commits() -> None:
     facts = make_facts([("cp-1", "1.33.5", "1.32", "1.32.9"), ("cp-2", "1.32.9", None, "1.32.9")])
     assert brief(make_plan(facts, "1.33", two_step=False)) == [
-        "snap", "cp 1.33.5~1.32 cp-2", "snap", "commit 1.33 cp-1,cp-2",
-        "nodes 1.33.5 cp-1", "nodes 1.33.5 cp-2",
+        "snap",
+        "cp 1.33.5~1.32 cp-2",
+        "snap",
+        "commit 1.33 cp-1,cp-2",
+        "nodes 1.33.5 cp-1",
+        "nodes 1.33.5 cp-2",
     ]
 
 
@@ -96,15 +125,25 @@ def test_a_one_step_hop_caught_half_way_stays_one_step() -> None:
 def test_a_two_step_window_commits_before_moving_on() -> None:
     facts = make_facts([("cp-1", "1.33.5", "1.32", "1.32.9")], [("w-1", "1.32.9")])
     assert brief(make_plan(facts, "1.34")) == [
-        "snap", "commit 1.33 cp-1", "snap", "cp 1.34.1~1.33 cp-1", "snap", "commit 1.34 cp-1",
-        "nodes 1.34.1 cp-1", "nodes 1.34.1 w-1",
+        "snap",
+        "commit 1.33 cp-1",
+        "snap",
+        "cp 1.34.1~1.33 cp-1",
+        "snap",
+        "commit 1.34 cp-1",
+        "nodes 1.34.1 cp-1",
+        "nodes 1.34.1 w-1",
     ]
 
 
 def test_a_two_step_window_at_the_target_minor_keeps_emulating_through_a_patch_step() -> None:
     facts = make_facts([("cp-1", "1.33.2", "1.32", "1.32.9")])
     assert brief(make_plan(facts, "1.33")) == [
-        "snap", "cp 1.33.5~1.32 cp-1", "snap", "commit 1.33 cp-1", "nodes 1.33.5 cp-1",
+        "snap",
+        "cp 1.33.5~1.32 cp-1",
+        "snap",
+        "commit 1.33 cp-1",
+        "nodes 1.33.5 cp-1",
     ]
 
 
@@ -131,7 +170,11 @@ def test_worker_batches_follow_max_unavailable_and_control_planes_go_one_by_one(
     cp = [("cp-1", "1.33.5", None, "1.33.2"), ("cp-2", "1.33.5", None, "1.33.2")]
     by_count = make_plan(make_facts(cp, workers), "1.33.5", max_unavailable="4")
     assert [s.nodes for s in by_count.steps] == [
-        ("cp-1",), ("cp-2",), ("w-1", "w-2", "w-3", "w-4"), ("w-5", "w-6", "w-7", "w-8"), ("w-9", "w-10"),
+        ("cp-1",),
+        ("cp-2",),
+        ("w-1", "w-2", "w-3", "w-4"),
+        ("w-5", "w-6", "w-7", "w-8"),
+        ("w-9", "w-10"),
     ]
     assert [s.batch for s in by_count.steps] == [(1, 5), (2, 5), (3, 5), (4, 5), (5, 5)]
     by_percent = make_plan(make_facts(cp, workers), "1.33.5", max_unavailable="30%")
@@ -152,9 +195,14 @@ def test_control_plane_steps_name_the_etcd_version_kubeadm_leaves() -> None:
 
 
 def test_blockers_do_not_stop_the_plan_from_being_shown() -> None:
-    facts = make_facts(CP3, [("w-1", "1.30.14")], etcd="3.5.24",
-                       apis=[{"group": "flowcontrol.apiserver.k8s.io", "version": "v1beta3", "resource": "flowschemas"}],
-                       cgroup="v1", runtime="containerd://1.7.28")
+    facts = make_facts(
+        CP3,
+        [("w-1", "1.30.14")],
+        etcd="3.5.24",
+        apis=[{"group": "flowcontrol.apiserver.k8s.io", "version": "v1beta3", "resource": "flowschemas"}],
+        cgroup="v1",
+        runtime="containerd://1.7.28",
+    )
     plan = make_plan(facts, "1.36")
     codes = {b.code for b in plan.blockers}
     assert codes == {Code.API_REMOVED, Code.CGROUP_V1, Code.RUNTIME_BELOW_MINIMUM, Code.ETCD_BELOW_MIN_PATCH}

@@ -40,13 +40,29 @@ def state(apiservers: dict[str, str], kubelets: dict[str, str], emulated: dict[s
         ({"a": "1.30.1"}, {"w": "1.30.9"}, None, []),  # a newer patch is not a newer minor
         ({"a": "1.33.0"}, {"w": "1.33.0"}, {"a": "1.32"}, [Code.KUBELET_NEWER_THAN_EMULATED]),
         ({"a": "1.33.0"}, {"w": "1.32.0"}, {"a": "1.32"}, []),
-        ({"a": "1.35.0"}, {"w": "1.32.0"}, {"a": "1.31"}, [Code.EMULATION_OUT_OF_RANGE, Code.KUBELET_NEWER_THAN_EMULATED]),
+        (
+            {"a": "1.35.0"},
+            {"w": "1.32.0"},
+            {"a": "1.31"},
+            [Code.EMULATION_OUT_OF_RANGE, Code.KUBELET_NEWER_THAN_EMULATED],
+        ),
         ({"a": "1.36.0"}, {"w": "1.33.0"}, None, []),  # counted from binaries: 1.33 is N-3
         ({"a": "1.36.0"}, {"w": "1.33.0"}, {"a": "1.35"}, []),
     ],
     ids=[
-        "ha-within-one", "ha-two-apart", "n-3", "n-4", "n-2-before-1.28", "n-3-before-1.28", "kubelet-newer",
-        "patch-newer-ok", "newer-than-emulated", "at-emulated", "emulation-too-far", "n-3-1.36", "emulating",
+        "ha-within-one",
+        "ha-two-apart",
+        "n-3",
+        "n-4",
+        "n-2-before-1.28",
+        "n-3-before-1.28",
+        "kubelet-newer",
+        "patch-newer-ok",
+        "newer-than-emulated",
+        "at-emulated",
+        "emulation-too-far",
+        "n-3-1.36",
+        "emulating",
     ],
 )
 def test_skew(
@@ -59,8 +75,15 @@ def test_skew(
 
 def facts(**over: object) -> facts_mod.Facts:
     data: dict[str, object] = {
-        "control_plane": [{"name": "cp-1", "apiserver": "1.30.6", "kubelet": "1.30.6", "cgroup": "v2",
-                           "container_runtime": "containerd://2.1.4"}],
+        "control_plane": [
+            {
+                "name": "cp-1",
+                "apiserver": "1.30.6",
+                "kubelet": "1.30.6",
+                "cgroup": "v2",
+                "container_runtime": "containerd://2.1.4",
+            }
+        ],
         "nodes": [{"name": "w-1", "kubelet": "1.30.6", "cgroup": "v2", "container_runtime": "containerd://2.1.4"}],
         "etcd": {"version": "3.5.32"},
         "apis_in_use": [],
@@ -118,8 +141,9 @@ def test_cgroup_v1(target: str, blocked: bool) -> None:
 def test_container_runtime(runtime: str, target: str, codes: list[Code]) -> None:
     nodes = [{"name": "w-1", "kubelet": "1.25.0", "cgroup": "v2", "container_runtime": runtime}]
     control_plane = [{"name": "cp-1", "apiserver": "1.25.0", "kubelet": "1.25.0", "container_runtime": runtime}]
-    found = checks.container_runtime(facts(nodes=nodes, control_plane=control_plane), target=Minor.parse(target),
-                                     catalog=CATALOG)
+    found = checks.container_runtime(
+        facts(nodes=nodes, control_plane=control_plane), target=Minor.parse(target), catalog=CATALOG
+    )
     assert [f.code for f in found] == codes
     assert all(f.nodes == ("cp-1", "w-1") for f in found)
 

@@ -8,7 +8,9 @@ from upgrader import errors
 from upgrader.versions import Minor, Version, parse_target
 
 
-@pytest.mark.parametrize(("text", "expected"), [("1.30.6", (1, 30, 6)), ("v1.30.6", (1, 30, 6)), (" 1.9.0 ", (1, 9, 0))])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("1.30.6", (1, 30, 6)), ("v1.30.6", (1, 30, 6)), (" 1.9.0 ", (1, 9, 0))]
+)
 def test_parse_full(text: str, expected: tuple[int, int, int]) -> None:
     assert Version.parse(text) == Version(*expected)
 
