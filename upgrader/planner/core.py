@@ -73,8 +73,9 @@ class _Planner:
         self.steps.append(Step(StepKind.SNAPSHOT, reason=reason))
 
     def _upgrade_kubelets(self, names: list[str], version: Version, reason: str) -> None:
-        control_plane = [n for n in self.cluster.control_plane if n in names]
-        workers = [n for n in self.cluster.workers if n in names]
+        moving = set(names)
+        control_plane = [n for n in self.cluster.control_plane if n in moving]
+        workers = [n for n in self.cluster.workers if n in moving]
         for batch, (index, total) in batching.batches(control_plane, workers, self.options.max_unavailable):
             self.steps.append(Step(StepKind.NODES, version=version, nodes=batch, reason=reason, batch=(index, total)))
         for name in names:

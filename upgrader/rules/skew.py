@@ -78,8 +78,9 @@ def violations(state: ClusterState, catalog: catalog_mod.Catalog) -> list[Findin
                 nodes=out_of_range,
             )
         )
+    kubelets = {name: version.minor_version for name, version in state.kubelets.items()}
     floor = kubelet_floor(newest, catalog)
-    too_old = tuple(n for n, v in state.kubelets.items() if v.minor_version < floor)
+    too_old = tuple(n for n, minor in kubelets.items() if minor < floor)
     if too_old:
         out.append(
             Finding(
@@ -91,7 +92,7 @@ def violations(state: ClusterState, catalog: catalog_mod.Catalog) -> list[Findin
                 nodes=too_old,
             )
         )
-    newer = tuple(n for n, v in state.kubelets.items() if v.minor_version > oldest)
+    newer = tuple(n for n, minor in kubelets.items() if minor > oldest)
     if newer:
         out.append(
             Finding(
@@ -103,7 +104,7 @@ def violations(state: ClusterState, catalog: catalog_mod.Catalog) -> list[Findin
             )
         )
     emulated_floor = state.oldest_emulated
-    newer_than_emulated = tuple(n for n, v in state.kubelets.items() if emulated_floor < v.minor_version <= oldest)
+    newer_than_emulated = tuple(n for n, minor in kubelets.items() if emulated_floor < minor <= oldest)
     if newer_than_emulated:
         out.append(
             Finding(
