@@ -1,0 +1,212 @@
+"""A key-value client for etcd with the few operations upgrader and the lab need.
+
+Writes that must not lose a concurrent update use compare-and-swap on the key's mod revision, the way
+kube-apiserver's etcd3 store does, so a resourceVersion is an etcd revision. grpc and etcd3
+exceptions are converted here and never leave this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import etcd3
+import etcd3.exceptions
+import grpc
+
+from upgrader import errors
+
+
+class EtcdUnavailable(errors.OperationFailed):
+    """No etcd endpoint answered, or the one asked refused the request."""
+
+
+class Conflict(errors.OperationFailed):
+    """A compare-and-swap failed: the key changed (or exists, or is gone) since it was read."""
+
+
+class NoSpace(errors.OperationFailed):
+    """etcd refuses writes: its NOSPACE alarm is raised (database space exceeded)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where etcd is and how to authenticate to it."""
+
+    endpoints: tuple[str, ...]
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Item:
+    key: str
+    value: bytes
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+
+_CONVERTED: tuple[type[BaseException], ...] = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
+
+
+def _convert(exc: BaseException, endpoint: str) -> errors.UpgraderError:
+    text = str(exc)
+    if isinstance(exc, grpc.RpcError):
+        details = getattr(exc, "details", None)
+        code = getattr(exc, "code", None)
+        text = str((details() if callable(details) else None) or (code() if callable(code) else exc))
+    if "database space exceeded" in text or "NOSPACE" in text:
+        return NoSpace(f"etcd at {endpoint} refuses writes: database space exceeded (NOSPACE alarm)")
+    return EtcdUnavailable(f"etcd at {endpoint} is unavailable: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+class KV:
+    """A client for one cluster; tries each endpoint in order until one answers."""
+
+    def __init__(self, target: Target) -> None:
+        if not target.endpoints:
+            raise errors.UsageError("no etcd endpoints given")
+        self.target = target
+        self._clients: dict[str, Any] = {}
+        self._current = 0
+
+    def _client(self, endpoint: str) -> Any:
+        client = self._clients.get(endpoint)
+        if client is None:
+            parts = urlsplit(endpoint)
+            tls = parts.scheme == "https"
+            client = etcd3.client(
+                host=parts.hostname,
+                port=parts.port or 2379,
+                ca_cert=str(self.target.ca) if tls and self.target.ca else None,
+                cert_key=str(self.target.key) if tls and self.target.key else None,
+                cert_cert=str(self.target.cert) if tls and self.target.cert else None,
+                timeout=self.target.timeout,
+            )
+            self._clients[endpoint] = client
+        return client
+
+    def _endpoints(self) -> Iterator[str]:
+        count = len(self.target.endpoints)
+        for i in range(count):
+            yield self.target.endpoints[(self._current + i) % count]
+
+    def _call(self, operation: str, call: Any) -> Any:
+        last: errors.UpgraderError | None = None
+        for endpoint in self._endpoints():
+            try:
+                result = call(self._client(endpoint))
+            except _CONVERTED as exc:
+                converted = _convert(exc, endpoint)
+                if isinstance(converted, NoSpace):
+                    raise converted from exc
+                last = converted
+                continue
+            self._current = self.target.endpoints.index(endpoint)
+            return result
+        assert last is not None
+        raise EtcdUnavailable(f"etcd {operation} failed on every endpoint; last: {last}") from last
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+    # -- keys ----------------------------------------------------------------------------------
+
+    def get(self, key: str) -> Item | None:
+        value, meta = self._call("get", lambda c: c.get(key))
+        if value is None:
+            return None
+        return Item(key, value, meta.mod_revision, meta.create_revision)
+
+    def range(self, prefix: str) -> list[Item]:
+        results = self._call("range", lambda c: list(c.get_prefix(prefix, sort_order="ascend")))
+        return [Item(m.key.decode(), v, m.mod_revision, m.create_revision) for v, m in results]
+
+    def create(self, key: str, value: bytes) -> Item:
+        """Writes ``key`` only if it does not exist; raises ``Conflict`` if it does."""
+
+        def txn(c: Any) -> bool:
+            ok, _ = c.transaction(
+                compare=[c.transactions.version(key) == 0], success=[c.transactions.put(key, value)], failure=[]
+            )
+            return bool(ok)
+
+        if not self._call("create", txn):
+            raise Conflict(f"{key} already exists")
+        return self._written(key)
+
+    def update(self, key: str, value: bytes, *, mod_revision: int) -> Item:
+        """Writes ``key`` only if it was last modified at ``mod_revision``."""
+
+        def txn(c: Any) -> bool:
+            ok, _ = c.transaction(
+                compare=[c.transactions.mod(key) == mod_revision], success=[c.transactions.put(key, value)], failure=[]
+            )
+            return bool(ok)
+
+        if not self._call("update", txn):
+            raise Conflict(f"{key} was modified since revision {mod_revision}")
+        return self._written(key)
+
+    def put(self, key: str, value: bytes) -> Item:
+        self._call("put", lambda c: c.put(key, value))
+        return self._written(key)
+
+    def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
+        """Deletes ``key`` (only if unchanged since ``mod_revision``, when given); False if absent."""
+        if mod_revision is None:
+            return bool(self._call("delete", lambda c: c.delete(key)))
+
+        def txn(c: Any) -> bool:
+            ok, _ = c.transaction(
+                compare=[c.transactions.mod(key) == mod_revision], success=[c.transactions.delete(key)], failure=[]
+            )
+            return bool(ok)
+
+        if not self._call("delete", txn):
+            raise Conflict(f"{key} was modified since revision {mod_revision}")
+        return True
+
+    def _written(self, key: str) -> Item:
+        item = self.get(key)
+        if item is None:
+            raise Conflict(f"{key} was deleted right after it was written")
+        return item
+
+    # -- cluster -------------------------------------------------------------------------------
+
+    def revision(self) -> int:
+        """The cluster's current revision (from a read's response header)."""
+        response = self._call("range", lambda c: c.get_response("\0"))
+        return int(response.header.revision)
+
+    def members(self) -> list[Member]:
+        found = self._call("member list", lambda c: list(c.members))
+        return [
+            Member(id=m.id, name=m.name, peer_urls=tuple(m.peer_urls), client_urls=tuple(m.client_urls)) for m in found
+        ]
+
+    def version(self) -> str:
+        status = self._call("status", lambda c: c.status())
+        return str(status.version)
+
+    def raise_nospace_alarm(self, member_id: int = 0) -> None:
+        self._call("alarm", lambda c: c.create_alarm(member_id=member_id))
+
+    def disarm_alarms(self) -> None:
+        self._call("alarm", lambda c: c.disarm_alarm())

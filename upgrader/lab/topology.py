@@ -1,0 +1,188 @@
+"""What a lab is: its nodes, their loopback addresses, and where each of its files lives.
+
+Each lab takes a /24 block of the loopback range (127.A.B.0) so that every node has its own address
+and kubeadm's standard ports (etcd 2379/2380, apiserver 6443) without clashing with another lab:
+the control-plane endpoint (a TCP balancer, as kubeadm's controlPlaneEndpoint) is .10, control-plane
+nodes are .11 upwards, workers .101 upwards. ``lab.json`` records all of it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from upgrader import errors, names
+from upgrader.versions import Version
+
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+ETCD_METRICS_PORT = 2381
+APISERVER_PORT = 6443
+MIRROR_PORT = 8080
+MAX_CONTROL_PLANES = 9
+MAX_WORKERS = 99
+
+
+class Role(enum.StrEnum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class LabNode:
+    name: str
+    role: Role
+    ip: str
+
+    @property
+    def control_plane(self) -> bool:
+        return self.role is Role.CONTROL_PLANE
+
+
+@dataclass(frozen=True)
+class Lab:
+    dir: Path
+    name: str
+    version: Version
+    block: str
+    nodes: tuple[LabNode, ...]
+    etcd_binary: str
+    python: str
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def endpoint_ip(self) -> str:
+        return f"{self.block}.10"
+
+    @property
+    def server_url(self) -> str:
+        return f"https://{self.endpoint_ip}:{APISERVER_PORT}"
+
+    @property
+    def mirror_url(self) -> str:
+        return f"http://{self.endpoint_ip}:{MIRROR_PORT}"
+
+    @property
+    def control_plane(self) -> tuple[LabNode, ...]:
+        return tuple(n for n in self.nodes if n.control_plane)
+
+    @property
+    def workers(self) -> tuple[LabNode, ...]:
+        return tuple(n for n in self.nodes if not n.control_plane)
+
+    def node(self, name: str) -> LabNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        known = ", ".join(n.name for n in self.nodes)
+        raise errors.InputError(f"no node {name!r} in lab {self.name} (it has {known})")
+
+    def etcd_endpoints(self) -> tuple[str, ...]:
+        return tuple(f"https://{n.ip}:{ETCD_CLIENT_PORT}" for n in self.control_plane)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def root(self, node: LabNode | str) -> Path:
+        """The node's filesystem root: /etc/kubernetes, /var/lib/etcd and /usr/bin live below it."""
+        return self.dir / "nodes" / (node if isinstance(node, str) else node.name)
+
+    def manifests(self, node: LabNode | str) -> Path:
+        return self.root(node) / "etc" / "kubernetes" / "manifests"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir / "run"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.dir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "admin.conf"
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.dir / "mirror"
+
+    # -- lab.json ------------------------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": str(self.version),
+            "block": self.block,
+            "nodes": [{"name": n.name, "role": n.role.value, "ip": n.ip} for n in self.nodes],
+            "etcd_binary": self.etcd_binary,
+            "python": self.python,
+        }
+
+    def save(self) -> None:
+        (self.dir / "lab.json").write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+
+def load(directory: Path) -> Lab:
+    path = directory / "lab.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise errors.InputError(
+            f"{directory} is not a lab (no lab.json): create one with `upgrader lab create`"
+        ) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise errors.InputError(f"cannot read {path}: {exc}") from exc
+    try:
+        return Lab(
+            dir=directory.resolve(),
+            name=data["name"],
+            version=Version.parse(data["version"]),
+            block=data["block"],
+            nodes=tuple(LabNode(names.node_name(n["name"]), Role(n["role"]), n["ip"]) for n in data["nodes"]),
+            etcd_binary=data["etcd_binary"],
+            python=data["python"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise errors.InputError(f"{path} is malformed: {exc}") from exc
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def addresses(block: str, control_planes: int, workers: int) -> list[tuple[str, Role, str]]:
+    nodes = [(f"cp-{i}", Role.CONTROL_PLANE, f"{block}.{10 + i}") for i in range(1, control_planes + 1)]
+    nodes += [(f"w-{i}", Role.WORKER, f"{block}.{100 + i}") for i in range(1, workers + 1)]
+    return nodes
+
+
+def ports_taken(block: str, nodes: list[tuple[str, Role, str]]) -> list[str]:
+    """The address:port pairs of a lab that something else already holds."""
+    wanted = [(f"{block}.10", APISERVER_PORT), (f"{block}.10", MIRROR_PORT)]
+    for _, role, ip in nodes:
+        if role is Role.CONTROL_PLANE:
+            wanted += [(ip, ETCD_CLIENT_PORT), (ip, ETCD_PEER_PORT), (ip, ETCD_METRICS_PORT), (ip, APISERVER_PORT)]
+    return [f"{ip}:{port}" for ip, port in wanted if not _bindable(ip, port)]
+
+
+def pick_block(control_planes: int, workers: int, taken: set[str], rng: random.Random | None = None) -> str:
+    """A free 127.A.B block: not used by another lab on this machine, nothing listening on its ports."""
+    rng = rng or random.SystemRandom()
+    for _ in range(50):
+        block = f"127.{rng.randint(16, 250)}.{rng.randint(0, 255)}"
+        if block in taken:
+            continue
+        if not ports_taken(block, addresses(block, control_planes, workers)):
+            return block
+    raise errors.OperationFailed("could not find a free loopback block for the lab after 50 tries")
