@@ -46,3 +46,96 @@ def create(
     )
     _render.echo(f"  cluster config: {lab.dir / 'cluster.yaml'}")
     _render.echo(f"  start it:       upgrader lab up {directory}")
+
+
+@app.command("up")
+@_errors.handle
+def up(
+    directory: LabDir,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for a healthy cluster.")] = 60.0,
+    output: _options.OutputOption = _render.OutputFormat.TABLE,
+) -> None:
+    """Start the lab in the background; return once every apiserver and node is ready."""
+    from upgrader.lab import control
+
+    lab, seconds = control.up(directory, timeout=timeout)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json({"name": lab.name, "up": True, "seconds": round(seconds, 2), "server": lab.server_url})
+        return
+    _render.echo(f"lab {lab.name} is up in {seconds:.1f}s: {lab.server_url} (kubeconfig {lab.kubeconfig})")
+
+
+@app.command("down")
+@_errors.handle
+def down(directory: LabDir) -> None:
+    """Stop every process the lab started (by pid) and wait for them."""
+    from upgrader.lab import control
+
+    leftovers = control.down(directory)
+    _render.echo("lab stopped" + (f" ({leftovers} leftover processes stopped)" if leftovers else ""))
+
+
+@app.command("status")
+@_errors.handle
+def status(directory: LabDir, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
+    """Show what runs in the lab and whether the cluster is healthy."""
+    from upgrader.lab import control
+
+    report = control.status(directory)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(report)
+        return
+    if not report["up"]:
+        _render.echo(f"lab {report['name']} is down")
+        return
+    _render.echo(
+        f"lab {report['name']} is up (supervisor pid {report['supervisor']}), "
+        f"{'healthy' if report['healthy'] else 'NOT healthy'}"
+    )
+    rows = []
+    for name, info in sorted(report["nodes"].items()):
+        components = report["components"].get(name, {})
+        parts = [f"{c}={v['state']}" for c, v in sorted(components.items())]
+        rows.append(
+            (name, info["ready"], info["kubelet"], "yes" if info["unschedulable"] == "true" else "", " ".join(parts))
+        )
+    _render.echo(_render.table(("NODE", "READY", "KUBELET", "CORDONED", "STATIC PODS"), rows))
+    for node, active in report["faults"].items():
+        _render.warn(f"fault on {node}: {', '.join(active)}")
+
+
+@app.command("destroy")
+@_errors.handle
+def destroy(directory: LabDir, yes: _options.YesOption = False) -> None:
+    """Stop the lab and delete its directory."""
+    from upgrader.lab import control
+
+    _options.confirm(f"Delete the lab in {directory} and everything in it?", yes=yes)
+    control.destroy(directory)
+    _render.echo(f"lab in {directory} destroyed")
+
+
+@app.command("fault")
+@_errors.handle
+def fault(
+    directory: LabDir,
+    kind: Annotated[
+        str | None, typer.Argument(help="apiserver-crash | etcd-stop | kubelet-notready | disk-full | slow")
+    ] = None,
+    node: Annotated[str, typer.Option("--node", help="The node to break.")] = "cp-1",
+    clear: Annotated[bool, typer.Option("--clear", help="Clear this fault (or all of the node's).")] = False,
+) -> None:
+    """Inject a fault into a node of a running lab, or clear it."""
+    from upgrader import errors
+    from upgrader.lab import control, faults
+
+    if kind is None and not clear:
+        raise errors.UsageError(
+            "name a fault (apiserver-crash, etcd-stop, kubelet-notready, disk-full, slow) or --clear"
+        )
+    try:
+        chosen = faults.Fault(kind) if kind else None
+    except ValueError:
+        raise errors.UsageError(f"unknown fault {kind!r}: one of {', '.join(f.value for f in faults.Fault)}") from None
+    active = control.fault(directory, node=node, kind=chosen, clear=clear)
+    _render.echo("active faults: " + ("; ".join(f"{n}: {', '.join(fs)}" for n, fs in active.items()) or "none"))

@@ -7,6 +7,7 @@ exceptions are converted here and never leave this module.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,12 +114,21 @@ class KV:
                 converted = _convert(exc, endpoint)
                 if isinstance(converted, NoSpace):
                     raise converted from exc
+                # A grpc channel that failed backs off for up to two minutes before it retries:
+                # drop it, so the next call reconnects as soon as the member is back.
+                self._forget(endpoint)
                 last = converted
                 continue
             self._current = self.target.endpoints.index(endpoint)
             return result
         assert last is not None
         raise EtcdUnavailable(f"etcd {operation} failed on every endpoint; last: {last}") from last
+
+    def _forget(self, endpoint: str) -> None:
+        client = self._clients.pop(endpoint, None)
+        if client is not None:
+            with contextlib.suppress(*_CONVERTED):
+                client.close()
 
     def close(self) -> None:
         for client in self._clients.values():

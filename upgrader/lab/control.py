@@ -1,0 +1,174 @@
+"""Starting, stopping and inspecting a lab: what ``upgrader lab up | down | status | destroy | fault`` do.
+
+``up`` starts the supervisor in the background and returns once the cluster is healthy (every
+apiserver ready, every node Ready), or stops everything it started and says what did not come up.
+``down`` stops the supervisor by pid and waits for it, then stops by pid anything it left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from upgrader import errors
+from upgrader.lab import faults, http, processes, topology
+
+SUPERVISOR_PID = "supervisor.pid"
+
+
+@dataclass(frozen=True)
+class Health:
+    apiservers: dict[str, bool] = field(default_factory=dict)
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {"ready", "kubelet"}
+
+    @property
+    def healthy(self) -> bool:
+        return (
+            bool(self.apiservers)
+            and all(self.apiservers.values())
+            and bool(self.nodes)
+            and all(n["ready"] == "True" for n in self.nodes.values())
+        )
+
+
+def _pid_file(lab: topology.Lab) -> Path:
+    return lab.run_dir / SUPERVISOR_PID
+
+
+def supervisor(lab: topology.Lab) -> processes.ProcessId | None:
+    try:
+        pid, started = (int(x) for x in _pid_file(lab).read_text().split())
+    except (OSError, ValueError):
+        return None
+    process = processes.ProcessId(pid, started)
+    return process if process.alive() else None
+
+
+def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
+    result = Health()
+    for node in lab.control_plane:
+        client = http.Client(lab.kubeconfig, server=f"https://{node.ip}:{topology.APISERVER_PORT}", timeout=timeout)
+        try:
+            result.apiservers[node.name] = client.get("/readyz").status == 200
+        except OSError:
+            result.apiservers[node.name] = False
+    try:
+        reply = http.Client(lab.kubeconfig, timeout=timeout).get("/api/v1/nodes")
+    except OSError:
+        return result
+    if reply.status == 200:
+        for item in reply.json()["items"]:
+            conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
+            result.nodes[item["metadata"]["name"]] = {
+                "ready": conditions.get("Ready", "Unknown"),
+                "kubelet": item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""),
+                "unschedulable": str(bool(item.get("spec", {}).get("unschedulable"))).lower(),
+            }
+    missing = {n.name for n in lab.nodes} - set(result.nodes)
+    for name in missing:
+        result.nodes[name] = {"ready": "Missing", "kubelet": "", "unschedulable": "false"}
+    return result
+
+
+def up(directory: Path, *, timeout: float = 60.0) -> tuple[topology.Lab, float]:
+    """Starts the lab and waits until it is healthy; returns the lab and the seconds it took."""
+    lab = topology.load(directory)
+    if supervisor(lab) is not None:
+        raise errors.Refused(f"lab {lab.name} is already up (supervisor pid {supervisor(lab)})")
+    processes.Registry(lab.run_dir / "pids.json").stop_all()  # leftovers of a supervisor that was killed
+    taken = topology.ports_taken(lab.block, [(n.name, n.role, n.ip) for n in lab.nodes])
+    if taken:
+        raise errors.Refused(
+            f"lab {lab.name} cannot start: already in use: {', '.join(taken)} "
+            "(is another lab or an etcd running on these addresses?)"
+        )
+    start = time.monotonic()
+    log_file = (lab.run_dir / "supervisor.log").open("ab")
+    try:
+        child = subprocess.Popen(
+            [lab.python, "-m", "upgrader.lab.supervisor", str(lab.dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log_file.close()
+    identity = processes.ProcessId.of(child.pid)
+    if identity is None:
+        raise errors.OperationFailed("the lab supervisor exited at once: see run/supervisor.log")
+    _pid_file(lab).write_text(f"{identity.pid} {identity.started}\n")
+    deadline = start + timeout
+    last = Health()
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            break
+        last = health(lab, timeout=1.0)
+        if last.healthy:
+            return lab, time.monotonic() - start
+        time.sleep(0.2)
+    down(directory)
+    waiting = [f"apiserver on {n}" for n, ok in last.apiservers.items() if not ok]
+    waiting += [f"node {n} ({s['ready']})" for n, s in last.nodes.items() if s["ready"] != "True"]
+    raise errors.OperationFailed(
+        f"lab {lab.name} did not become healthy within {timeout:.0f}s (not ready: {', '.join(waiting) or 'API'}); "
+        f"it was stopped again; logs in {lab.run_dir}"
+    )
+
+
+def down(directory: Path) -> int:
+    """Stops the supervisor and everything the lab started; returns how many leftovers had to be killed."""
+    lab = topology.load(directory)
+    process = supervisor(lab)
+    if process is not None:
+        process.stop(timeout=60.0)
+    _pid_file(lab).unlink(missing_ok=True)
+    return processes.Registry(lab.run_dir / "pids.json").stop_all()
+
+
+def status(directory: Path) -> dict[str, Any]:
+    lab = topology.load(directory)
+    process = supervisor(lab)
+    out: dict[str, Any] = {
+        "name": lab.name,
+        "dir": str(lab.dir),
+        "up": process is not None,
+        "supervisor": process.pid if process else None,
+        "faults": {n: sorted(f.value for f in fs) for n, fs in faults.read(lab.run_dir).items()},
+    }
+    if process is None:
+        return out
+    try:
+        out["components"] = json.loads((lab.run_dir / "state.json").read_text()).get("nodes", {})
+    except (OSError, json.JSONDecodeError):
+        out["components"] = {}
+    checked = health(lab)
+    out.update(healthy=checked.healthy, apiservers=checked.apiservers, nodes=checked.nodes)
+    return out
+
+
+def destroy(directory: Path) -> None:
+    lab = topology.load(directory)
+    down(directory)
+    shutil.rmtree(lab.dir)
+
+
+def fault(directory: Path, *, node: str, kind: faults.Fault | None, clear: bool) -> dict[str, list[str]]:
+    lab = topology.load(directory)
+    lab.node(node)
+    current = faults.read(lab.run_dir)
+    active = current.setdefault(node, set())
+    if clear:
+        if kind is None:
+            active.clear()
+        else:
+            active.discard(kind)
+    elif kind is not None:
+        active.add(kind)
+    faults.write(lab.run_dir, current)
+    return {n: sorted(f.value for f in fs) for n, fs in current.items() if fs}

@@ -1,0 +1,101 @@
+"""The lab supervisor: one background process that runs a whole lab until it is told to stop.
+
+It runs a kubelet per node (threads), the TCP balancer in front of the apiservers, the HTTP binary
+mirror and the lab's controllers. Every process its kubelets start is written to ``run/pids.json``
+with its start time; ``run/state.json`` says what runs where. On SIGTERM it stops every process it
+started and waits for them before it exits.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from upgrader.lab import balancer, controller, kubelet, processes, topology
+
+log = logging.getLogger("upgrader.lab.supervisor")
+
+
+class _MirrorHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+def _mirror_server(lab: topology.Lab) -> ThreadingHTTPServer:
+    handler = functools.partial(_MirrorHandler, directory=str(lab.mirror_dir))
+    server = ThreadingHTTPServer((lab.endpoint_ip, topology.MIRROR_PORT), handler)
+    server.daemon_threads = True
+    return server
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def run(directory: Path) -> int:
+    lab = topology.load(directory)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    registry = processes.Registry(lab.run_dir / "pids.json")
+    kubelets = [kubelet.Kubelet(lab, node, stop=stop) for node in lab.nodes]
+    threads = [threading.Thread(target=k.run, name=f"kubelet-{k.node.name}") for k in kubelets]
+    mirror = _mirror_server(lab)
+    lb = balancer.Balancer(
+        (lab.endpoint_ip, topology.APISERVER_PORT),
+        [(n.ip, topology.APISERVER_PORT) for n in lab.control_plane],
+        lab.pki_dir / "ca.crt",
+        stop,
+    )
+    controllers = controller.Controller(lab, stop)
+    helpers = [
+        threading.Thread(target=mirror.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True),
+        threading.Thread(target=lb.serve, name="balancer"),
+        threading.Thread(target=controllers.run, name="controller", daemon=True),
+    ]
+    for thread in (*threads, *helpers):
+        thread.start()
+    log.info("lab %s supervisor running (pid %d)", lab.name, os.getpid())
+    while not stop.wait(0.3):
+        children = [processes.ProcessId.of(pid) for k in kubelets for pid in k.children()]
+        registry.write([c for c in children if c is not None])
+        _write_json(
+            lab.run_dir / "state.json",
+            {
+                "supervisor": os.getpid(),
+                "updated": time.time(),
+                "nodes": {k.node.name: k.status() for k in kubelets},
+                "balancer": [f"{h}:{p}" for h, p in lb.healthy],
+            },
+        )
+    log.info("stopping")
+    for thread in threads:
+        thread.join(timeout=60)
+    mirror.shutdown()
+    mirror.server_close()
+    registry.stop_all()
+    (lab.run_dir / "state.json").unlink(missing_ok=True)
+    return 0
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if len(sys.argv) != 2:
+        print("usage: python -m upgrader.lab.supervisor LAB_DIR", file=sys.stderr)  # noqa: T201
+        return 2
+    return run(Path(sys.argv[1]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
