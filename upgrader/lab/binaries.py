@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--tool", required=True)
     parser.add_argument("--binary-version", required=True)
+    parser.add_argument("--node-root")
     known, rest = parser.parse_known_args(argv)
     version = f"v{known.binary_version}"
     if known.tool == "kubelet" and ("--version" in rest or rest[:1] == ["version"]):

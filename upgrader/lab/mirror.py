@@ -24,10 +24,14 @@ _MARKER = re.compile(r"^# upgrader-lab-stand-in: (\S+) v(\d+\.\d+\.\d+)$", re.MU
 
 def script(tool: str, version: Version, python: str) -> str:
     module = {"kubeadm": "upgrader.lab.kubeadm", "kubelet": "upgrader.lab.binaries", "kubectl": "upgrader.lab.binaries"}
+    # Installed as ROOT/usr/bin/TOOL, a stand-in finds its node's root two levels up, where the real
+    # binary would find /.
     return (
         "#!/bin/sh\n"
         f"# upgrader-lab-stand-in: {tool} v{version}\n"
-        f'exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "$@"\n'
+        'root=$(cd "$(dirname "$0")/../.." && pwd)\n'
+        f"exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "
+        '--node-root "$root" "$@"\n'
     )
 
 
