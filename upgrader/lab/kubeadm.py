@@ -209,7 +209,7 @@ def _upgrade_static_pods(
     written: list[str] = []
     try:
         for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
-            new = _render(node, component, version, etcd_target, config, patches)
+            new = _render(node, component, version=version, etcd=etcd_target, config=config, patches=patches)
             path = node.manifests / f"{component}.yaml"
             if new is None or new == manifests.read(path):
                 continue
