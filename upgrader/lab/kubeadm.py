@@ -150,7 +150,13 @@ def _patches(directory: Path | None, component: str) -> list[tuple[str, Any]]:
 
 
 def _render(
-    node: Node, component: str, version: Version, etcd: Version | None, config: dict[str, Any], patches: Path | None
+    node: Node,
+    component: str,
+    *,
+    version: Version,
+    etcd: Version | None,
+    config: dict[str, Any],
+    patches: Path | None,
 ) -> dict[str, Any] | None:
     path = node.manifests / f"{component}.yaml"
     if not path.is_file():
