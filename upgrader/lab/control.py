@@ -25,6 +25,9 @@ SUPERVISOR_PID = "supervisor.pid"
 class Health:
     apiservers: dict[str, bool] = field(default_factory=dict)
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> {"ready", "kubelet"}
+    control_plane_pods: dict[str, str] = field(default_factory=dict)  # mirror pod -> phase
+    expected_pods: int = 0
+    workloads_seeded: bool = False
 
     @property
     def healthy(self) -> bool:
@@ -33,6 +36,9 @@ class Health:
             and all(self.apiservers.values())
             and bool(self.nodes)
             and all(n["ready"] == "True" for n in self.nodes.values())
+            and len(self.control_plane_pods) >= self.expected_pods
+            and all(phase == "Running" for phase in self.control_plane_pods.values())
+            and self.workloads_seeded
         )
 
 
@@ -50,7 +56,8 @@ def supervisor(lab: topology.Lab) -> processes.ProcessId | None:
 
 
 def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
-    result = Health()
+    """Healthy: every apiserver ready, every node Ready, every static pod's mirror pod Running, workloads seeded."""
+    result = Health(expected_pods=4 * len(lab.control_plane), workloads_seeded=(lab.run_dir / "seeded").exists())
     for node in lab.control_plane:
         client = http.Client(lab.kubeconfig, server=f"https://{node.ip}:{topology.APISERVER_PORT}", timeout=timeout)
         try:
@@ -69,6 +76,12 @@ def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
                 "kubelet": item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""),
                 "unschedulable": str(bool(item.get("spec", {}).get("unschedulable"))).lower(),
             }
+    pods = http.Client(lab.kubeconfig, timeout=timeout).get(
+        "/api/v1/namespaces/kube-system/pods?labelSelector=tier%3Dcontrol-plane"
+    )
+    if pods.status == 200:
+        for item in pods.json()["items"]:
+            result.control_plane_pods[item["metadata"]["name"]] = item.get("status", {}).get("phase", "")
     missing = {n.name for n in lab.nodes} - set(result.nodes)
     for name in missing:
         result.nodes[name] = {"ready": "Missing", "kubelet": "", "unschedulable": "false"}
@@ -88,25 +101,27 @@ def up(directory: Path, *, timeout: float = 60.0) -> tuple[topology.Lab, float]:
             "(is another lab or an etcd running on these addresses?)"
         )
     start = time.monotonic()
-    log_file = (lab.run_dir / "supervisor.log").open("ab")
+    launched = subprocess.run(
+        [lab.python, "-m", "upgrader.lab.supervisor", "--daemonize", str(lab.dir)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     try:
-        child = subprocess.Popen(
-            [lab.python, "-m", "upgrader.lab.supervisor", str(lab.dir)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    finally:
-        log_file.close()
-    identity = processes.ProcessId.of(child.pid)
+        identity = processes.ProcessId.of(int(launched.stdout.strip()))
+    except ValueError:
+        identity = None
     if identity is None:
-        raise errors.OperationFailed("the lab supervisor exited at once: see run/supervisor.log")
+        raise errors.OperationFailed(
+            f"the lab supervisor did not start: {launched.stderr.strip()[-300:] or 'see run/supervisor.log'}"
+        )
     _pid_file(lab).write_text(f"{identity.pid} {identity.started}\n")
     deadline = start + timeout
     last = Health()
     while time.monotonic() < deadline:
-        if child.poll() is not None:
+        if not identity.alive():
             break
         last = health(lab, timeout=1.0)
         if last.healthy:
@@ -115,6 +130,9 @@ def up(directory: Path, *, timeout: float = 60.0) -> tuple[topology.Lab, float]:
     down(directory)
     waiting = [f"apiserver on {n}" for n, ok in last.apiservers.items() if not ok]
     waiting += [f"node {n} ({s['ready']})" for n, s in last.nodes.items() if s["ready"] != "True"]
+    waiting += [f"pod {p} ({phase})" for p, phase in last.control_plane_pods.items() if phase != "Running"]
+    if len(last.control_plane_pods) < last.expected_pods:
+        waiting.append(f"{last.expected_pods - len(last.control_plane_pods)} control-plane mirror pods")
     raise errors.OperationFailed(
         f"lab {lab.name} did not become healthy within {timeout:.0f}s (not ready: {', '.join(waiting) or 'API'}); "
         f"it was stopped again; logs in {lab.run_dir}"

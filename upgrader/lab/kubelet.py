@@ -244,6 +244,8 @@ class Kubelet:
         state = pod.state()
         running = state == "Running"
         component = pod.component
+        image = pod.container.image if pod.container else ""
+        digest = (pod.container.digest if pod.container else "0").ljust(64, "0")
         return {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -276,9 +278,12 @@ class Kubelet:
                     {
                         "name": component,
                         "ready": running,
+                        "started": running,
                         "restartCount": pod.restarts,
-                        "image": pod.container.image if pod.container else "",
-                        "state": {"running": {}} if running else {"waiting": {"reason": state}},
+                        "image": image,
+                        "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{digest}",
+                        "containerID": f"containerd://{digest}{pod.restarts:04d}" if running else "",
+                        "state": {"running": {"startedAt": now()}} if running else {"waiting": {"reason": state}},
                     }
                 ],
             },
@@ -313,7 +318,7 @@ class Kubelet:
             return
         for item in reply.json().get("items", []):
             status = item.get("status") or {}
-            if status.get("phase"):
+            if status.get("phase") not in (None, "", "Pending") or meta_mirror(item):
                 continue
             meta = item["metadata"]
             api.request(
@@ -353,6 +358,11 @@ class Kubelet:
             self.stop_event.wait(0.25)
         self.stop_all()
         api.join(timeout=10)
+
+
+def meta_mirror(pod: dict[str, Any]) -> bool:
+    """Mirror pods are reported by their static pod's state, not started like workload pods."""
+    return "kubernetes.io/config.mirror" in (pod.get("metadata", {}).get("annotations") or {})
 
 
 def _digest(pod: StaticPod) -> str:

@@ -89,12 +89,47 @@ def run(directory: Path) -> int:
     return 0
 
 
+def daemonize(directory: Path) -> int:
+    """Forks the supervisor off as a daemon (new session, stdio to run/supervisor.log) and prints its pid."""
+    lab = topology.load(directory)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid > 0:  # the launcher: report the daemon's pid once it is on its own
+        os.close(write_end)
+        with os.fdopen(read_end) as reader:
+            print(reader.read().strip())  # noqa: T201 - the launcher's only output, read by `lab up`
+        os.waitpid(pid, 0)
+        return 0
+    os.close(read_end)
+    os.setsid()
+    if os.fork() > 0:  # the session leader exits; the grandchild can never reacquire a terminal
+        os._exit(0)
+    log = os.open(lab.run_dir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    with os.fdopen(write_end, "w") as writer:
+        writer.write(str(os.getpid()))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", force=True)
+    try:
+        code = run(directory)
+    finally:
+        logging.shutdown()
+    os._exit(code)
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if len(sys.argv) != 2:
-        print("usage: python -m upgrader.lab.supervisor LAB_DIR", file=sys.stderr)  # noqa: T201
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--daemonize":
+        return daemonize(Path(args[1]))
+    if len(args) != 1:
+        print("usage: python -m upgrader.lab.supervisor [--daemonize] LAB_DIR", file=sys.stderr)  # noqa: T201
         return 2
-    return run(Path(sys.argv[1]))
+    return run(Path(args[0]))
 
 
 if __name__ == "__main__":

@@ -340,6 +340,8 @@ class Api:
             self._require_namespace(namespace)
         if resource.plural == "namespaces":
             body.setdefault("status", {"phase": "Active"})
+        if resource.plural == "pods":  # status on create is ignored; the kubelet reports it
+            body["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         body.pop("kind", None)
         body.pop("apiVersion", None)
         return self.registry.create(resource, body, namespace)

@@ -1,0 +1,76 @@
+"""Labs for end-to-end tests, always stopped by pid at the end, with a check that nothing is left."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from upgrader.lab import control, create, processes, topology
+from upgrader.versions import Version
+
+
+def _started(lab: topology.Lab) -> list[processes.ProcessId]:
+    found = processes.Registry(lab.run_dir / "pids.json").read()
+    supervisor = control.supervisor(lab)
+    return found + ([supervisor] if supervisor else [])
+
+
+class Labs:
+    """Creates labs and guarantees they are down (and every process they started gone) afterwards."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.labs: list[topology.Lab] = []
+        self.seen: list[processes.ProcessId] = []
+
+    def up(self, name: str, *, version: str = "1.30.6", control_planes: int = 3, workers: int = 3) -> topology.Lab:
+        lab = create.create(
+            self.base / name, version=Version.parse(version), control_planes=control_planes, workers=workers
+        )
+        self.labs.append(lab)
+        control.up(lab.dir, timeout=60)
+        self.remember(lab)
+        return lab
+
+    def remember(self, lab: topology.Lab) -> None:
+        self.seen.extend(_started(lab))
+
+    def stop_all(self) -> None:
+        for lab in self.labs:
+            self.remember(lab)
+            control.down(lab.dir)
+        left = [p for p in self.seen if p.alive()]
+        assert not left, f"processes left behind: {[p.pid for p in left]}"
+
+
+@pytest.fixture(scope="session")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[topology.Lab]:
+    labs = Labs(tmp_path_factory.mktemp("labs"))
+    try:
+        yield labs.up("shared")
+    finally:
+        labs.stop_all()
+
+
+@pytest.fixture
+def labs(tmp_path: Path) -> Iterator[Labs]:
+    made = Labs(tmp_path)
+    try:
+        yield made
+    finally:
+        made.stop_all()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def state(lab: topology.Lab) -> dict[str, object]:
+    return dict(json.loads((lab.run_dir / "state.json").read_text()))

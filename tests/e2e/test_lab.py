@@ -1,0 +1,280 @@
+"""The lab end to end: real etcd, the apiserver stand-ins, the official Kubernetes client, kubeadm, faults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from tests.e2e.conftest import Labs, wait_for
+from upgrader import errors
+from upgrader.lab import control, http, manifests, mirror, topology
+from upgrader.versions import Version
+
+pytestmark = pytest.mark.slow
+
+
+def core(lab: topology.Lab) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(str(lab.kubeconfig)))
+
+
+def apiserver(lab: topology.Lab, node: str) -> http.Client:
+    return http.Client(lab.kubeconfig, server=f"https://{lab.node(node).ip}:{topology.APISERVER_PORT}", timeout=3.0)
+
+
+def etcdctl(lab: topology.Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = Path(lab.etcd_binary).with_name("etcdctl")
+    return subprocess.run(
+        [
+            str(binary),
+            f"--endpoints={','.join(lab.etcd_endpoints())}",
+            f"--cacert={lab.pki_dir / 'etcd' / 'ca.crt'}",
+            f"--cert={lab.pki_dir / 'apiserver-etcd-client.crt'}",
+            f"--key={lab.pki_dir / 'apiserver-etcd-client.key'}",
+            "--command-timeout=5s",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={"ETCDCTL_API": "3"},
+        check=False,
+    )
+
+
+def test_the_kubernetes_client_sees_every_node_ready_with_its_version(shared_lab: topology.Lab) -> None:
+    nodes = core(shared_lab).list_node().items
+    seen = {
+        n.metadata.name: (
+            n.status.node_info.kubelet_version,
+            next(c.status for c in n.status.conditions if c.type == "Ready"),
+        )
+        for n in nodes
+    }
+    assert seen == {name: ("v1.30.6", "True") for name in ("cp-1", "cp-2", "cp-3", "w-1", "w-2", "w-3")}
+    version = client.VersionApi(config.new_client_from_config(str(shared_lab.kubeconfig))).get_code()
+    assert version.git_version == "v1.30.6"
+
+
+def test_etcd_has_three_healthy_members(shared_lab: topology.Lab) -> None:
+    members = etcdctl(shared_lab, "member", "list", "-w", "json")
+    assert members.returncode == 0, members.stderr
+    assert sorted(m["name"] for m in json.loads(members.stdout)["members"]) == ["cp-1", "cp-2", "cp-3"]
+    health = etcdctl(shared_lab, "endpoint", "health")
+    assert health.returncode == 0 and health.stderr.count("is healthy") + health.stdout.count("is healthy") == 3
+
+
+def test_objects_live_in_etcd_under_the_registry_prefix(shared_lab: topology.Lab) -> None:
+    keys = etcdctl(shared_lab, "get", "/registry/minions/", "--prefix", "--keys-only")
+    assert "/registry/minions/w-1" in keys.stdout.split()
+    node = core(shared_lab).read_node("w-1")
+    revision = etcdctl(shared_lab, "get", "/registry/minions/w-1", "-w", "json")
+    assert int(node.metadata.resource_version) <= json.loads(revision.stdout)["kvs"][0]["mod_revision"]
+
+
+def test_static_pods_have_mirror_pods_and_pods_are_listed_by_node(shared_lab: topology.Lab) -> None:
+    api = core(shared_lab)
+    mirror_pods = api.list_namespaced_pod("kube-system", label_selector="tier=control-plane").items
+    names = {p.metadata.name for p in mirror_pods}
+    assert {"etcd-cp-1", "kube-apiserver-cp-2", "kube-scheduler-cp-3"} <= names
+    assert all("kubernetes.io/config.mirror" in p.metadata.annotations for p in mirror_pods)
+    on_w1 = api.list_pod_for_all_namespaces(field_selector="spec.nodeName=w-1").items
+    assert {p.spec.node_name for p in on_w1} == {"w-1"}
+    assert any(p.metadata.owner_references[0].kind == "DaemonSet" for p in on_w1)
+
+
+def test_an_eviction_that_would_break_a_pod_disruption_budget_answers_429(shared_lab: topology.Lab) -> None:
+    api = core(shared_lab)
+    wait_for(
+        lambda: sum(1 for p in api.list_namespaced_pod("demo").items if p.status.phase == "Running") == 3,
+        what="three running web pods",
+    )
+    pods = api.list_namespaced_pod("demo", label_selector="app=web").items
+    statuses = []
+    for pod in pods:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace="demo"))
+        try:
+            api.create_namespaced_pod_eviction(pod.metadata.name, "demo", body)
+            statuses.append(201)
+        except ApiException as exc:
+            statuses.append(exc.status)
+            assert "disruption budget" in str(exc.body)
+    assert sorted(statuses) == [201, 429, 429]  # minAvailable 2 of 3: one may go
+    wait_for(
+        lambda: len([p for p in api.list_namespaced_pod("demo").items if p.status.phase == "Running"]) == 3,
+        what="the replacement web pod",
+    )
+
+
+def test_cordon_is_a_patch_of_the_node(shared_lab: topology.Lab) -> None:
+    api = core(shared_lab)
+    api.patch_node("w-2", {"spec": {"unschedulable": True}})
+    try:
+        assert api.read_node("w-2").spec.unschedulable is True
+    finally:
+        api.patch_node("w-2", {"spec": {"unschedulable": False}})
+    assert not api.read_node("w-2").spec.unschedulable
+
+
+def test_stopping_one_etcd_member_keeps_the_api_available(shared_lab: topology.Lab) -> None:
+    control.fault(shared_lab.dir, node="cp-2", kind=control.faults.Fault.ETCD_STOP, clear=False)
+    try:
+        wait_for(lambda: apiserver(shared_lab, "cp-2").get("/readyz").status == 500, what="cp-2 apiserver unready")
+        assert len(core(shared_lab).list_node().items) == 6  # through the balancer, on the other two
+        health = etcdctl(shared_lab, "endpoint", "health")
+        assert (health.stdout + health.stderr).count("is healthy") == 2
+        verbose = apiserver(shared_lab, "cp-2").get("/readyz?verbose")
+        assert b"[-]etcd failed" in verbose.body and b"readyz check failed" in verbose.body
+    finally:
+        control.fault(shared_lab.dir, node="cp-2", kind=control.faults.Fault.ETCD_STOP, clear=True)
+    wait_for(lambda: apiserver(shared_lab, "cp-2").get("/readyz").status == 200, timeout=30, what="cp-2 ready again")
+
+
+def test_faults_crash_slow_notready_and_disk_full(shared_lab: topology.Lab) -> None:
+    faults = control.faults.Fault
+    control.fault(shared_lab.dir, node="cp-3", kind=faults.APISERVER_CRASH, clear=False)
+    control.fault(shared_lab.dir, node="w-3", kind=faults.KUBELET_NOTREADY, clear=False)
+    try:
+
+        def crashed() -> bool:
+            try:
+                return apiserver(shared_lab, "cp-3").get("/livez").status != 200
+            except OSError:
+                return True
+
+        wait_for(crashed, what="cp-3 apiserver down")
+        wait_for(
+            lambda: (
+                control.status(shared_lab.dir)["components"]["cp-3"]["kube-apiserver"]["state"] == "CrashLoopBackOff"
+            ),
+            what="cp-3 apiserver in CrashLoopBackOff",
+        )
+        assert len(core(shared_lab).list_node().items) == 6  # the balancer skips the crashed apiserver
+        wait_for(
+            lambda: (
+                next(c.status for c in core(shared_lab).read_node("w-3").status.conditions if c.type == "Ready")
+                == "False"
+            ),
+            what="w-3 NotReady",
+        )
+    finally:
+        control.fault(shared_lab.dir, node="cp-3", kind=None, clear=True)
+        control.fault(shared_lab.dir, node="w-3", kind=None, clear=True)
+    wait_for(lambda: control.health(shared_lab).healthy, timeout=40, what="healthy again")
+
+    control.fault(shared_lab.dir, node="cp-1", kind=faults.SLOW, clear=False)
+    try:
+
+        def slow() -> bool:
+            start = time.monotonic()
+            assert apiserver(shared_lab, "cp-1").get("/version").status == 200
+            return time.monotonic() - start >= 1.0
+
+        wait_for(slow, what="a slow answer")
+    finally:
+        control.fault(shared_lab.dir, node="cp-1", kind=None, clear=True)
+
+    control.fault(shared_lab.dir, node="cp-1", kind=faults.DISK_FULL, clear=False)
+    try:
+
+        def refused() -> bool:
+            try:
+                core(shared_lab).create_namespaced_config_map("default", {"metadata": {"generateName": "probe-"}})
+            except ApiException as exc:
+                return exc.status == 500 and "database space exceeded" in str(exc.body)
+            return False
+
+        wait_for(refused, what="writes refused with NOSPACE")
+        assert core(shared_lab).list_node().items  # reads still work
+    finally:
+        control.fault(shared_lab.dir, node="cp-1", kind=None, clear=True)
+
+    def writes_again() -> bool:
+        try:
+            core(shared_lab).create_namespaced_config_map("default", {"metadata": {"generateName": "probe-"}})
+            return True
+        except ApiException:
+            return False
+
+    wait_for(writes_again, what="writes accepted again")
+
+
+def test_discovery_reflects_the_served_api_versions(shared_lab: topology.Lab) -> None:
+    groups = apiserver(shared_lab, "cp-1").get("/apis").json()["groups"]
+    flowcontrol = next(g for g in groups if g["name"] == "flowcontrol.apiserver.k8s.io")
+    assert [v["version"] for v in flowcontrol["versions"]] == ["v1", "v1beta3"]  # 1.30: v1beta2 gone in 1.29
+    assert "policy/v1beta1" not in json.dumps(groups)  # removed in 1.25
+
+
+def test_lab_up_twice_is_refused(shared_lab: topology.Lab) -> None:
+    with pytest.raises(errors.Refused, match="already up"):
+        control.up(shared_lab.dir)
+
+
+def test_manifest_image_change_restarts_the_apiserver_at_the_new_version_and_emulation(labs: Labs) -> None:
+    lab = labs.up("restart", control_planes=1, workers=1)
+    path = lab.manifests("cp-1") / "kube-apiserver.yaml"
+    manifest = manifests.read(path)
+    manifest["spec"]["containers"][0]["image"] = "registry.k8s.io/kube-apiserver:v1.32.9"
+    manifest["spec"]["containers"][0]["command"].append("--emulated-version=1.31")
+    manifests.write(path, manifest)
+
+    def version() -> dict[str, str]:
+        try:
+            reply = apiserver(lab, "cp-1").get("/version")
+            return dict(reply.json()) if reply.status == 200 else {}
+        except OSError:
+            return {}
+
+    wait_for(lambda: version().get("gitVersion") == "v1.32.9", what="the apiserver at v1.32.9")
+    assert (version()["emulationMajor"], version()["emulationMinor"]) == ("1", "31")
+    groups = json.dumps(apiserver(lab, "cp-1").get("/apis").json())
+    assert "flowcontrol.apiserver.k8s.io/v1beta3" in groups  # 1.32 stops serving it, but it emulates 1.31
+    manifest["spec"]["containers"][0]["command"].remove("--emulated-version=1.31")
+    manifests.write(path, manifest)
+    wait_for(lambda: version().get("emulationMinor") == "32", what="emulation committed")
+    assert "flowcontrol.apiserver.k8s.io/v1beta3" not in json.dumps(apiserver(lab, "cp-1").get("/apis").json())
+
+
+def test_moving_a_manifest_out_stops_its_component(labs: Labs) -> None:
+    lab = labs.up("moved", control_planes=1, workers=0)
+    pid = control.status(lab.dir)["components"]["cp-1"]["kube-apiserver"]["pid"]
+    assert pid
+    path = lab.manifests("cp-1") / "kube-apiserver.yaml"
+    path.rename(lab.root("cp-1") / "kube-apiserver.yaml")
+    wait_for(lambda: "kube-apiserver" not in control.status(lab.dir)["components"]["cp-1"], what="apiserver gone")
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_kubeadm_refuses_two_minors_and_upgrades_one(labs: Labs) -> None:
+    lab = labs.up("kubeadm", control_planes=2, workers=1)
+    root = lab.root("cp-1")
+    before = (lab.manifests("cp-1") / "kube-apiserver.yaml").read_text()
+    mirror.install(lab.mirror_dir, Version.parse("1.32.9"), root, ("kubeadm",))
+    kubeadm = str(root / "usr" / "bin" / "kubeadm")
+    refused = subprocess.run(
+        [kubeadm, "upgrade", "apply", "v1.32.9", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 1
+    assert "kubeadm can upgrade only 1 minor version at a time" in refused.stderr
+    assert (lab.manifests("cp-1") / "kube-apiserver.yaml").read_text() == before
+
+    mirror.install(lab.mirror_dir, Version.parse("1.31.13"), root, ("kubeadm",))
+    newer = subprocess.run(
+        [kubeadm, "upgrade", "apply", "v1.31.14", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert newer.returncode == 1 and "Upgrade kubeadm first" in newer.stderr
+    done = subprocess.run(
+        [kubeadm, "upgrade", "apply", "v1.31.13", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert apiserver(lab, "cp-1").get("/version").json()["gitVersion"] == "v1.31.13"
+    assert apiserver(lab, "cp-2").get("/version").json()["gitVersion"] == "v1.30.6"  # until `upgrade node`
+    assert manifests.image_version(manifests.read(lab.manifests("cp-1") / "etcd.yaml")) == "3.5.24-0"
+    cluster_config = core(lab).read_namespaced_config_map("kubeadm-config", "kube-system").data
+    assert "kubernetesVersion: v1.31.13" in cluster_config["ClusterConfiguration"]
+    assert not list((root / "etc" / "kubernetes" / "tmp").glob("kubeadm-backup-manifests-*"))
