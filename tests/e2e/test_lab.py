@@ -11,7 +11,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.conftest import Labs, wait_for
+from tests.e2e.conftest import Labs, state, wait_for
 from upgrader import errors
 from upgrader.lab import control, http, manifests, mirror, topology
 from upgrader.versions import Version
@@ -124,7 +124,10 @@ def test_stopping_one_etcd_member_keeps_the_api_available(shared_lab: topology.L
     control.fault(shared_lab.dir, node="cp-2", kind=control.faults.Fault.ETCD_STOP, clear=False)
     try:
         wait_for(lambda: apiserver(shared_lab, "cp-2").get("/readyz").status == 500, what="cp-2 apiserver unready")
-        assert len(core(shared_lab).list_node().items) == 6  # through the balancer, on the other two
+        cp2 = f"{shared_lab.node('cp-2').ip}:{topology.APISERVER_PORT}"
+        wait_for(lambda: cp2 not in state(shared_lab)["balancer"], what="the balancer to drop cp-2")  # type: ignore[operator]
+        for _ in range(10):  # through the balancer, on the other two
+            assert len(core(shared_lab).list_node().items) == 6
         health = etcdctl(shared_lab, "endpoint", "health")
         assert (health.stdout + health.stderr).count("is healthy") == 2
         verbose = apiserver(shared_lab, "cp-2").get("/readyz?verbose")
@@ -153,6 +156,8 @@ def test_faults_crash_slow_notready_and_disk_full(shared_lab: topology.Lab) -> N
             ),
             what="cp-3 apiserver in CrashLoopBackOff",
         )
+        cp3 = f"{shared_lab.node('cp-3').ip}:{topology.APISERVER_PORT}"
+        wait_for(lambda: cp3 not in state(shared_lab)["balancer"], what="the balancer to drop cp-3")  # type: ignore[operator]
         assert len(core(shared_lab).list_node().items) == 6  # the balancer skips the crashed apiserver
         wait_for(
             lambda: (

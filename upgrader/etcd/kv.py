@@ -8,6 +8,7 @@ exceptions are converted here and never leave this module.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,9 @@ import etcd3.exceptions
 import grpc
 
 from upgrader import errors
+
+ROUNDS = 2
+RETRY_PAUSE = 0.3
 
 
 class EtcdUnavailable(errors.OperationFailed):
@@ -106,21 +110,26 @@ class KV:
             yield self.target.endpoints[(self._current + i) % count]
 
     def _call(self, operation: str, call: Any) -> Any:
+        """Runs ``call`` on the first endpoint that answers; a second round after a short pause rides
+        out a member that is restarting (etcd's own Go client retries transient errors too)."""
         last: errors.UpgraderError | None = None
-        for endpoint in self._endpoints():
-            try:
-                result = call(self._client(endpoint))
-            except _CONVERTED as exc:
-                converted = _convert(exc, endpoint)
-                if isinstance(converted, NoSpace):
-                    raise converted from exc
-                # A grpc channel that failed backs off for up to two minutes before it retries:
-                # drop it, so the next call reconnects as soon as the member is back.
-                self._forget(endpoint)
-                last = converted
-                continue
-            self._current = self.target.endpoints.index(endpoint)
-            return result
+        for attempt in range(ROUNDS):
+            if attempt:
+                time.sleep(RETRY_PAUSE)
+            for endpoint in self._endpoints():
+                try:
+                    result = call(self._client(endpoint))
+                except _CONVERTED as exc:
+                    converted = _convert(exc, endpoint)
+                    if isinstance(converted, NoSpace):
+                        raise converted from exc
+                    # A grpc channel that failed backs off for up to two minutes before it retries:
+                    # drop it, so the next call reconnects as soon as the member is back.
+                    self._forget(endpoint)
+                    last = converted
+                    continue
+                self._current = self.target.endpoints.index(endpoint)
+                return result
         assert last is not None
         raise EtcdUnavailable(f"etcd {operation} failed on every endpoint; last: {last}") from last
 
@@ -210,6 +219,11 @@ class KV:
         return [
             Member(id=m.id, name=m.name, peer_urls=tuple(m.peer_urls), client_urls=tuple(m.client_urls)) for m in found
         ]
+
+    def leader(self) -> str | None:
+        """The name of the current leader, or None when there is none (no quorum)."""
+        status = self._call("status", lambda c: c.status())
+        return str(status.leader.name) if status.leader is not None else None
 
     def version(self) -> str:
         status = self._call("status", lambda c: c.status())

@@ -55,20 +55,24 @@ def supervisor(lab: topology.Lab) -> processes.ProcessId | None:
     return process if process.alive() else None
 
 
+def _get(api: http.Client, path: str) -> http.Response | None:
+    """A GET that treats a refused, reset or timed-out connection as no answer (a lab may be half up)."""
+    try:
+        return api.get(path)
+    except OSError:
+        return None
+
+
 def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
     """Healthy: every apiserver ready, every node Ready, every static pod's mirror pod Running, workloads seeded."""
     result = Health(expected_pods=4 * len(lab.control_plane), workloads_seeded=(lab.run_dir / "seeded").exists())
     for node in lab.control_plane:
         client = http.Client(lab.kubeconfig, server=f"https://{node.ip}:{topology.APISERVER_PORT}", timeout=timeout)
-        try:
-            result.apiservers[node.name] = client.get("/readyz").status == 200
-        except OSError:
-            result.apiservers[node.name] = False
-    try:
-        reply = http.Client(lab.kubeconfig, timeout=timeout).get("/api/v1/nodes")
-    except OSError:
-        return result
-    if reply.status == 200:
+        ready = _get(client, "/readyz")
+        result.apiservers[node.name] = ready is not None and ready.status == 200
+    api = http.Client(lab.kubeconfig, timeout=timeout)
+    reply = _get(api, "/api/v1/nodes")
+    if reply is not None and reply.status == 200:
         for item in reply.json()["items"]:
             conditions = {c["type"]: c["status"] for c in item.get("status", {}).get("conditions", [])}
             result.nodes[item["metadata"]["name"]] = {
@@ -76,10 +80,8 @@ def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
                 "kubelet": item.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", ""),
                 "unschedulable": str(bool(item.get("spec", {}).get("unschedulable"))).lower(),
             }
-    pods = http.Client(lab.kubeconfig, timeout=timeout).get(
-        "/api/v1/namespaces/kube-system/pods?labelSelector=tier%3Dcontrol-plane"
-    )
-    if pods.status == 200:
+    pods = _get(api, "/api/v1/namespaces/kube-system/pods?labelSelector=tier%3Dcontrol-plane")
+    if pods is not None and pods.status == 200:
         for item in pods.json()["items"]:
             result.control_plane_pods[item["metadata"]["name"]] = item.get("status", {}).get("phase", "")
     missing = {n.name for n in lab.nodes} - set(result.nodes)

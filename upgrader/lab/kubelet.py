@@ -149,10 +149,17 @@ class Kubelet:
         if time.monotonic() >= pod.not_before:
             self._start(pod)
 
-    def stop_all(self) -> None:
+    def stop_all(self, *, keep: tuple[str, ...] = ()) -> None:
         with self.lock:
             for pod in self.pods.values():
-                self._stop(pod)
+                if pod.component not in keep:
+                    self._stop(pod)
+
+    def stop_component(self, component: str) -> None:
+        with self.lock:
+            for pod in self.pods.values():
+                if pod.component == component:
+                    self._stop(pod)
 
     def children(self) -> list[int]:
         with self.lock:
@@ -237,7 +244,11 @@ class Kubelet:
         )
         if reply.status == 404:
             self._registered = False
+        if self.stop_event.is_set():
+            return
         self._publish_mirror_pods(api)
+        if self.stop_event.is_set():
+            return
         self._start_bound_pods(api)
 
     def _mirror_pod(self, pod: StaticPod) -> dict[str, Any]:
@@ -356,8 +367,8 @@ class Kubelet:
                 except OSError as exc:
                     log.warning("%s: static pods: %s", self.node.name, exc)
             self.stop_event.wait(0.25)
-        self.stop_all()
-        api.join(timeout=10)
+        api.join(timeout=10)  # let a heartbeat in flight finish while the apiservers still answer
+        self.stop_all(keep=("etcd",))  # the supervisor stops etcd members in leader-first order
 
 
 def meta_mirror(pod: dict[str, Any]) -> bool:

@@ -20,6 +20,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from upgrader import errors
+from upgrader.etcd import kv
 from upgrader.lab import balancer, controller, kubelet, processes, topology
 
 log = logging.getLogger("upgrader.lab.supervisor")
@@ -41,6 +43,33 @@ def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def _stop_etcd_leader_first(lab: topology.Lab, members: list[kubelet.Kubelet]) -> None:
+    """Stops etcd members one by one, the current leader first, so each hands leadership to a peer
+    that is still there (stopping them all at once makes each wait seconds for a transfer that cannot
+    happen)."""
+    remaining = list(members)
+    while remaining:
+        leader = None
+        store = kv.KV(
+            kv.Target(
+                endpoints=tuple(f"https://{k.node.ip}:{topology.ETCD_CLIENT_PORT}" for k in remaining),
+                ca=lab.pki_dir / "etcd" / "ca.crt",
+                cert=lab.pki_dir / "apiserver-etcd-client.crt",
+                key=lab.pki_dir / "apiserver-etcd-client.key",
+                timeout=1.0,
+            )
+        )
+        try:
+            leader = store.leader()
+        except errors.UpgraderError:
+            leader = None
+        finally:
+            store.close()
+        first = next((k for k in remaining if k.node.name == leader), remaining[0])
+        first.stop_component("etcd")
+        remaining.remove(first)
 
 
 def run(directory: Path) -> int:
@@ -82,10 +111,15 @@ def run(directory: Path) -> int:
     log.info("stopping")
     for thread in threads:
         thread.join(timeout=60)
+    _stop_etcd_leader_first(lab, [k for k in kubelets if k.node.control_plane])
+    log.info("control plane stopped")
     mirror.shutdown()
     mirror.server_close()
     registry.stop_all()
     (lab.run_dir / "state.json").unlink(missing_ok=True)
+    for thread in helpers:
+        thread.join(timeout=10)
+    log.info("stopped")
     return 0
 
 
