@@ -67,13 +67,22 @@ rehearse() {
   mkdir -p "$work"
   log "state database at $work/state.db"
   "$bin/upgrader" db upgrade
-  "$bin/upgrader" db check
-  log "example cluster config"
-  "$bin/python" "$ROOT/tests/example_cluster.py" "$work/example"
-  "$bin/upgrader" config check -c "$work/example/cluster.yaml"
-  "$bin/upgrader" lock status
-  log "the lab (a simulated kubeadm cluster) and the upgrade it rehearses are not built yet;"
-  log "this rehearsal ran what exists: state database, config check, cluster lock"
+  if [ -d "$work/lab" ]; then "$bin/upgrader" lab down "$work/lab" || true; rm -rf "$work/lab"; fi
+  log "creating and starting a lab: 3 control-plane and 3 worker nodes at Kubernetes 1.30.6"
+  "$bin/upgrader" lab create "$work/lab" --version 1.30.6 --control-planes 3 --workers 3
+  trap '"$bin/upgrader" lab down "$work/lab" >/dev/null 2>&1 || true' EXIT
+  "$bin/upgrader" lab up "$work/lab"
+  "$bin/upgrader" config check -c "$work/lab/cluster.yaml"
+  "$bin/upgrader" lab status "$work/lab"
+  log "kubeadm's view from cp-1"
+  "$work/lab/nodes/cp-1/usr/bin/kubeadm" upgrade plan
+  log "an upgrade plan for a cluster like this one, to 1.33"
+  "$bin/python" "$ROOT/tests/example_facts.py" "$work/facts.json"
+  "$bin/upgrader" plan --facts "$work/facts.json" --to 1.33 || [ $? -eq 3 ]
+  "$bin/upgrader" lab down "$work/lab"
+  trap - EXIT
+  log "rehearsal done: live facts, snapshots, execution and rollback are not built yet;"
+  log "this rehearsal ran what exists: state database, lab, config check, kubeadm, planner"
 }
 
 case "${1:-}" in
