@@ -93,17 +93,24 @@ def test_an_eviction_that_would_break_a_pod_disruption_budget_answers_429(shared
         lambda: sum(1 for p in api.list_namespaced_pod("demo").items if p.status.phase == "Running") == 3,
         what="three running web pods",
     )
-    pods = api.list_namespaced_pod("demo", label_selector="app=web").items
-    statuses = []
-    for pod in pods:
-        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace="demo"))
-        try:
-            api.create_namespaced_pod_eviction(pod.metadata.name, "demo", body)
-            statuses.append(201)
-        except ApiException as exc:
-            statuses.append(exc.status)
-            assert "disruption budget" in str(exc.body)
-    assert sorted(statuses) == [201, 429, 429]  # minAvailable 2 of 3: one may go
+    names = [n.metadata.name for n in api.list_node().items]
+    for name in names:  # nowhere to put a replacement: the budget cannot recover while we evict
+        api.patch_node(name, {"spec": {"unschedulable": True}})
+    try:
+        pods = api.list_namespaced_pod("demo", label_selector="app=web").items
+        statuses = []
+        for pod in pods:
+            body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.metadata.name, namespace="demo"))
+            try:
+                api.create_namespaced_pod_eviction(pod.metadata.name, "demo", body)
+                statuses.append(201)
+            except ApiException as exc:
+                statuses.append(exc.status)
+                assert "disruption budget" in str(exc.body)
+        assert statuses == [201, 429, 429]  # minAvailable 2 of 3: one may go
+    finally:
+        for name in names:
+            api.patch_node(name, {"spec": {"unschedulable": False}})
     wait_for(
         lambda: len([p for p in api.list_namespaced_pod("demo").items if p.status.phase == "Running"]) == 3,
         what="the replacement web pod",
@@ -283,3 +290,78 @@ def test_kubeadm_refuses_two_minors_and_upgrades_one(labs: Labs) -> None:
     cluster_config = core(lab).read_namespaced_config_map("kubeadm-config", "kube-system").data
     assert "kubernetesVersion: v1.31.13" in cluster_config["ClusterConfiguration"]
     assert not list((root / "etc" / "kubernetes" / "tmp").glob("kubeadm-backup-manifests-*"))
+
+
+def test_deprecated_api_requests_show_in_the_metric_and_removed_versions_are_gone(shared_lab: topology.Lab) -> None:
+    api = apiserver(shared_lab, "cp-1")
+    assert api.get("/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas").status == 200  # deprecated in 1.30
+    assert api.get("/apis/flowcontrol.apiserver.k8s.io/v1beta2/flowschemas").status == 404  # gone since 1.29
+    metrics = api.get("/metrics").body.decode()
+    assert (
+        'apiserver_requested_deprecated_apis{group="flowcontrol.apiserver.k8s.io",removed_release="1.32",'
+        'resource="flowschemas",subresource="",version="v1beta3"} 1'
+    ) in metrics
+    assert 'version="v1"}' not in metrics  # the GA version is not deprecated
+    anonymous = subprocess.run(
+        [
+            "python3",
+            "-c",
+            "import ssl,urllib.request as u;"
+            f"u.urlopen('https://{shared_lab.node('cp-1').ip}:6443/api/v1/nodes',"
+            "context=ssl._create_unverified_context())",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "401" in anonymous.stderr  # only the version and health endpoints are public
+
+
+def test_the_binary_mirror_is_served_over_http(shared_lab: topology.Lab) -> None:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{shared_lab.mirror_url}/v1.31.13/bin/linux/amd64/kubeadm", timeout=5) as reply:
+        assert b"upgrader-lab-stand-in: kubeadm v1.31.13" in reply.read()
+    kubelet = subprocess.run(
+        [str(shared_lab.root("w-1") / "usr" / "bin" / "kubelet"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert kubelet.stdout.strip() == "Kubernetes v1.30.6"
+
+
+def test_kubeadm_two_step_with_extra_args_then_commit(labs: Labs) -> None:
+    lab = labs.up("twostep", version="1.31.13", control_planes=1, workers=1)
+    root = lab.root("cp-1")
+    mirror.install(lab.mirror_dir, Version.parse("1.32.9"), root, ("kubeadm",))
+    kubeadm = str(root / "usr" / "bin" / "kubeadm")
+    plan = subprocess.run([kubeadm, "upgrade", "plan"], capture_output=True, text=True, check=False)
+    assert plan.returncode == 0 and "kubeadm upgrade apply v1.32.9" in plan.stdout
+
+    def set_extra_args(extra: list[dict[str, str]]) -> None:
+        api = core(lab)
+        configmap = api.read_namespaced_config_map("kubeadm-config", "kube-system")
+        import yaml
+
+        cluster = yaml.safe_load(configmap.data["ClusterConfiguration"])
+        cluster.setdefault("apiServer", {})["extraArgs"] = extra
+        configmap.data["ClusterConfiguration"] = yaml.safe_dump(cluster)
+        api.replace_namespaced_config_map("kubeadm-config", "kube-system", configmap)
+
+    set_extra_args([{"name": "emulated-version", "value": "1.31"}])
+    step_one = subprocess.run(
+        [kubeadm, "upgrade", "apply", "v1.32.9", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert step_one.returncode == 0, step_one.stderr
+    version = apiserver(lab, "cp-1").get("/version").json()
+    assert (version["gitVersion"], version["emulationMinor"]) == ("v1.32.9", "31")
+    assert "--emulated-version=1.31" in (lab.manifests("cp-1") / "kube-apiserver.yaml").read_text()
+
+    set_extra_args([])
+    commit = subprocess.run(
+        [kubeadm, "upgrade", "apply", "v1.32.9", "--yes"], capture_output=True, text=True, check=False
+    )
+    assert commit.returncode == 0, commit.stderr
+    assert apiserver(lab, "cp-1").get("/version").json()["emulationMinor"] == "32"  # kubeadm waited for it
+    assert "emulated-version" not in (lab.manifests("cp-1") / "kube-apiserver.yaml").read_text()
