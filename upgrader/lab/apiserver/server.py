@@ -226,6 +226,10 @@ class Api:
 
     # -- resources -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _api_version(resource: registry.Resource, version: str) -> str:
+        return f"{resource.group}/{version}" if resource.group else version
+
     def _typed(self, resource: registry.Resource, version: str, obj: dict[str, Any]) -> dict[str, Any]:
         api_version = f"{resource.group}/{version}" if resource.group else version
         return {
@@ -266,7 +270,7 @@ class Api:
                 if method == "GET":
                     return 200, self._list(resource, version, namespace, query)
                 if method == "POST":
-                    return 201, typed(self._create(resource, namespace, body))
+                    return 201, typed(self._create(resource, namespace, body, version))
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
             if sub == "eviction":
                 if method != "POST":
@@ -326,7 +330,7 @@ class Api:
             item.pop("apiVersion", None)
         return {"kind": f"{resource.kind}List", "apiVersion": api_version, "metadata": metadata, "items": items}
 
-    def _create(self, resource: registry.Resource, namespace: str | None, body: Any) -> dict[str, Any]:
+    def _create(self, resource: registry.Resource, namespace: str | None, body: Any, version: str) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be a JSON object")
         meta = body.setdefault("metadata", {})
@@ -342,8 +346,10 @@ class Api:
             body.setdefault("status", {"phase": "Active"})
         if resource.plural == "pods":  # status on create is ignored; the kubelet reports it
             body["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        body.pop("kind", None)
-        body.pop("apiVersion", None)
+        # Stored with the apiVersion it was written with (kube-apiserver stores its storage version;
+        # the lab keeps the writer's so that old-version objects can be simulated).
+        body["apiVersion"] = self._api_version(resource, version)
+        body["kind"] = resource.kind
         return self.registry.create(resource, body, namespace)
 
     def _changer(
@@ -375,8 +381,9 @@ class Api:
                 }
             if has_status:  # the main resource never changes status
                 new["status"] = current.get("status")
-            new.pop("kind", None)
-            new.pop("apiVersion", None)
+            # Every write stores the object at the storage version: rewriting is a storage migration.
+            new["apiVersion"] = self._api_version(resource, resource.versions[0])
+            new["kind"] = resource.kind
             return new
 
         return change

@@ -1,0 +1,246 @@
+"""Collects the planner's facts from a live cluster (``upgrader facts``, ``upgrader plan -c``).
+
+- every control-plane node: its apiserver's ``/version`` (binary and emulated version), cross-checked
+  with the mirror pod of its static manifest (image tag, ``--emulated-version``);
+- every node: kubelet version, container runtime and readiness from the Node status, and the cgroup
+  version and installed kubelet from the node itself (an Ansible playbook);
+- etcd: each member's version (the oldest is the one that matters for the upgrade path) and the
+  member list;
+- APIs in use that a later release stops serving, from two sources: the
+  ``apiserver_requested_deprecated_apis`` gauge of every apiserver (clients calling them), and the
+  objects stored in etcd under such a version (objects a storage migration must rewrite first).
+
+The result is the facts format ``plan --facts`` reads, plus ``warnings`` for whatever did not agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgrader import config, errors
+from upgrader.etcd import kv
+from upgrader.executor import runner
+from upgrader.kube import cluster as kube
+from upgrader.rules import catalog as catalog_mod
+from upgrader.versions import Minor, Version
+
+_METRIC = re.compile(r"^apiserver_requested_deprecated_apis\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+_VERSION = re.compile(r"v?(\d+\.\d+\.\d+)")
+# etcd key prefixes where kube-apiserver stores a resource, where they differ from its plural name
+_KEY_PREFIX = {"podsecuritypolicies": "podsecuritypolicy"}
+
+
+@dataclass
+class Collected:
+    data: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.data, "warnings": list(self.warnings)}
+
+
+def _plain(version: str) -> str:
+    match = _VERSION.search(version or "")
+    return match.group(1) if match else version
+
+
+def etcd_target(cfg: config.ClusterConfig, timeout: float = 5.0) -> kv.Target:
+    return kv.Target(
+        endpoints=tuple(cfg.etcd.endpoints), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=timeout
+    )
+
+
+def deprecated_from_metrics(text: str) -> set[tuple[str, str, str]]:
+    """(group, version, resource) of every deprecated API requested, from a /metrics page."""
+    found = set()
+    for match in _METRIC.finditer(text):
+        if float(match.group("value")) <= 0:
+            continue
+        labels = dict(_LABEL.findall(match.group("labels")))
+        found.add((labels.get("group", ""), labels.get("version", ""), labels.get("resource", "")))
+    return found
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, at
+        shift += 7
+
+
+def _type_meta_api_version(chunk: bytes) -> str | None:
+    at = 0
+    while at < len(chunk):
+        key, at = _varint(chunk, at)
+        length, at = _varint(chunk, at)
+        if key >> 3 == 1:
+            return chunk[at : at + length].decode()
+        at += length
+    return None
+
+
+def stored_api_version(value: bytes) -> str | None:
+    r"""The apiVersion an object was stored with: JSON, or kube-apiserver's protobuf envelope
+    (``k8s\0`` + runtime.Unknown whose field 1 is TypeMeta{apiVersion=1, kind=2})."""
+    if value[:1] == b"{":
+        match = re.search(rb'"apiVersion"\s*:\s*"([^"]+)"', value[:4096])
+        return match.group(1).decode() if match else None
+    if not value.startswith(b"k8s\x00"):
+        return None
+    data = value[4:]
+    try:
+        key, at = _varint(data, 0)
+        if key != (1 << 3 | 2):  # field 1, length-delimited: the TypeMeta comes first
+            return None
+        length, at = _varint(data, at)
+        return _type_meta_api_version(data[at : at + length])
+    except (IndexError, UnicodeDecodeError):
+        return None
+
+
+def _stored_objects(store: kv.KV, after: Minor) -> list[dict[str, Any]]:
+    """Objects stored in etcd at an API version some later release stops serving."""
+    found = []
+    for removed in catalog_mod.load().removals_crossed(after, Minor(1, 99)):
+        for resource in removed.resources:
+            prefix = f"/registry/{_KEY_PREFIX.get(resource, resource)}/"
+            count = sum(1 for item in store.range(prefix) if stored_api_version(item.value) == removed.group_version)
+            if count:
+                found.append(
+                    {
+                        "group": removed.group,
+                        "version": removed.version,
+                        "resource": resource,
+                        "source": "stored",
+                        "count": count,
+                    }
+                )
+    return found
+
+
+def _node_facts(cfg: config.ClusterConfig) -> tuple[dict[str, dict[str, str]], list[str]]:
+    result = runner.run(runner.PlaybookRequest("node-facts.yml", cfg.inventory, timeout=300))
+    warnings = [f"node facts: {f}" for f in result.failures()]
+    if result.status is not runner.Status.SUCCESSFUL and not result.tasks:
+        raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
+    per_host: dict[str, dict[str, str]] = {}
+    for host, res in result.by_host("upgrader: cgroup").items():
+        per_host.setdefault(host, {})["cgroup"] = "v2" if (res.get("stat") or {}).get("exists") else "v1"
+    for host, res in result.by_host("upgrader: kubelet version").items():
+        if res.get("rc") == 0:
+            per_host.setdefault(host, {})["installed_kubelet"] = _plain(str(res.get("stdout", "")))
+    return per_host, warnings
+
+
+def _apiservers(api: kube.Cluster, warnings: list[str]) -> tuple[list[dict[str, Any]], set[tuple[str, str, str]]]:
+    """Each apiserver's live version and emulation, checked against its manifest; the deprecated APIs requested."""
+    servers = api.apiservers()
+    if not servers:
+        raise errors.OperationFailed("no kube-apiserver mirror pods in kube-system: is this a kubeadm cluster?")
+    metrics: set[tuple[str, str, str]] = set()
+    members: list[dict[str, Any]] = []
+    for server in servers:
+        member: dict[str, Any] = {"name": server.node, "manifest_version": _plain(server.image_tag)}
+        try:
+            live = api.version(server.endpoint)
+            member["apiserver"] = _plain(live.git_version)
+            member["emulated"] = live.emulation or ".".join(member["apiserver"].split(".")[:2])
+            metrics |= deprecated_from_metrics(api.metrics(server.endpoint))
+        except kube.KubeUnavailable as exc:
+            warnings.append(f"apiserver on {server.node} did not answer ({exc}); using its manifest's version")
+            member["apiserver"] = member["manifest_version"]
+            if server.emulated_flag:
+                member["emulated"] = server.emulated_flag
+        if member["apiserver"] != member["manifest_version"]:
+            warnings.append(
+                f"apiserver on {server.node} runs v{member['apiserver']} but its manifest says "
+                f"v{member['manifest_version']}: it has not restarted on the new manifest yet"
+            )
+        if server.emulated_flag and member.get("emulated") != server.emulated_flag:
+            warnings.append(
+                f"apiserver on {server.node} emulates {member.get('emulated')} but its manifest "
+                f"says --emulated-version={server.emulated_flag}"
+            )
+        members.append(member)
+    return members, metrics
+
+
+def _node_entry(name: str, node: kube.NodeInfo | None, extra: dict[str, str], warnings: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name}
+    if node is None:
+        warnings.append(f"node {name} has no Node object")
+        return entry
+    entry.update(
+        kubelet=_plain(node.kubelet), container_runtime=node.runtime, ready=node.ready, unschedulable=node.unschedulable
+    )
+    if "cgroup" in extra:
+        entry["cgroup"] = extra["cgroup"]
+    installed = extra.get("installed_kubelet")
+    if installed and installed != entry["kubelet"]:
+        warnings.append(
+            f"{name}: kubelet {installed} is installed but v{entry['kubelet']} is running (restart the kubelet)"
+        )
+    return entry
+
+
+def _etcd(cfg: config.ClusterConfig, oldest: Minor, warnings: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """etcd's oldest member version and its members, and objects stored at soon-removed API versions."""
+    store = kv.KV(etcd_target(cfg))
+    try:
+        members = store.members()
+        versions = []
+        for endpoint in cfg.etcd.endpoints:
+            single = kv.KV(
+                kv.Target(endpoints=(endpoint,), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=3.0)
+            )
+            try:
+                versions.append(Version.parse(single.version()))
+            except errors.UpgraderError as exc:
+                warnings.append(f"etcd at {endpoint}: {exc}")
+            finally:
+                single.close()
+        if not versions:
+            raise kv.EtcdUnavailable("no etcd endpoint answered")
+        stored = _stored_objects(store, oldest)
+    finally:
+        store.close()
+    etcd = {
+        "version": str(min(versions)),
+        "members": [
+            {"name": m.name, "peer_urls": list(m.peer_urls), "client_urls": list(m.client_urls)} for m in members
+        ],
+    }
+    return etcd, stored
+
+
+def collect(cfg: config.ClusterConfig, *, with_nodes: bool = True) -> Collected:
+    """Everything the planner needs, read from the live cluster; nothing is changed."""
+    collected = Collected(data={"cluster": cfg.name})
+    warnings = collected.warnings
+    api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+    try:
+        nodes = {n.name: n for n in api.nodes()}
+        members, metrics = _apiservers(api, warnings)
+    finally:
+        api.close()
+    node_facts, node_warnings = _node_facts(cfg) if with_nodes else ({}, [])
+    warnings.extend(node_warnings)
+    names = [m["name"] for m in members]
+    collected.data["control_plane"] = [
+        {**m, **_node_entry(m["name"], nodes.get(m["name"]), node_facts.get(m["name"], {}), warnings)} for m in members
+    ]
+    collected.data["nodes"] = [
+        _node_entry(name, node, node_facts.get(name, {}), warnings) for name, node in nodes.items() if name not in names
+    ]
+    oldest = min(Minor.parse(m["emulated"]) for m in members)
+    collected.data["etcd"], stored = _etcd(cfg, oldest, warnings)
+    apis = [{"group": g, "version": v, "resource": r, "source": "metric"} for g, v, r in sorted(metrics)]
+    collected.data["apis_in_use"] = apis + stored
+    return collected
