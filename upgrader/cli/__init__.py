@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 import upgrader
-from upgrader.cli import _options, config_cmd, db_cmd, facts_cmd, lab_cmd, lock_cmd, plan_cmd
+from upgrader.cli import _options, config_cmd, db_cmd, facts_cmd, lab_cmd, lock_cmd, plan_cmd, snapshot_cmd
 
 app = _options.group()
 app.add_typer(config_cmd.app, name="config")
@@ -20,6 +20,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(lock_cmd.app, name="lock")
 app.add_typer(facts_cmd.app, name="facts")
 app.add_typer(plan_cmd.app, name="plan")
+app.add_typer(snapshot_cmd.app, name="snapshot")
 app.add_typer(lab_cmd.app, name="lab")
 
 

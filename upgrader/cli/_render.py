@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import json
+import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -51,6 +53,27 @@ def echo(text: str = "") -> None:
 def note(text: str) -> None:
     """A remark for the person at the terminal, on stderr so that stdout stays parseable."""
     typer.echo(text, err=True)
+
+
+class Progress:
+    """A one-line byte counter on stderr, only when stderr is a terminal (logs stay clean)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stderr.isatty()
+        self._shown = 0.0
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self.enabled or (time.monotonic() - self._shown < 0.2 and done != total):
+            return
+        self._shown = time.monotonic()
+        share = f" ({100 * done // total}%)" if total else ""
+        sys.stderr.write(f"\r{self.label}: {done / 2**20:8.1f} MiB{share}")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
 
 
 def warn(text: str) -> None:

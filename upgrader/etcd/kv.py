@@ -88,6 +88,19 @@ class KV:
         self._clients: dict[str, Any] = {}
         self._current = 0
 
+    def client_for(self, endpoint: str) -> Any:
+        """The etcd3 client for one endpoint (for modules of this package only)."""
+        return self._client(endpoint)
+
+    def status_of(self, endpoint: str) -> tuple[str, str | None]:
+        """(version, leader name) as one endpoint sees it; raises ``EtcdUnavailable`` if it does not answer."""
+        try:
+            status = self._client(endpoint).status()
+        except _CONVERTED as exc:
+            self._forget(endpoint)
+            raise _convert(exc, endpoint) from exc
+        return str(status.version), (str(status.leader.name) if status.leader is not None else None)
+
     def _client(self, endpoint: str) -> Any:
         client = self._clients.get(endpoint)
         if client is None:

@@ -83,3 +83,27 @@ class StoredPlan:
     executable: bool
     facts: dict[str, Any]
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SnapshotRecord:
+    id: SnapshotId
+    cluster: str
+    created_at: datetime
+    label: str | None
+    etcd_revision: int | None
+    key_count: int | None
+    members: list[Any]
+    etcd_path: str
+    etcd_size: int
+    etcd_sha256: str
+    archive_path: str | None
+    archive_sha256: str | None
+    facts: dict[str, Any]
+    healthy: bool
+    known_good: bool
+    verified_at: datetime | None
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the facts, for listings."""
+        return {k: v for k, v in self.__dict__.items() if k != "facts"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -187,3 +188,70 @@ class Store:
                 facts=dict(row.facts),
                 body=dict(row.body),
             )
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def add_snapshot(self, record: records.SnapshotRecord) -> None:
+        cluster_id = self.ensure_cluster(record.cluster)
+        fields = {k: v for k, v in record.__dict__.items() if k not in ("cluster",)}
+        with self.session() as session:
+            session.add(orm.Snapshot(cluster_id=cluster_id, **{**fields, "facts": scrub(record.facts)}))
+
+    def _snapshot_record(self, row: orm.Snapshot, cluster: str) -> records.SnapshotRecord:
+        return records.SnapshotRecord(
+            id=records.SnapshotId(row.id),
+            cluster=cluster,
+            created_at=row.created_at,
+            label=row.label,
+            etcd_revision=row.etcd_revision,
+            key_count=row.key_count,
+            members=list(row.members),
+            etcd_path=row.etcd_path,
+            etcd_size=row.etcd_size,
+            etcd_sha256=row.etcd_sha256,
+            archive_path=row.archive_path,
+            archive_sha256=row.archive_sha256,
+            facts=dict(row.facts),
+            healthy=row.healthy,
+            known_good=row.known_good,
+            verified_at=row.verified_at,
+        )
+
+    def snapshots(self, cluster: str | None = None) -> list[records.SnapshotRecord]:
+        """Snapshots, newest first, optionally of one cluster."""
+        with self.session() as session:
+            query = (
+                select(orm.Snapshot, orm.Cluster.name)
+                .join(orm.Cluster, orm.Snapshot.cluster_id == orm.Cluster.id)
+                .order_by(orm.Snapshot.created_at.desc(), orm.Snapshot.id.desc())
+            )
+            if cluster is not None:
+                query = query.where(orm.Cluster.name == cluster)
+            return [self._snapshot_record(row, name) for row, name in session.execute(query)]
+
+    def snapshot(self, snapshot_id: str) -> records.SnapshotRecord:
+        with self.session() as session:
+            found = session.execute(
+                select(orm.Snapshot, orm.Cluster.name)
+                .join(orm.Cluster, orm.Snapshot.cluster_id == orm.Cluster.id)
+                .where(orm.Snapshot.id == snapshot_id)
+            ).first()
+            if found is None:
+                raise errors.NotFound(f"no snapshot {snapshot_id!r} in this state database")
+            return self._snapshot_record(found[0], found[1])
+
+    def record_verification(self, snapshot_id: str, *, ok: bool, at: datetime) -> None:
+        """A failed verification takes known-good away for good; a passed one only dates the check."""
+        with self.session() as session:
+            row = session.get(orm.Snapshot, snapshot_id)
+            if row is None:
+                raise errors.NotFound(f"no snapshot {snapshot_id!r} in this state database")
+            row.verified_at = at
+            if not ok:
+                row.known_good = False
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        with self.session() as session:
+            row = session.get(orm.Snapshot, snapshot_id)
+            if row is not None:
+                session.delete(row)

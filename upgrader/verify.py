@@ -1,0 +1,88 @@
+"""Whether a cluster is healthy right now: every apiserver ready, every node Ready, etcd healthy with
+quorum. A snapshot is known-good only if the cluster passed this when it was taken.
+
+An unhealthy cluster is a result, not an exception: the report says what failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgrader import config, errors
+from upgrader.etcd import kv
+from upgrader.kube import cluster as kube
+
+
+@dataclass(frozen=True)
+class Health:
+    apiservers: dict[str, bool] = field(default_factory=dict)
+    nodes: dict[str, bool] = field(default_factory=dict)
+    etcd: dict[str, bool] = field(default_factory=dict)  # endpoint -> answered
+    etcd_leader: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def quorum(self) -> bool:
+        return self.etcd_leader is not None and sum(self.etcd.values()) > len(self.etcd) // 2
+
+    @property
+    def ok(self) -> bool:
+        return (
+            bool(self.apiservers)
+            and all(self.apiservers.values())
+            and bool(self.nodes)
+            and all(self.nodes.values())
+            and self.quorum
+            and all(self.etcd.values())
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "apiservers": self.apiservers,
+            "nodes": self.nodes,
+            "etcd": self.etcd,
+            "etcd_leader": self.etcd_leader,
+            "quorum": self.quorum,
+            "problems": list(self.problems),
+        }
+
+
+def health(cfg: config.ClusterConfig) -> Health:
+    problems: list[str] = []
+    apiservers: dict[str, bool] = {}
+    nodes: dict[str, bool] = {}
+    try:
+        api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+        try:
+            for server in api.apiservers():
+                apiservers[server.node] = api.ready(server.endpoint)
+            nodes = {n.name: n.ready for n in api.nodes()}
+        finally:
+            api.close()
+    except kube.KubeUnavailable as exc:
+        problems.append(str(exc))
+    problems += [f"apiserver on {n} is not ready" for n, ok in apiservers.items() if not ok]
+    problems += [f"node {n} is not Ready" for n, ok in nodes.items() if not ok]
+    store = kv.KV(
+        kv.Target(
+            endpoints=tuple(cfg.etcd.endpoints), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=3.0
+        )
+    )
+    etcd: dict[str, bool] = {}
+    leader = None
+    try:
+        for endpoint in cfg.etcd.endpoints:
+            try:
+                _, seen_leader = store.status_of(endpoint)
+                etcd[endpoint] = True
+                leader = leader or seen_leader
+            except errors.UpgraderError as exc:
+                etcd[endpoint] = False
+                problems.append(f"etcd at {endpoint}: {exc}")
+    finally:
+        store.close()
+    if leader is None:
+        problems.append("etcd has no leader (no quorum)")
+    return Health(apiservers=apiservers, nodes=nodes, etcd=etcd, etcd_leader=leader, problems=tuple(problems))
