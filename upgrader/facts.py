@@ -156,8 +156,7 @@ def _apiservers(api: kube.Cluster, warnings: list[str]) -> tuple[list[dict[str, 
         except kube.KubeUnavailable as exc:
             warnings.append(f"apiserver on {server.node} did not answer ({exc}); using its manifest's version")
             member["apiserver"] = member["manifest_version"]
-            if server.emulated_flag:
-                member["emulated"] = server.emulated_flag
+            member["emulated"] = server.emulated_flag or ".".join(member["apiserver"].split(".")[:2])
         if member["apiserver"] != member["manifest_version"]:
             warnings.append(
                 f"apiserver on {server.node} runs v{member['apiserver']} but its manifest says "

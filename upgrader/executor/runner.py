@@ -93,6 +93,7 @@ def _environment() -> dict[str, str]:
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
         "ANSIBLE_HOST_KEY_CHECKING": "false",
+        "ANSIBLE_FORKS": "20",  # nodes in parallel; serial plays set their own batch sizes
     }
 
 

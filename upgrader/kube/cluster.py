@@ -149,8 +149,12 @@ class Cluster:
                 response = self.api.call_api(method, url, header_params=headers, _request_timeout=self.timeout)
             except ApiException as exc:
                 return int(exc.status or 0), (exc.body or "").encode() if isinstance(exc.body, str) else b""
-            response.read()
-            return int(response.status), bytes(response.data or b"")
+            try:
+                data = response.read()
+            finally:
+                # The client streams raw responses; hand the connection back, or it leaks open.
+                response.response.release_conn()
+            return int(response.status), bytes(data or b"")
 
         return self._call(f"GET {path} on {endpoint or 'the cluster'}", call)  # type: ignore[no-any-return]
 
