@@ -21,6 +21,10 @@ import grpc
 
 from upgrader import errors
 
+# A fixed 4 MiB HTTP/2 window: large enough for full speed, and bounded. grpc's bandwidth-delay probe
+# would otherwise keep growing it while data arrives fast, and a snapshot stream then buffers more and
+# more in memory whenever the disk is slower than the network.
+GRPC_OPTIONS = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 4 * 1024 * 1024)]
 ROUNDS = 2
 RETRY_PAUSE = 0.3
 
@@ -113,6 +117,7 @@ class KV:
                 cert_key=str(self.target.key) if tls and self.target.key else None,
                 cert_cert=str(self.target.cert) if tls and self.target.cert else None,
                 timeout=self.target.timeout,
+                grpc_options=GRPC_OPTIONS,
             )
             self._clients[endpoint] = client
         return client

@@ -39,7 +39,7 @@ class Streamed:
     path: Path
     endpoint: str
     size: int  # bytes on disk, trailer included
-    sha256: str  # of the whole file, as `sha256sum` prints it
+    sha256: str  # of the database (everything but the trailer): the value the trailer carries
 
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, expected total if known)
@@ -90,7 +90,7 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
     part = dest.with_name(dest.name + ".part")
     fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     watchdog = _Watchdog(call, idle_timeout)
-    digest, whole = hashlib.sha256(), hashlib.sha256()
+    digest = hashlib.sha256()
     held: bytes | None = None
     total = 0
     expected: int | None = None
@@ -102,7 +102,6 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
             if held is not None:
                 _write_all(fd, held)
                 digest.update(held)
-                whole.update(held)
             elif response.remaining_bytes:
                 expected = len(blob) + int(response.remaining_bytes) + TRAILER
             held = blob
@@ -115,7 +114,6 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
                 f"({total} bytes): it was cut short or corrupted"
             )
         _write_all(fd, held)
-        whole.update(held)
         os.fsync(fd)
         complete = True
     except grpc.RpcError as exc:
@@ -134,7 +132,7 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
             part.unlink(missing_ok=True)
     os.replace(part, dest)
     _fsync_dir(dest.parent)
-    return Streamed(path=dest, endpoint=endpoint, size=total, sha256=whole.hexdigest())
+    return Streamed(path=dest, endpoint=endpoint, size=total, sha256=held.hex())
 
 
 def save(store: kv.KV, dest: Path, *, idle_timeout: float = 30.0, progress: Progress | None = None) -> Streamed:
@@ -154,8 +152,9 @@ def save(store: kv.KV, dest: Path, *, idle_timeout: float = 30.0, progress: Prog
     raise kv.EtcdUnavailable("no etcd member gave a complete snapshot: " + "; ".join(failures))
 
 
-def check_file(path: Path) -> None:
-    """The offline check etcdutl makes before a restore: size 32 modulo 512 and a matching sha256 trailer."""
+def check_file(path: Path) -> str:
+    """The offline check etcdutl makes before a restore: size 32 modulo 512 and a matching sha256 trailer.
+    Returns the database's sha256 (hex)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -177,6 +176,7 @@ def check_file(path: Path) -> None:
         trailer = handle.read(TRAILER)
     if digest.digest() != trailer:
         raise SnapshotCorrupt(f"{path}: the sha256 trailer does not match the contents (the file is corrupted)")
+    return trailer.hex()
 
 
 def file_sha256(path: Path) -> str:
