@@ -76,13 +76,18 @@ rehearse() {
   "$bin/upgrader" lab status "$work/lab"
   log "kubeadm's view from cp-1"
   "$work/lab/nodes/cp-1/usr/bin/kubeadm" upgrade plan
-  log "an upgrade plan for a cluster like this one, to 1.33"
-  "$bin/python" "$ROOT/tests/example_facts.py" "$work/facts.json"
-  "$bin/upgrader" plan --facts "$work/facts.json" --to 1.33 || [ $? -eq 3 ]
+  log "live facts, and the upgrade plan they give for 1.33"
+  "$bin/upgrader" facts -c "$work/lab/cluster.yaml"
+  "$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to 1.33 --save || [ $? -eq 3 ]
+  log "a verified snapshot, restored once into a scratch directory"
+  "$bin/upgrader" snapshot create -c "$work/lab/cluster.yaml" --label rehearsal
+  id=$("$bin/upgrader" snapshot list -c "$work/lab/cluster.yaml" -o json | "$bin/python" -c \
+    'import json, sys; print(json.load(sys.stdin)["snapshots"][0]["id"])')
+  "$bin/upgrader" snapshot verify "$id" --restore-test
   "$bin/upgrader" lab down "$work/lab"
   trap - EXIT
-  log "rehearsal done: live facts, snapshots, execution and rollback are not built yet;"
-  log "this rehearsal ran what exists: state database, lab, config check, kubeadm, planner"
+  log "rehearsal done: execution and rollback are not built yet;"
+  log "this rehearsal ran what exists: state database, lab, config check, kubeadm, facts, planner, snapshots"
 }
 
 case "${1:-}" in
