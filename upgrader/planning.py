@@ -77,8 +77,7 @@ def save(result: PlanResult, db_url: str | None) -> bool:
     """Stores the plan in the state database; False when that exact plan was already there."""
     from upgrader.state import records, store
 
-    state = store.Store.open(db_url)
-    try:
+    with store.Store.open(db_url) as state:
         body = result.plan.as_dict()
         return state.save_plan(
             plan_id=records.PlanId(body["id"]),
@@ -88,16 +87,11 @@ def save(result: PlanResult, db_url: str | None) -> bool:
             executable=result.plan.executable,
             cluster=result.cluster,
         )
-    finally:
-        state.close()
 
 
 def show(plan_id: str, db_url: str | None) -> dict[str, Any]:
     from upgrader.state import store
 
-    state = store.Store.open(db_url)
-    try:
+    with store.Store.open(db_url) as state:
         stored = state.plan(plan_id)
-    finally:
-        state.close()
     return {**stored.body, "saved_at": stored.created_at, "cluster": stored.cluster}

@@ -43,11 +43,8 @@ def status(
     from upgrader.state import lease, store
 
     wanted = _cluster_name(cluster, name, required=False)
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         leases = lease.status(state.engine, wanted)
-    finally:
-        state.close()
     now = datetime.now(UTC)
     if output is _render.OutputFormat.JSON:
         _render.emit_json(
@@ -86,8 +83,7 @@ def break_(
 
     wanted = _cluster_name(cluster, name, required=True)
     assert wanted is not None
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         held = lease.status(state.engine, wanted)
         if not held:
             raise errors.NotFound(f"cluster {wanted} is not locked; nothing to break")
@@ -100,8 +96,6 @@ def break_(
                 message=f"lock held by {lease.describe_holder(broken)} was broken",
                 data={"holder_host": broken.host, "holder_pid": broken.pid, "command": broken.command},
             )
-    finally:
-        state.close()
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"broken": broken.__dict__ if broken else None})
     else:

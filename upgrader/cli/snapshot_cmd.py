@@ -27,13 +27,12 @@ def create(
     from upgrader.state import store
 
     cfg = config.load(cluster)
-    state = store.Store.open(db)
     progress = _render.Progress("etcd snapshot")
-    try:
-        created = snapshots.create(cfg, state, label=label, progress=progress)
-    finally:
-        progress.finish()
-        state.close()
+    with store.Store.open(db) as state:
+        try:
+            created = snapshots.create(cfg, state, label=label, progress=progress)
+        finally:
+            progress.finish()
     record = created.record
     if output is _render.OutputFormat.JSON:
         _render.emit_json({**record.summary(), "health": created.health.as_dict()})
@@ -59,11 +58,8 @@ def list_(
     from upgrader.state import store
 
     name = config.load(cluster).name if cluster else None
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         found = state.snapshots(name)
-    finally:
-        state.close()
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"snapshots": [s.summary() for s in found]})
         return
@@ -91,11 +87,8 @@ def show(
     """Show one snapshot, with the facts recorded when it was taken."""
     from upgrader.state import store
 
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         record = state.snapshot(snapshot_id)
-    finally:
-        state.close()
     if output is _render.OutputFormat.JSON:
         _render.emit_json(record.__dict__)
         return
@@ -122,11 +115,8 @@ def verify(
     from upgrader import snapshots
     from upgrader.state import store
 
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         result = snapshots.verify_snapshot(state, snapshot_id, restore_test=restore_test)
-    finally:
-        state.close()
     if output is _render.OutputFormat.JSON:
         _render.emit_json(
             {"id": result.record.id, "ok": result.ok, "checks": result.checks, "known_good": result.record.known_good}
@@ -160,8 +150,7 @@ def prune(
     cfg = config.load(cluster)
     if keep is not None and keep < 1:
         raise errors.UsageError("--keep must be at least 1: the newest known-good snapshot is never deleted")
-    state = store.Store.open(db)
-    try:
+    with store.Store.open(db) as state:
         doomed = snapshots.prune_candidates(state.snapshots(cfg.name), keep or cfg.snapshots.keep)
         if output is _render.OutputFormat.JSON:
             _render.emit_json({"dry_run": dry_run, "delete": [s.id for s in doomed]})
@@ -178,5 +167,3 @@ def prune(
         _options.confirm(f"Delete {len(doomed)} snapshots of {cfg.name}?", yes=yes)
         for item in doomed:
             snapshots.delete(state, item)
-    finally:
-        state.close()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -53,6 +53,12 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -217,25 +223,21 @@ class Store:
             verified_at=row.verified_at,
         )
 
+    @staticmethod
+    def _snapshot_query() -> Select[orm.Snapshot, str]:
+        return select(orm.Snapshot, orm.Cluster.name).join(orm.Cluster, orm.Snapshot.cluster_id == orm.Cluster.id)
+
     def snapshots(self, cluster: str | None = None) -> list[records.SnapshotRecord]:
         """Snapshots, newest first, optionally of one cluster."""
         with self.session() as session:
-            query = (
-                select(orm.Snapshot, orm.Cluster.name)
-                .join(orm.Cluster, orm.Snapshot.cluster_id == orm.Cluster.id)
-                .order_by(orm.Snapshot.created_at.desc(), orm.Snapshot.id.desc())
-            )
+            query = self._snapshot_query().order_by(orm.Snapshot.created_at.desc(), orm.Snapshot.id.desc())
             if cluster is not None:
                 query = query.where(orm.Cluster.name == cluster)
             return [self._snapshot_record(row, name) for row, name in session.execute(query)]
 
     def snapshot(self, snapshot_id: str) -> records.SnapshotRecord:
         with self.session() as session:
-            found = session.execute(
-                select(orm.Snapshot, orm.Cluster.name)
-                .join(orm.Cluster, orm.Snapshot.cluster_id == orm.Cluster.id)
-                .where(orm.Snapshot.id == snapshot_id)
-            ).first()
+            found = session.execute(self._snapshot_query().where(orm.Snapshot.id == snapshot_id)).first()
             if found is None:
                 raise errors.NotFound(f"no snapshot {snapshot_id!r} in this state database")
             return self._snapshot_record(found[0], found[1])
