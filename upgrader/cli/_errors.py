@@ -9,7 +9,6 @@ else is a bug and keeps its traceback (without local variables).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
 
@@ -34,7 +33,7 @@ def report(exc: errors.UpgraderError, *, as_json: bool) -> None:
                 "problems": list(problems),
             },
         }
-        typer.echo(json.dumps(payload, indent=2))
+        _render.emit_json(payload)
     typer.echo(f"upgrader: error: {exc.message}", err=True)
     for problem in problems:
         typer.echo(f"  - {problem}", err=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ def _default(value: object) -> object:
 
 
 def json_text(data: Any) -> str:
+    import json
+
     return json.dumps(data, indent=2, default=_default, sort_keys=False)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from upgrader import errors
-from upgrader.cli import _errors, _options, _plan_view, _render
+from upgrader.cli import _errors, _options, _render
 
 app = _options.group("Compute an upgrade plan, or show a saved one.")
 
@@ -21,6 +21,8 @@ class PlanFormat(enum.StrEnum):
 
 
 def _render_plan(plan: dict[str, object], output: PlanFormat) -> None:
+    from upgrader.cli import _plan_view
+
     if output is PlanFormat.JSON:
         _render.emit_json(plan)
     elif output is PlanFormat.MARKDOWN:
