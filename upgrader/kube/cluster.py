@@ -181,24 +181,6 @@ class Cluster:
             raise KubeUnavailable(f"GET /metrics on {endpoint} answered HTTP {status}")
         return body.decode(errors="replace")
 
-    def served(self, endpoint: str | None = None) -> set[str]:
-        """Every group/version the apiserver serves (core as "v1")."""
-        status, body = self._raw(endpoint, "/apis")
-        served = {"v1"}
-        if status == 200:
-            for group in json.loads(body).get("groups", []):
-                served |= {v["groupVersion"] for v in group.get("versions", [])}
-        return served
-
-    def list_raw(self, group_version: str, resource: str) -> list[dict[str, Any]]:
-        prefix = "/api" if "/" not in group_version else "/apis"
-        status, body = self._raw(None, f"{prefix}/{group_version}/{resource}")
-        if status == 404:
-            return []
-        if status != 200:
-            raise KubeUnavailable(f"listing {group_version} {resource} answered HTTP {status}")
-        return list(json.loads(body).get("items", []))
-
     def cluster_configuration(self) -> str | None:
         try:
             configmap = self.core.read_namespaced_config_map(
