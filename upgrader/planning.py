@@ -68,9 +68,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     options = model.PlanOptions(two_step=two_step, max_unavailable=model.MaxUnavailable.parse(raw_max))
     catalog = catalog_mod.load(request.catalog_file)
     plan = core.plan(facts, target, options, catalog)
-    return PlanResult(
-        plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=raw if isinstance(raw, dict) else plan.facts
-    )
+    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=raw)
 
 
 def save(result: PlanResult, db_url: str | None) -> bool:
@@ -82,7 +80,7 @@ def save(result: PlanResult, db_url: str | None) -> bool:
         return state.save_plan(
             plan_id=records.PlanId(body["id"]),
             body=body,
-            facts=result.plan.facts,
+            facts=result.facts,
             target=body["target"],
             executable=result.plan.executable,
             cluster=result.cluster,

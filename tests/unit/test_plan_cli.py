@@ -152,3 +152,16 @@ def test_save_and_show(facts_file: Path, db_url: str) -> None:
     assert missing.exit_code == 1 and "no saved plan 'deadbeefdead'" in missing.stderr
     short = run("plan", "show", "abc", "--db", db_url)
     assert short.exit_code == 2 and "too short" in short.stderr
+
+
+def test_save_records_the_facts_as_given(tmp_path: Path, db_url: str) -> None:
+    from upgrader.state import store
+
+    data = dict(FACTS, etcd={"version": "3.5.32", "members": [{"name": "cp-1"}]}, warnings=["seen at collection"])
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(data))
+    saved = run("plan", "--facts", str(path), "--to", "1.33", "--save", "--db", db_url, "-o", "json")
+    plan_id = json.loads(saved.stdout)["id"]
+    with store.Store.open(db_url) as state:
+        recorded = state.plan(plan_id).facts
+    assert recorded["etcd"]["members"] == [{"name": "cp-1"}] and recorded["warnings"] == ["seen at collection"]
