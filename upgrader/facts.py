@@ -196,15 +196,10 @@ def _etcd(cfg: config.ClusterConfig, oldest: Minor, warnings: list[str]) -> tupl
         members = store.members()
         versions = []
         for endpoint in cfg.etcd.endpoints:
-            single = kv.KV(
-                kv.Target(endpoints=(endpoint,), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=3.0)
-            )
             try:
-                versions.append(Version.parse(single.version()))
+                versions.append(Version.parse(store.status_of(endpoint)[0]))
             except errors.UpgraderError as exc:
                 warnings.append(f"etcd at {endpoint}: {exc}")
-            finally:
-                single.close()
         if not versions:
             raise kv.EtcdUnavailable("no etcd endpoint answered")
         stored = _stored_objects(store, oldest)

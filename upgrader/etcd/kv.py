@@ -243,10 +243,6 @@ class KV:
         status = self._call("status", lambda c: c.status())
         return str(status.leader.name) if status.leader is not None else None
 
-    def version(self) -> str:
-        status = self._call("status", lambda c: c.status())
-        return str(status.version)
-
     def raise_nospace_alarm(self, member_id: int = 0) -> None:
         self._call("alarm", lambda c: c.create_alarm(member_id=member_id))
 
