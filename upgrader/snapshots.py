@@ -134,7 +134,7 @@ def create(
     finally:
         store_kv.close()
     try:
-        snapshot.check_file(db_path)
+        snapshot.check_file(db_path)  # read back: the stream proved what arrived, this proves what is on disk
         status = tools.status(db_path)
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=directory) as tmp:
             contents = _fetch_control_plane(cfg, Path(tmp))
