@@ -37,7 +37,6 @@ class Controller:
         self.stop_event = stop
         self.api = http.Client(lab.kubeconfig, timeout=3.0)
         self.seeded = (lab.run_dir / "seeded").exists()
-        self._serial = 0
         self._alarmed: set[str] = set()
 
     def _post(self, path: str, body: dict[str, Any]) -> None:
@@ -120,7 +119,6 @@ class Controller:
                 return
             target = min(load, key=lambda n: (load[n], n))
             load[target] += 1
-            self._serial += 1
             self._post(
                 f"/api/v1/namespaces/{NAMESPACE}/pods",
                 {

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     context.load_cert_chain(args.tls_cert_file, args.tls_private_key_file)
     context.load_verify_locations(args.client_ca_file)
     context.verify_mode = ssl.CERT_OPTIONAL
-    api = server.Api(binary=binary, emulated=emulated, store=store, node=node)
+    api = server.Api(binary=binary, emulated=emulated, store=store)
     httpd = server.Server((args.advertise_address, args.secure_port), api, view)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=_crash_watch, args=(view,), daemon=True).start()

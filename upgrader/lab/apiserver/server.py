@@ -157,13 +157,12 @@ def _int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
 class Api:
     """Resource semantics over the registry, independent of HTTP."""
 
-    def __init__(self, *, binary: Version, emulated: Minor, store: kv.KV, node: str | None) -> None:
+    def __init__(self, *, binary: Version, emulated: Minor, store: kv.KV) -> None:
         self.binary = binary
         self.emulated = emulated
         self.store = store
         self.registry = registry.Registry(store)
         self.discovery = discovery.Discovery(emulated)
-        self.node = node
         self.deprecated_requests: set[tuple[str, str, str, str, str]] = set()
         self.lock = threading.Lock()
 
