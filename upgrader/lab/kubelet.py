@@ -41,7 +41,7 @@ class StaticPod:
     error: str | None = None
     popen: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    started_at: float = 0.0
+    started: str = field(default_factory=now)  # when its container (last) started
     not_before: float = 0.0  # crash-loop back-off
     last_exit: int | None = None
     published: dict[str, Any] = field(default_factory=dict)
@@ -94,7 +94,7 @@ class Kubelet:
             )
         finally:
             logfile.close()
-        pod.started_at = time.monotonic()
+        pod.started = now()
 
     def _stop(self, pod: StaticPod) -> None:
         if pod.popen is not None:
@@ -299,7 +299,7 @@ class Kubelet:
                         "image": image,
                         "imageID": f"{image.rsplit(':', 1)[0]}@sha256:{digest}",
                         "containerID": f"containerd://{digest}{pod.restarts:04d}" if running else "",
-                        "state": {"running": {"startedAt": now()}} if running else {"waiting": {"reason": state}},
+                        "state": {"running": {"startedAt": pod.started}} if running else {"waiting": {"reason": state}},
                     }
                 ],
             },
