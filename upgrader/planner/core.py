@@ -58,7 +58,8 @@ class _Planner:
         self.cluster = _Cluster(facts)
         self.steps: list[Step] = []
         self.control_plane_minors: list[Minor] = []  # the minor of each control-plane step, for etcd
-        self.check_every_state = not skew.violations(self.cluster.state(), catalog)
+        self.initial = skew.violations(self.cluster.state(), catalog)  # the start's own skew findings
+        self.check_every_state = not self.initial
 
     # -- emitting steps -------------------------------------------------------------------------
 
@@ -226,14 +227,13 @@ def plan(
     for i in range(oldest_emulated.distance(resolved.minor_version) + 1):
         catalog.entry(oldest_emulated + i)  # every minor on the way must be known
     planner = _Planner(facts, resolved, options, catalog)
-    initial = skew.violations(planner.cluster.state(), catalog)
     planner.run()
 
     etcd_after, etcd_findings = checks.etcd_path(facts.etcd, planner.control_plane_minors, catalog)
     steps = _with_etcd(planner.steps, etcd_after)
     target_minor = resolved.minor_version
     found: list[Finding] = [
-        *initial,
+        *planner.initial,
         *checks.removed_apis(facts, after=oldest_emulated, target=target_minor, catalog=catalog),
         *checks.cgroup_v1(facts, target=target_minor, catalog=catalog),
         *checks.container_runtime(facts, target=target_minor, catalog=catalog),
