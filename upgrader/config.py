@@ -142,8 +142,7 @@ class EtcdSettings(_Section):
     def _tls_is_complete(self) -> EtcdSettings:
         if (self.cert is None) != (self.key is None):
             raise ValueError("cert and key go together: give both or neither")
-        uses_tls = any(e.startswith("https://") for e in self.endpoints)
-        if uses_tls and self.ca is None:
+        if self.uses_tls and self.ca is None:
             raise ValueError("https endpoints need ca (the etcd CA certificate)")
         return self
 
