@@ -47,12 +47,6 @@ def _plain(version: str) -> str:
     return match.group(1) if match else version
 
 
-def etcd_target(cfg: config.ClusterConfig, timeout: float = 5.0) -> kv.Target:
-    return kv.Target(
-        endpoints=tuple(cfg.etcd.endpoints), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=timeout
-    )
-
-
 def deprecated_from_metrics(text: str) -> set[tuple[str, str, str]]:
     """(group, version, resource) of every deprecated API requested, from a /metrics page."""
     found = set()
@@ -191,7 +185,7 @@ def _node_entry(name: str, node: kube.NodeInfo | None, extra: dict[str, str], wa
 
 def _etcd(cfg: config.ClusterConfig, oldest: Minor, warnings: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """etcd's oldest member version and its members, and objects stored at soon-removed API versions."""
-    store = kv.KV(etcd_target(cfg))
+    store = kv.KV(kv.target(cfg.etcd))
     try:
         members = store.members()
         versions = []

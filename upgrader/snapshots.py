@@ -124,7 +124,7 @@ def create(
     db_path, archive_path = directory / f"{snapshot_id}.db", directory / f"{snapshot_id}.tar.gz"
     health = verify.health(cfg)
     collected = facts.collect(cfg).as_dict()
-    store_kv = kv.KV(facts.etcd_target(cfg, timeout=10.0))
+    store_kv = kv.KV(kv.target(cfg.etcd, timeout=10.0))
     try:
         streamed = snapshot.save(store_kv, db_path, progress=progress)
         members = [

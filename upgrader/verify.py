@@ -65,11 +65,7 @@ def health(cfg: config.ClusterConfig) -> Health:
         problems.append(str(exc))
     problems += [f"apiserver on {n} is not ready" for n, ok in apiservers.items() if not ok]
     problems += [f"node {n} is not Ready" for n, ok in nodes.items() if not ok]
-    store = kv.KV(
-        kv.Target(
-            endpoints=tuple(cfg.etcd.endpoints), ca=cfg.etcd.ca, cert=cfg.etcd.cert, key=cfg.etcd.key, timeout=3.0
-        )
-    )
+    store = kv.KV(kv.target(cfg.etcd, timeout=3.0))
     etcd: dict[str, bool] = {}
     leader = None
     try:

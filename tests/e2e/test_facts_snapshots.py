@@ -255,7 +255,7 @@ def _single_endpoint(lab: topology.Lab, tmp_path: Path, endpoint: str, *, ca: st
 def test_etcd_stopped_mid_stream_leaves_nothing_behind(labs: Labs, tmp_path: Path) -> None:
     lab = labs.up("midstream", control_planes=1, workers=0)
     cfg = config.load(_single_endpoint(lab, tmp_path, lab.etcd_endpoints()[0]))
-    store_kv = kv.KV(facts.etcd_target(cfg))
+    store_kv = kv.KV(kv.target(cfg.etcd))
     try:
         for i in range(40):  # about 4 MiB, so the stream takes many messages
             store_kv.put(f"/bulk/{i:04d}", os.urandom(100_000))

@@ -19,7 +19,7 @@ import etcd3
 import etcd3.exceptions
 import grpc
 
-from upgrader import errors
+from upgrader import config, errors
 
 # A fixed 4 MiB HTTP/2 window: large enough for full speed, and bounded. grpc's bandwidth-delay probe
 # would otherwise keep growing it while data arrives fast, and a snapshot stream then buffers more and
@@ -50,6 +50,13 @@ class Target:
     cert: Path | None = None
     key: Path | None = None
     timeout: float = 5.0
+
+
+def target(settings: config.EtcdSettings, *, timeout: float = 5.0) -> Target:
+    """The etcd a cluster config names, with its TLS material."""
+    return Target(
+        endpoints=tuple(settings.endpoints), ca=settings.ca, cert=settings.cert, key=settings.key, timeout=timeout
+    )
 
 
 @dataclass(frozen=True)
