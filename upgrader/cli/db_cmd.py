@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from upgrader import errors
 from upgrader.cli import _errors, _options, _render
+
+if TYPE_CHECKING:
+    from upgrader.state import schema
 
 app = _options.group("Manage the state database schema.")
 
@@ -33,10 +38,13 @@ def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _rende
         _render.echo(f"the database before the upgrade is saved at {result.backup}")
 
 
-def _status_dict(db: str | None) -> dict[str, object]:
-    from upgrader.state import schema
+def _status(db: str | None) -> schema.SchemaStatus:
+    from upgrader.state import schema as schema_mod
 
-    status = schema.status_url(db)
+    return schema_mod.status_url(db)
+
+
+def _as_json(status: schema.SchemaStatus) -> dict[str, object]:
     return {
         "database": status.database,
         "exists": status.exists,
@@ -51,27 +59,26 @@ def _status_dict(db: str | None) -> dict[str, object]:
 @_errors.handle
 def current(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
     """Show the schema revision of the state database and this release's head."""
-    status = _status_dict(db)
+    status = _status(db)
     if output is _render.OutputFormat.JSON:
-        _render.emit_json(status)
+        _render.emit_json(_as_json(status))
         return
-    _render.echo(f"database: {status['database']}" + ("" if status["exists"] else " (does not exist yet)"))
-    _render.echo(f"current:  {status['current'] or 'none'}")
-    _render.echo(f"head:     {status['head']}")
+    _render.echo(f"database: {status.database}" + ("" if status.exists else " (does not exist yet)"))
+    _render.echo(f"current:  {status.current or 'none'}")
+    _render.echo(f"head:     {status.head}")
 
 
 @app.command("check")
 @_errors.handle
 def check(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
     """Exit 0 if the schema is current; exit 1 and name `upgrader db upgrade` if not."""
-    status = _status_dict(db)
+    status = _status(db)
     if output is _render.OutputFormat.JSON:
-        _render.emit_json(status)
-    elif status["up_to_date"]:
-        _render.echo(f"schema is current ({status['head']})")
-    if not status["up_to_date"]:
-        pending = ", ".join(str(p) for p in status["pending"])  # type: ignore[attr-defined]
+        _render.emit_json(_as_json(status))
+    elif status.up_to_date:
+        _render.echo(f"schema is current ({status.head})")
+    if not status.up_to_date:
         raise errors.OperationFailed(
-            f"schema is at {status['current'] or 'none'}, head is {status['head']} (pending: {pending}): "
-            "run `upgrader db upgrade`"
+            f"schema is at {status.current or 'none'}, head is {status.head} "
+            f"(pending: {', '.join(status.pending)}): run `upgrader db upgrade`"
         )
