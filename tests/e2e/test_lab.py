@@ -223,7 +223,9 @@ def test_discovery_reflects_the_served_api_versions(shared_lab: topology.Lab) ->
 
 
 def test_lab_up_twice_is_refused(shared_lab: topology.Lab) -> None:
-    with pytest.raises(errors.Refused, match="already up"):
+    pid = control.supervisor(shared_lab)
+    assert pid is not None
+    with pytest.raises(errors.Refused, match=rf"already up \(supervisor pid {pid.pid}\)$"):
         control.up(shared_lab.dir)
 
 

@@ -93,8 +93,9 @@ def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
 def up(directory: Path, *, timeout: float = 60.0) -> tuple[topology.Lab, float]:
     """Starts the lab and waits until it is healthy; returns the lab and the seconds it took."""
     lab = topology.load(directory)
-    if supervisor(lab) is not None:
-        raise errors.Refused(f"lab {lab.name} is already up (supervisor pid {supervisor(lab)})")
+    running = supervisor(lab)
+    if running is not None:
+        raise errors.Refused(f"lab {lab.name} is already up (supervisor pid {running.pid})")
     processes.Registry(lab.run_dir / "pids.json").stop_all()  # leftovers of a supervisor that was killed
     taken = topology.ports_taken(lab.block, [(n.name, n.role, n.ip) for n in lab.nodes])
     if taken:
