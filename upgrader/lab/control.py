@@ -66,11 +66,10 @@ def _get(api: http.Client, path: str) -> http.Response | None:
 def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
     """Healthy: every apiserver ready, every node Ready, every static pod's mirror pod Running, workloads seeded."""
     result = Health(expected_pods=4 * len(lab.control_plane), workloads_seeded=(lab.run_dir / "seeded").exists())
-    for node in lab.control_plane:
-        client = http.Client(lab.kubeconfig, server=f"https://{node.ip}:{topology.APISERVER_PORT}", timeout=timeout)
-        ready = _get(client, "/readyz")
-        result.apiservers[node.name] = ready is not None and ready.status == 200
     api = http.Client(lab.kubeconfig, timeout=timeout)
+    for node in lab.control_plane:
+        ready = _get(api.at(f"https://{node.ip}:{topology.APISERVER_PORT}"), "/readyz")
+        result.apiservers[node.name] = ready is not None and ready.status == 200
     reply = _get(api, "/api/v1/nodes")
     if reply is not None and reply.status == 200:
         for item in reply.json()["items"]:

@@ -8,6 +8,7 @@ stays light; upgrader itself talks to the lab through the real client.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import ssl
@@ -49,6 +50,14 @@ class Client:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(base64.b64decode(user["client-key-data"]))
             self.context.load_cert_chain(cert, key)
+
+    def at(self, server: str, *, timeout: float | None = None) -> Client:
+        """The same credentials and TLS context, aimed at another server (no kubeconfig re-read)."""
+        other = copy.copy(self)
+        other.server = server.rstrip("/")
+        if timeout is not None:
+            other.timeout = timeout
+        return other
 
     def request(
         self,

@@ -180,10 +180,10 @@ def _render(
     return manifest
 
 
-def _mirror_hash(node: Node) -> str | None:
+def _mirror_hash(node: Node, api: http.Client) -> str | None:
     """The static-pod hash on this node's kube-apiserver mirror pod (kubeadm's way to see a restart)."""
     try:
-        reply = node.client().get(f"/api/v1/namespaces/kube-system/pods/kube-apiserver-{node.root.name}")
+        reply = api.get(f"/api/v1/namespaces/kube-system/pods/kube-apiserver-{node.root.name}")
     except OSError:
         return None
     if reply.status != 200:
@@ -194,12 +194,12 @@ def _mirror_hash(node: Node) -> str | None:
     return str(pod["metadata"].get("annotations", {}).get("kubernetes.io/config.mirror", "")) or None
 
 
-def _wait_for_apiserver(node: Node, version: Version, timeout: float, old_hash: str | None) -> bool:
+def _wait_for_apiserver(node: Node, api: http.Client, version: Version, timeout: float, old_hash: str | None) -> bool:
     """Waits for the static pod hash to change (the new manifest runs), then for /version and /readyz."""
-    client = http.Client(node.kube / "admin.conf", server=f"https://{node.advertise()}:6443", timeout=2.0)
+    client = api.at(f"https://{node.advertise()}:6443", timeout=2.0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        current = _mirror_hash(node)
+        current = _mirror_hash(node, api)
         if current is not None and current != old_hash:
             try:
                 reply = client.get("/version")
@@ -229,7 +229,8 @@ def _upgrade_static_pods(
         elif wanted < current:
             print(f"[upgrade/etcd] Won't downgrade etcd, instead just continue ({current} > {wanted})")
     written: list[str] = []
-    old_hash = _mirror_hash(node)
+    api = node.client()
+    old_hash = _mirror_hash(node, api)
     try:
         for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
             new = _render(node, component, version=version, etcd=etcd_target, config=config, patches=patches)
@@ -243,7 +244,7 @@ def _upgrade_static_pods(
                 f"[upgrade/staticpods] Moving new manifest to {path.relative_to(node.root)} and backing up old "
                 f"manifest to {(backup / path.name).relative_to(node.root)}"
             )
-        if "kube-apiserver" in written and not _wait_for_apiserver(node, version, timeout, old_hash):
+        if "kube-apiserver" in written and not _wait_for_apiserver(node, api, version, timeout, old_hash):
             raise KubeadmError(
                 f"[upgrade/apply] FATAL: couldn't upgrade control plane. kubeadm has tried to recover "
                 f"everything into the earlier state. Errors faced: the kube-apiserver did not come up "
