@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from upgrader import errors
-from upgrader.state import orm, records, store
+from upgrader.state import orm, records, schema, store
 
 
 @pytest.fixture
@@ -28,6 +28,28 @@ def test_new_database_is_created_at_head_in_a_private_directory(db_url: str, tmp
     directory = tmp_path / "state"
     assert (directory / "state.db").is_file()
     assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    # The file holds plans, facts and events: private from its first byte, whatever the umask, and
+    # SQLite gives its -wal and -shm files the same mode.
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        if (directory / name).exists():
+            assert stat.S_IMODE(os.stat(directory / name).st_mode) == 0o600, name
+
+
+def test_a_new_database_is_private_even_with_a_permissive_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o000)
+    try:
+        store.Store.open(f"sqlite:///{tmp_path / 'open.db'}").close()
+        schema.upgrade_url(f"sqlite:///{tmp_path / 'upgraded.db'}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(tmp_path / "open.db").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "upgraded.db").st_mode) == 0o600
+
+
+def test_commits_are_durable_before_they_return(state: store.Store) -> None:
+    # FULL, not NORMAL: in WAL mode NORMAL can lose the last commits (a "known-good" row) on power loss.
+    with state.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
 
 
 def test_sqlite_connections_have_wal_foreign_keys_and_busy_timeout(state: store.Store) -> None:

@@ -40,11 +40,11 @@ def status(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Show who holds the lock on a cluster (or on every cluster), and until when."""
-    from upgrader.state import lease, store
+    from upgrader.state import store
 
     wanted = _cluster_name(cluster, name, required=False)
     with store.Store.open(db) as state:
-        leases = lease.status(state.engine, wanted)
+        leases = state.locks(wanted)
     now = datetime.now(UTC)
     if output is _render.OutputFormat.JSON:
         _render.emit_json(
@@ -79,21 +79,21 @@ def break_(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Remove a cluster's lock whoever holds it. Only when its holder is known to be gone."""
-    from upgrader.state import lease, store
+    from upgrader.state import store
 
     wanted = _cluster_name(cluster, name, required=True)
     assert wanted is not None
     with store.Store.open(db) as state:
-        held = lease.status(state.engine, wanted)
+        held = state.locks(wanted)
         if not held:
             raise errors.NotFound(f"cluster {wanted} is not locked; nothing to break")
-        _options.confirm(f"Break the lock on {wanted} held by {lease.describe_holder(held[0])}?", yes=yes)
-        broken = lease.break_lease(state.engine, wanted)
+        _options.confirm(f"Break the lock on {wanted} held by {held[0].describe()}?", yes=yes)
+        broken = state.break_lock(wanted)
         if broken is not None:
             state.record_event(
                 kind="lock-broken",
                 cluster=wanted,
-                message=f"lock held by {lease.describe_holder(broken)} was broken",
+                message=f"lock held by {broken.describe()} was broken",
                 data={"holder_host": broken.host, "holder_pid": broken.pid, "command": broken.command},
             )
     if output is _render.OutputFormat.JSON:

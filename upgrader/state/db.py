@@ -8,6 +8,7 @@ an engine whose schema is not at this release's head: schema changes only happen
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -54,20 +55,54 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> No
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
+        # FULL: a commit is on disk before it returns, so a row that says "known-good" or "succeeded"
+        # survives a power loss once upgrader has said so (NORMAL in WAL mode may lose the last commits).
+        cursor.execute("PRAGMA synchronous = FULL")
     finally:
         cursor.close()
 
 
+def _create_private_file(path: Path) -> None:
+    """Creates a SQLite file 0600 (and its directory 0700) before SQLite does it with the umask's mode.
+
+    SQLite gives the -wal and -shm files the mode of the database file, so they are private too.
+    """
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(parents=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise errors.StateError(f"cannot create the state database {path}: {exc.strerror}") from exc
+
+
+def foreign_database_error(url: URL) -> errors.Refused:
+    return errors.Refused(
+        f"{url.render_as_string(hide_password=True)} holds tables but no upgrader schema: it is not an "
+        "upgrader state database, and upgrader will not change it; give another --db"
+    )
+
+
+def _refuse_foreign_sqlite(url: URL, path: Path) -> None:
+    """Refuses an existing SQLite file of another application before any connection would set WAL on it."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as connection:
+            names = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise errors.StateError(f"cannot read the state database {path}: {exc}") from exc
+    if names - {"alembic_version"} and "alembic_version" not in names:
+        raise foreign_database_error(url)
+
+
 def create(url: URL) -> Engine:
-    """An engine for ``url`` with upgrader's connection settings; creates a SQLite file's directory."""
+    """An engine for ``url`` with upgrader's connection settings; a new SQLite file is created private."""
     path = sqlite_path(url)
     if path is not None:
-        try:
-            if not path.parent.exists():
-                path.parent.mkdir(parents=True, mode=0o700)
-        except OSError as exc:
-            raise errors.StateError(f"cannot create the state directory {path.parent}: {exc}") from exc
+        if path.exists():
+            _refuse_foreign_sqlite(url, path)
+        _create_private_file(path)
     try:
         engine = create_engine(url)
     except (NoSuchModuleError, ArgumentError, ImportError) as exc:
@@ -77,12 +112,16 @@ def create(url: URL) -> Engine:
     return engine
 
 
-def is_empty(engine: Engine) -> bool:
-    """True when the database holds no tables at all (a new database)."""
+def tables(engine: Engine) -> set[str]:
     try:
-        return not inspect(engine).get_table_names()
+        return set(inspect(engine).get_table_names())
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot read the state database: {_describe(exc)}") from exc
+
+
+def is_empty(engine: Engine) -> bool:
+    """True when the database holds no tables at all (a new database)."""
+    return not tables(engine)
 
 
 def _describe(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -70,15 +71,17 @@ def break_lease(engine: Engine, cluster: str) -> records.LeaseInfo | None:
     return held[0]
 
 
-def describe_holder(info: records.LeaseInfo) -> str:
-    return f"`{info.command}` (pid {info.pid} on {info.host})"
-
-
 class Lease:
     """A held cluster lock. Use as a context manager: renews in the background, releases on exit."""
 
     def __init__(
-        self, engine: Engine, info: records.LeaseInfo, ttl: timedelta, took_over: records.LeaseInfo | None
+        self,
+        engine: Engine,
+        info: records.LeaseInfo,
+        ttl: timedelta,
+        took_over: records.LeaseInfo | None,
+        *,
+        written: float,
     ) -> None:
         self.engine = engine
         self.info = info
@@ -87,21 +90,32 @@ class Lease:
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewed = written  # when the expiry last written was computed (time.monotonic())
 
     @property
     def lost(self) -> bool:
-        """True once a renewal found the lease gone or taken: the holder must stop mutating."""
-        return self._lost.is_set()
+        """True once a renewal found the lease gone or taken, or renewals have failed for a whole TTL."""
+        return self._lost.is_set() or time.monotonic() - self._renewed >= self.ttl.total_seconds()
 
     def check(self) -> None:
-        """Raises ``LockLost`` if the lease is no longer ours; call before each mutating step."""
-        if self.lost:
+        """Raises ``LockLost`` if the lease may no longer be ours; call before each mutating step.
+
+        Failing renewals (the database unreachable, say) are retried in the background; once the last
+        successful one is a whole TTL old, the lease may have expired and another process may hold it.
+        """
+        if self._lost.is_set():
             raise errors.LockLost(
                 f"the lock on cluster {self.info.cluster} was lost (expired or broken) while this command "
                 "ran: stopping before the next change; check `upgrader lock status`"
             )
+        if self.lost:
+            raise errors.LockLost(
+                f"the lock on cluster {self.info.cluster} could not be renewed for {self.ttl.total_seconds():.0f}s "
+                "and may have expired: stopping before the next change; check `upgrader lock status`"
+            )
 
     def renew(self) -> None:
+        started = time.monotonic()
         now = _now()
         statement = (
             update(orm.Lock)
@@ -116,6 +130,7 @@ class Lease:
         if changed != 1:
             self._lost.set()
             self.check()
+        self._renewed = started
 
     def release(self) -> None:
         self._stop.set()
@@ -153,6 +168,7 @@ class Lease:
 
 def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
     """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
+    written = time.monotonic()
     now = _now()
     info = records.LeaseInfo(
         cluster=cluster,
@@ -168,7 +184,7 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     try:
         with engine.begin() as connection:
             connection.execute(insert(orm.Lock).values(cluster=cluster, **values))
-        return Lease(engine, info, ttl, took_over=None)
+        return Lease(engine, info, ttl, took_over=None, written=written)
     except IntegrityError:
         pass
     except SQLAlchemyError as exc:
@@ -182,13 +198,13 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
     if taken == 1:
-        return Lease(engine, info, ttl, took_over=previous[0] if previous else None)
+        return Lease(engine, info, ttl, took_over=previous[0] if previous else None, written=written)
     current = status(engine, cluster)
     if not current:  # released between our two statements: try once more from the start
         return acquire(engine, cluster=cluster, command=command, ttl=ttl)
     held = current[0]
     raise errors.LockHeld(
-        f"cluster {cluster} is locked by {describe_holder(held)} until "
+        f"cluster {cluster} is locked by {held.describe()} until "
         f"{held.expires_at:%Y-%m-%d %H:%M:%S} UTC; if that process is gone, wait for the lease to expire "
         f"or run `upgrader lock break`"
     )

@@ -73,6 +73,9 @@ class LeaseInfo:
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at
 
+    def describe(self) -> str:
+        return f"`{self.command}` (pid {self.pid} on {self.host})"
+
 
 @dataclass(frozen=True)
 class StoredPlan:

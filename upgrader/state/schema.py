@@ -95,6 +95,8 @@ def status(engine: Engine) -> SchemaStatus:
             f"the state database is at schema {current}, which this upgrader does not know: "
             "it was written by a newer upgrader; use that version"
         )
+    if current is None and db.tables(engine) - {"alembic_version"}:
+        raise db.foreign_database_error(engine.url)
     return SchemaStatus(
         database=engine.url.render_as_string(hide_password=True),
         exists=True,

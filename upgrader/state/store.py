@@ -2,15 +2,15 @@
 
 A ``Store`` wraps one engine. Each method is one short transaction, so a crash between two calls
 leaves the database consistent and a resumed run reads what was really done. Credentials never
-reach it: callers pass names, versions and paths, and ``record_event`` drops keys that look secret.
+reach it: callers pass names, versions and paths, and every JSON column written here goes through
+``redaction.scrub`` as a last line of defence.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -18,25 +18,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from upgrader import errors
-from upgrader.state import db, orm, records
-
-_SECRET_KEY = re.compile(r"pass(word)?|secret|token|private[_-]?key|credential|^key$|bearer", re.IGNORECASE)
-
-
-def scrub(data: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of ``data`` with values under secret-looking keys replaced, recursively."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if _SECRET_KEY.search(str(key)):
-            out[key] = "<redacted>"
-        elif isinstance(value, Mapping):
-            out[key] = scrub(value)
-        elif isinstance(value, list):
-            out[key] = [scrub(v) if isinstance(v, Mapping) else v for v in value]
-        else:
-            out[key] = value
-    return out
+from upgrader import errors, redaction
+from upgrader.state import db, lease, orm, records
 
 
 class Store:
@@ -70,6 +53,18 @@ class Store:
             raise errors.StateError(f"state database refused the write: {db.describe_error(exc)}") from exc
         except SQLAlchemyError as exc:
             raise errors.StateError(f"state database error: {db.describe_error(exc)}") from exc
+
+    # -- the cluster lock ----------------------------------------------------------------------------
+
+    def lock(self, cluster: str, command: str, *, ttl: timedelta = lease.DEFAULT_TTL) -> lease.Lease:
+        """Takes the cluster's lock (``LockHeld`` if another process has it); use it as a context manager."""
+        return lease.acquire(self.engine, cluster=cluster, command=command, ttl=ttl)
+
+    def locks(self, cluster: str | None = None) -> list[records.LeaseInfo]:
+        return lease.status(self.engine, cluster)
+
+    def break_lock(self, cluster: str) -> records.LeaseInfo | None:
+        return lease.break_lease(self.engine, cluster)
 
     def ensure_cluster(self, name: str) -> records.ClusterId:
         """The id of cluster ``name``, creating its row on first use."""
@@ -109,7 +104,7 @@ class Store:
                 level=level,
                 kind=kind,
                 message=message,
-                data=scrub(data or {}),
+                data=redaction.scrub(data or {}),
             )
             session.add(row)
             session.flush()
@@ -163,8 +158,8 @@ class Store:
                     cluster_id=cluster_id,
                     target=target,
                     executable=executable,
-                    facts=dict(facts),
-                    body=dict(body),
+                    facts=redaction.scrub(facts),
+                    body=redaction.scrub(body),
                 )
             )
             return True
@@ -201,7 +196,7 @@ class Store:
         cluster_id = self.ensure_cluster(record.cluster)
         fields = {k: v for k, v in record.__dict__.items() if k not in ("cluster",)}
         with self.session() as session:
-            session.add(orm.Snapshot(cluster_id=cluster_id, **{**fields, "facts": scrub(record.facts)}))
+            session.add(orm.Snapshot(cluster_id=cluster_id, **{**fields, "facts": redaction.scrub(record.facts)}))
 
     def _snapshot_record(self, row: orm.Snapshot, cluster: str) -> records.SnapshotRecord:
         return records.SnapshotRecord(
