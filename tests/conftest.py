@@ -23,3 +23,12 @@ def cluster_yaml(cluster_dir: Path) -> Path:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
+
+
+@pytest.fixture(autouse=True)
+def private_state_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """upgrader's own state directory (Ansible's private run directories among others) per test, never
+    the user's ``~/.local/share``."""
+    home = tmp_path / "xdg-data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(home))
+    return home / "upgrader"

@@ -30,10 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from upgrader import errors
+from upgrader import errors, names, redaction
 
-# A cluster name ends up in file names, lock keys and log lines: a DNS label keeps it safe everywhere.
-_CLUSTER_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
 _PERCENT = re.compile(r"^(\d{1,3})%$")
@@ -96,21 +94,27 @@ def _parse_duration(value: object) -> object:
 
 
 def _http_url(value: str) -> str:
+    """An http(s) URL. Messages show it with its user-info masked: a mirror URL may carry a password."""
     parts = urlsplit(value)
+    shown = redaction.url(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {value!r}")
+        raise ValueError(f"not an http(s) URL: {shown!r}")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"bad port in URL {value!r}") from exc
-    if parts.scheme and port is None and ":" in parts.netloc.rsplit("]", 1)[-1]:
-        raise ValueError(f"bad port in URL {value!r}")
+        raise ValueError(f"bad port in URL {shown!r}") from exc
+    host_and_port = parts.netloc.rpartition("@")[2].rsplit("]", 1)[-1]
+    if port is None and ":" in host_and_port:
+        raise ValueError(f"bad port in URL {shown!r}")
     return value.rstrip("/")
 
 
 def _etcd_endpoint(value: str) -> str:
     url = _http_url(value)
     parts = urlsplit(url)
+    shown = redaction.url(value)
+    if "@" in parts.netloc:
+        raise ValueError(f"an etcd endpoint takes no user-info (etcd authenticates by certificate): {shown!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(f"an etcd endpoint is scheme://host:port with no path: {value!r}")
     if parts.port is None:
@@ -164,6 +168,14 @@ class PackageSettings(_Section):
         return self
 
 
+class AnsibleSettings(_Section):
+    """How upgrader's playbooks reach the nodes."""
+
+    # Off only for throw-away clusters: without it a man in the middle could feed forged manifests
+    # into a snapshot. ``config check`` warns when it is off.
+    host_key_checking: bool = True
+
+
 class SnapshotSettings(_Section):
     """Where snapshots go and how many known-good ones ``snapshot prune`` keeps."""
 
@@ -207,16 +219,16 @@ class ClusterConfig(_Section):
     packages: PackageSettings
     snapshots: SnapshotSettings
     upgrade: UpgradeSettings = UpgradeSettings()
+    ansible: AnsibleSettings = AnsibleSettings()
     source: Path | None = Field(default=None, exclude=True)
 
     @field_validator("name")
     @classmethod
     def _name_is_dns_label(cls, value: str) -> str:
-        if not _CLUSTER_NAME.match(value):
-            raise ValueError(
-                f"cluster name {value!r} must be a DNS label: lower-case letters, digits and '-', at most 63"
-            )
-        return value
+        try:
+            return names.cluster_name(value)
+        except errors.InputError as exc:
+            raise ValueError(exc.message) from None
 
     @model_validator(mode="after")
     def _context_exists(self) -> ClusterConfig:
@@ -263,29 +275,58 @@ def load(path: Path) -> ClusterConfig:
     except (OSError, UnicodeDecodeError) as exc:
         raise errors.ConfigError(f"cannot read cluster config {path}: {exc}") from exc
     data, lines = _parse_yaml(path, text)
+    problems = [str(p) for p in _template_problems(path, data, lines)]
     try:
         config = ClusterConfig.model_validate(data, context={"base_dir": path.resolve().parent})
     except ValidationError as exc:
-        problems = [str(p) for p in _problems(path, exc, lines)]
+        problems += [str(p) for p in _problems(path, exc, lines)]
+    if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the cluster config", tuple(problems)) from None
     return config.model_copy(update={"source": path.resolve()})
+
+
+_TEMPLATE = re.compile(r"\{\{|\{%|\{#")
+
+
+def _template_problems(path: Path, data: Any, lines: dict[tuple[str | int, ...], int]) -> Iterator[Problem]:
+    """Every key or value holding a Jinja2 delimiter: values reach Ansible, which would evaluate them.
+
+    The executor already hands values to Ansible marked unsafe; refusing them here as well means a
+    config that tries it is named, with its key, instead of creating a directory called ``{{ ... }}``.
+    """
+
+    def walk(value: Any, loc: tuple[str | int, ...]) -> Iterator[Problem]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(key, loc)
+                yield from walk(item, (*loc, str(key)))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                yield from walk(item, (*loc, index))
+        elif isinstance(value, str) and _TEMPLATE.search(value):
+            message = "contains a Jinja2 template delimiter ({{, {% or {#), which upgrader refuses"
+            yield Problem(path, _line_for(loc, lines), _key_path(loc), message)
+
+    yield from walk(data, ())
 
 
 def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+        if not isinstance(data, dict):
+            raise errors.ConfigError(f"{path}: the cluster config must be a YAML mapping of keys to values")
+        lines: dict[tuple[str | int, ...], int] = {}
+        if node is not None:
+            _index_lines(node, (), lines)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise errors.ConfigError(f"{path}{line}: not valid YAML: {reason}") from None
-    if not isinstance(data, dict):
-        raise errors.ConfigError(f"{path}: the cluster config must be a YAML mapping of keys to values")
-    lines: dict[tuple[str | int, ...], int] = {}
-    if node is not None:
-        _index_lines(node, (), lines)
+    except RecursionError:
+        raise errors.ConfigError(f"{path}: nested too deeply to be a cluster config") from None
     return data, lines
 
 
@@ -322,7 +363,8 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str | int, ...], int
 def _key_path(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = str(part) if str(part).isprintable() and str(part) else repr(str(part))  # one line, always
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 
@@ -347,7 +389,11 @@ def describe(config: ClusterConfig) -> dict[str, object]:
         "context": config.context,
         "inventory": str(config.inventory),
         "etcd": {"endpoints": list(config.etcd.endpoints), "tls": config.etcd.uses_tls},
-        "packages": {"method": config.packages.method.value, "mirror": config.packages.mirror},
+        "packages": {
+            "method": config.packages.method.value,
+            "mirror": redaction.url(config.packages.mirror) if config.packages.mirror else None,
+        },
         "snapshots": {"dir": str(config.snapshots.dir), "keep": config.snapshots.keep},
         "upgrade": config.upgrade.model_dump(),
+        "ansible": config.ansible.model_dump(),
     }

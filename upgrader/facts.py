@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrader import config, errors
+from upgrader import errors, session
 from upgrader.etcd import kv
 from upgrader.executor import runner
 from upgrader.kube import cluster as kube
@@ -119,8 +119,8 @@ def _stored_objects(store: kv.KV, after: Minor) -> list[dict[str, Any]]:
     return found
 
 
-def _node_facts(cfg: config.ClusterConfig) -> tuple[dict[str, dict[str, str]], list[str]]:
-    result = runner.run(runner.PlaybookRequest("node-facts.yml", cfg.inventory, timeout=300))
+def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, str]], list[str]]:
+    result = cluster.playbook("node-facts.yml", timeout=300)
     warnings = [f"node facts: {f}" for f in result.failures()]
     if result.status is not runner.Status.SUCCESSFUL and not result.tasks:
         raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
@@ -183,22 +183,21 @@ def _node_entry(name: str, node: kube.NodeInfo | None, extra: dict[str, str], wa
     return entry
 
 
-def _etcd(cfg: config.ClusterConfig, oldest: Minor, warnings: list[str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _etcd(
+    cluster: session.ClusterSession, oldest: Minor, warnings: list[str]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """etcd's oldest member version and its members, and objects stored at soon-removed API versions."""
-    store = kv.KV(kv.target(cfg.etcd))
-    try:
-        members = store.members()
-        versions = []
-        for endpoint in cfg.etcd.endpoints:
-            try:
-                versions.append(Version.parse(store.status_of(endpoint)[0]))
-            except errors.UpgraderError as exc:
-                warnings.append(f"etcd at {endpoint}: {exc}")
-        if not versions:
-            raise kv.EtcdUnavailable("no etcd endpoint answered")
-        stored = _stored_objects(store, oldest)
-    finally:
-        store.close()
+    store = cluster.etcd
+    members = store.members()
+    versions = []
+    for endpoint in cluster.cfg.etcd.endpoints:
+        try:
+            versions.append(Version.parse(store.status_of(endpoint)[0]))
+        except errors.UpgraderError as exc:
+            warnings.append(f"etcd at {endpoint}: {exc}")
+    if not versions:
+        raise kv.EtcdUnavailable("no etcd endpoint answered")
+    stored = _stored_objects(store, oldest)
     etcd = {
         "version": str(min(versions)),
         "members": [
@@ -208,17 +207,13 @@ def _etcd(cfg: config.ClusterConfig, oldest: Minor, warnings: list[str]) -> tupl
     return etcd, stored
 
 
-def collect(cfg: config.ClusterConfig, *, with_nodes: bool = True) -> Collected:
+def collect(cluster: session.ClusterSession, *, with_nodes: bool = True) -> Collected:
     """Everything the planner needs, read from the live cluster; nothing is changed."""
-    collected = Collected(data={"cluster": cfg.name})
+    collected = Collected(data={"cluster": cluster.name})
     warnings = collected.warnings
-    api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
-    try:
-        nodes = {n.name: n for n in api.nodes()}
-        members, metrics = _apiservers(api, warnings)
-    finally:
-        api.close()
-    node_facts, node_warnings = _node_facts(cfg) if with_nodes else ({}, [])
+    nodes = {n.name: n for n in cluster.api.nodes()}
+    members, metrics = _apiservers(cluster.api, warnings)
+    node_facts, node_warnings = _node_facts(cluster) if with_nodes else ({}, [])
     warnings.extend(node_warnings)
     names = [m["name"] for m in members]
     collected.data["control_plane"] = [
@@ -228,7 +223,7 @@ def collect(cfg: config.ClusterConfig, *, with_nodes: bool = True) -> Collected:
         _node_entry(name, node, node_facts.get(name, {}), warnings) for name, node in nodes.items() if name not in names
     ]
     oldest = min(Minor.parse(m["emulated"]) for m in members)
-    collected.data["etcd"], stored = _etcd(cfg, oldest, warnings)
+    collected.data["etcd"], stored = _etcd(cluster, oldest, warnings)
     apis = [{"group": g, "version": v, "resource": r, "source": "metric"} for g, v, r in sorted(metrics)]
     collected.data["apis_in_use"] = apis + stored
     return collected

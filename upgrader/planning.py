@@ -27,6 +27,7 @@ class PlanRequest:
     one_step: bool = False
     max_unavailable: str | None = None
     catalog_file: Path | None = None
+    insecure: bool = False
 
 
 def read_facts_file(path: Path) -> Any:
@@ -36,15 +37,17 @@ def read_facts_file(path: Path) -> Any:
         raise errors.InputError(f"facts file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise errors.InputError(f"{path}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise errors.InputError(f"cannot read facts file {path}: {exc}") from exc
+    except RecursionError:
+        raise errors.InputError(f"{path}: nested too deeply to be a facts file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise errors.InputError(f"cannot read facts file {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class PlanResult:
     plan: model.Plan
     cluster: str | None
-    facts: dict[str, Any]  # as collected or read, before normalising: what --save records
+    facts: dict[str, Any]  # normalised (only the fields the planner reads): what --save records
 
 
 def make_plan(request: PlanRequest) -> PlanResult:
@@ -54,8 +57,10 @@ def make_plan(request: PlanRequest) -> PlanResult:
         raw = read_facts_file(request.facts_file)
     elif cfg is not None:
         from upgrader import facts as live
+        from upgrader import session
 
-        raw = live.collect(cfg).data
+        with session.ClusterSession.open(cfg, insecure=request.insecure) as opened:
+            raw = live.collect(opened).data
     else:
         raise errors.UsageError("plan from a live cluster with -c cluster.yaml, or from a file with --facts FILE")
     try:
@@ -68,7 +73,7 @@ def make_plan(request: PlanRequest) -> PlanResult:
     options = model.PlanOptions(two_step=two_step, max_unavailable=model.MaxUnavailable.parse(raw_max))
     catalog = catalog_mod.load(request.catalog_file)
     plan = core.plan(facts, target, options, catalog)
-    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=raw)
+    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=facts.as_mapping())
 
 
 def save(result: PlanResult, db_url: str | None) -> bool:

@@ -16,7 +16,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import secrets
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -24,23 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, errors, facts, verify
-from upgrader.etcd import kv, snapshot, tools
+from upgrader import config, errors, facts, files, session, verify
+from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
-from upgrader.kube import cluster as kube
 from upgrader.state import records, store
 
 SUMS = "SHA256SUMS"
-
-
-def private_dir(path: Path) -> Path:
-    """Makes sure ``path`` is a directory only its owner can enter (0700)."""
-    try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.chmod(0o700)
-    except OSError as exc:
-        raise errors.OperationFailed(f"cannot prepare the snapshot directory {path}: {exc.strerror}") from exc
-    return path
+FETCH_PREFIX = ".fetch-"
 
 
 def _sha256(data: bytes) -> str:
@@ -62,7 +54,7 @@ def _archive(members: dict[str, bytes], dest: Path) -> str:
                 archive.addfile(info, io.BytesIO(data))
             raw.flush()
             os.fsync(raw.fileno())
-        os.replace(part, dest)
+        files.replace_durably(part, dest)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -89,10 +81,8 @@ def check_archive(path: Path) -> None:
             raise snapshot.SnapshotCorrupt(f"{path}: {name} does not match its sha256")
 
 
-def _fetch_control_plane(cfg: config.ClusterConfig, workdir: Path) -> dict[str, bytes]:
-    result = runner.run(
-        runner.PlaybookRequest("snapshot-fetch.yml", cfg.inventory, extravars={"dest": str(workdir)}, timeout=600)
-    )
+def _fetch_control_plane(cluster: session.ClusterSession, workdir: Path) -> dict[str, bytes]:
+    result = cluster.playbook("snapshot-fetch.yml", extravars={"dest": str(workdir)}, timeout=600)
     if result.status is not runner.Status.SUCCESSFUL:
         detail = "; ".join(result.failures()[:3]) or f"status {result.status.value}, rc {result.rc}"
         raise errors.ExecutorError(f"fetching the control-plane manifests failed: {detail}")
@@ -100,8 +90,13 @@ def _fetch_control_plane(cfg: config.ClusterConfig, workdir: Path) -> dict[str, 
     for path in sorted(workdir.rglob("*")):
         if path.is_file():
             members[path.relative_to(workdir).as_posix()] = path.read_bytes()
-    if not any(name.endswith("/manifests/kube-apiserver.yaml") for name in members):
-        raise errors.ExecutorError("no kube-apiserver manifest was fetched from any control-plane node")
+    missing = [
+        host
+        for host in cluster.inventory.hosts("kube_control_plane")
+        if f"{host}/manifests/kube-apiserver.yaml" not in members
+    ]
+    if missing:
+        raise errors.ExecutorError(f"no kube-apiserver manifest was fetched from {', '.join(missing)}")
     return members
 
 
@@ -112,33 +107,33 @@ class Created:
 
 
 def create(
-    cfg: config.ClusterConfig,
+    cluster: session.ClusterSession,
     state: store.Store,
     *,
     label: str | None = None,
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Created:
-    directory = private_dir(cfg.snapshots.dir)
+    """Takes a snapshot; on any failure or interruption (SIGINT, SIGTERM, SIGHUP) no file and no row remain.
+
+    The caller holds the cluster lock."""
+    cfg = cluster.cfg
+    directory = files.private_dir(cfg.snapshots.dir, what="snapshot directory")
     now = datetime.now(UTC)
     snapshot_id = records.SnapshotId(f"{cfg.name}-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}")
     db_path, archive_path = directory / f"{snapshot_id}.db", directory / f"{snapshot_id}.tar.gz"
-    health = verify.health(cfg)
-    collected = facts.collect(cfg).as_dict()
-    store_kv = kv.KV(kv.target(cfg.etcd, timeout=10.0))
+    health = verify.health(cluster)
+    collected = facts.collect(cluster).as_dict()
     try:
-        streamed = snapshot.save(store_kv, db_path, progress=progress)
+        streamed = snapshot.save(cluster.etcd, db_path, progress=progress)
         members = [
             {"id": m.id, "name": m.name, "peer_urls": list(m.peer_urls), "client_urls": list(m.client_urls)}
-            for m in store_kv.members()
+            for m in cluster.etcd.members()
         ]
-    finally:
-        store_kv.close()
-    try:
         snapshot.check_file(db_path)  # read back: the stream proved what arrived, this proves what is on disk
         status = tools.status(db_path)
-        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=directory) as tmp:
-            contents = _fetch_control_plane(cfg, Path(tmp))
-        contents["cluster-configuration.yaml"] = (_cluster_configuration(cfg) or "").encode()
+        with tempfile.TemporaryDirectory(prefix=f"{FETCH_PREFIX}{snapshot_id}-", dir=directory) as tmp:
+            contents = _fetch_control_plane(cluster, Path(tmp))
+        contents["cluster-configuration.yaml"] = (cluster.api.cluster_configuration() or "").encode()
         contents["facts.json"] = json.dumps(collected, indent=2, sort_keys=True).encode()
         archive_sha = _archive(contents, archive_path)
         check_archive(archive_path)
@@ -165,15 +160,15 @@ def create(
         db_path.unlink(missing_ok=True)
         archive_path.unlink(missing_ok=True)
         raise
+    if cluster.insecure:
+        state.record_event(
+            kind="insecure-transport",
+            cluster=cfg.name,
+            level=records.EventLevel.WARNING,
+            message=f"snapshot {snapshot_id} was taken over a connection allowed only by --insecure",
+            data={"snapshot": snapshot_id, "allowed": list(cluster.insecure)},
+        )
     return Created(record=record, health=health)
-
-
-def _cluster_configuration(cfg: config.ClusterConfig) -> str | None:
-    api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
-    try:
-        return api.cluster_configuration()
-    finally:
-        api.close()
 
 
 @dataclass(frozen=True)
@@ -259,3 +254,28 @@ def delete(state: store.Store, record: records.SnapshotRecord) -> None:
         if path:
             Path(path).unlink(missing_ok=True)
     state.delete_snapshot(record.id)
+
+
+def _own_file(cluster: str) -> re.Pattern[str]:
+    """The files ``create`` writes for ``cluster``: ID.db, ID.tar.gz, their .part, and the .fetch- directory."""
+    snapshot_id = rf"{re.escape(cluster)}-\d{{8}}T\d{{6}}Z-[0-9a-f]{{4}}"
+    return re.compile(rf"^(?:{snapshot_id}\.(?:db|tar\.gz)(?:\.part)?|{re.escape(FETCH_PREFIX)}{snapshot_id}-.+)$")
+
+
+def orphans(cfg: config.ClusterConfig, state: store.Store) -> list[Path]:
+    """This cluster's files in the snapshot directory that no snapshot row names: what an interrupted
+    or killed ``create`` left (a full etcd copy among them). Run under the cluster lock, since a
+    ``create`` in progress has files and no row yet."""
+    directory = cfg.snapshots.dir
+    if not directory.is_dir():
+        return []
+    known = {p for s in state.snapshots(cfg.name) for p in (s.etcd_path, s.archive_path) if p}
+    pattern = _own_file(cfg.name)
+    return sorted(p for p in directory.iterdir() if pattern.match(p.name) and str(p) not in known)
+
+
+def remove_orphan(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)

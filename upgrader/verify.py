@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrader import config, errors
-from upgrader.etcd import kv
+from upgrader import errors, session
 from upgrader.kube import cluster as kube
 
 
@@ -49,36 +48,29 @@ class Health:
         }
 
 
-def health(cfg: config.ClusterConfig) -> Health:
+def health(cluster: session.ClusterSession) -> Health:
     problems: list[str] = []
     apiservers: dict[str, bool] = {}
     nodes: dict[str, bool] = {}
+    api = cluster.api
     try:
-        api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
-        try:
-            for server in api.apiservers():
-                apiservers[server.node] = api.ready(server.endpoint)
-            nodes = {n.name: n.ready for n in api.nodes()}
-        finally:
-            api.close()
+        for server in api.apiservers():
+            apiservers[server.node] = api.ready(server.endpoint)
+        nodes = {n.name: n.ready for n in api.nodes()}
     except kube.KubeUnavailable as exc:
         problems.append(str(exc))
     problems += [f"apiserver on {n} is not ready" for n, ok in apiservers.items() if not ok]
     problems += [f"node {n} is not Ready" for n, ok in nodes.items() if not ok]
-    store = kv.KV(kv.target(cfg.etcd, timeout=3.0))
     etcd: dict[str, bool] = {}
     leader = None
-    try:
-        for endpoint in cfg.etcd.endpoints:
-            try:
-                _, seen_leader = store.status_of(endpoint)
-                etcd[endpoint] = True
-                leader = leader or seen_leader
-            except errors.UpgraderError as exc:
-                etcd[endpoint] = False
-                problems.append(f"etcd at {endpoint}: {exc}")
-    finally:
-        store.close()
+    for endpoint in cluster.cfg.etcd.endpoints:
+        try:
+            _, seen_leader = cluster.etcd.status_of(endpoint)
+            etcd[endpoint] = True
+            leader = leader or seen_leader
+        except errors.UpgraderError as exc:
+            etcd[endpoint] = False
+            problems.append(f"etcd at {endpoint}: {exc}")
     if leader is None:
         problems.append("etcd has no leader (no quorum)")
     return Health(apiservers=apiservers, nodes=nodes, etcd=etcd, etcd_leader=leader, problems=tuple(problems))

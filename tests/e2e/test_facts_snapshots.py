@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs, state, wait_for
-from upgrader import cli, config, facts, snapshots
+from upgrader import cli, config, facts, session, snapshots
 from upgrader.etcd import kv, snapshot
 from upgrader.lab import control, http, manifests, topology
 from upgrader.rules import facts as facts_mod
@@ -48,14 +48,20 @@ def cfg(lab: topology.Lab) -> config.ClusterConfig:
 
 
 @pytest.fixture
+def cluster(cfg: config.ClusterConfig) -> Iterator[session.ClusterSession]:
+    with session.ClusterSession.open(cfg) as opened:
+        yield opened
+
+
+@pytest.fixture
 def state_db(tmp_path: Path) -> Iterator[store.Store]:
     opened = store.Store.open(f"sqlite:///{tmp_path / 'state.db'}")
     yield opened
     opened.close()
 
 
-def test_facts_match_the_lab(cfg: config.ClusterConfig) -> None:
-    collected = facts.collect(cfg)
+def test_facts_match_the_lab(cluster: session.ClusterSession) -> None:
+    collected = facts.collect(cluster)
     data = collected.as_dict()
     assert [(m["name"], m["apiserver"], m["emulated"], m["kubelet"], m["cgroup"]) for m in data["control_plane"]] == [
         (f"cp-{i}", "1.31.13", "1.31", "1.31.13", "v2") for i in (1, 2, 3)
@@ -70,7 +76,9 @@ def test_facts_match_the_lab(cfg: config.ClusterConfig) -> None:
     assert parsed.node("w-2").cgroup is facts_mod.Cgroup.V1
 
 
-def test_apis_in_use_come_from_the_metric_and_from_stored_objects(lab: topology.Lab, cfg: config.ClusterConfig) -> None:
+def test_apis_in_use_come_from_the_metric_and_from_stored_objects(
+    lab: topology.Lab, cluster: session.ClusterSession
+) -> None:
     client = http.Client(lab.kubeconfig, server=f"https://{lab.node('cp-2').ip}:{topology.APISERVER_PORT}")
     flowschema = {
         "apiVersion": "flowcontrol.apiserver.k8s.io/v1beta3",
@@ -80,7 +88,7 @@ def test_apis_in_use_come_from_the_metric_and_from_stored_objects(lab: topology.
     }
     reply = client.request("POST", "/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas", flowschema)
     assert reply.status == 201, reply.body
-    apis = facts.collect(cfg, with_nodes=False).data["apis_in_use"]
+    apis = facts.collect(cluster, with_nodes=False).data["apis_in_use"]
     assert {
         "group": "flowcontrol.apiserver.k8s.io",
         "version": "v1beta3",
@@ -107,7 +115,7 @@ def test_apis_in_use_come_from_the_metric_and_from_stored_objects(lab: topology.
         ).status
         == 200
     )
-    apis = facts.collect(cfg, with_nodes=False).data["apis_in_use"]
+    apis = facts.collect(cluster, with_nodes=False).data["apis_in_use"]
     assert not [a for a in apis if a["source"] == "stored"]
 
 
@@ -130,14 +138,15 @@ def test_facts_of_a_mid_hop_two_step_control_plane(labs: Labs) -> None:
     manifest["spec"]["containers"][0]["image"] = "registry.k8s.io/kube-apiserver:v1.32.9"
     manifest["spec"]["containers"][0]["command"].append("--emulated-version=1.31")
     manifests.write(path, manifest)
-    cfg = config.load(lab.dir / "cluster.yaml")
+    cluster = session.ClusterSession.open(config.load(lab.dir / "cluster.yaml"))
 
     def moved() -> bool:
-        control_plane = facts.collect(cfg, with_nodes=False).data["control_plane"]
+        control_plane = facts.collect(cluster, with_nodes=False).data["control_plane"]
         return control_plane[0]["apiserver"] == "1.32.9"
 
-    wait_for(moved, timeout=40, what="cp-1 at 1.32.9")
-    data = facts.collect(cfg).as_dict()
+    with cluster:
+        wait_for(moved, timeout=40, what="cp-1 at 1.32.9")
+        data = facts.collect(cluster).as_dict()
     assert [(m["name"], m["apiserver"], m["emulated"]) for m in data["control_plane"]] == [
         ("cp-1", "1.32.9", "1.31"),
         ("cp-2", "1.31.13", "1.31"),
@@ -156,10 +165,12 @@ def test_facts_of_a_mid_hop_two_step_control_plane(labs: Labs) -> None:
 
 
 def test_a_snapshot_round_trips_through_a_restore_test(
-    lab: topology.Lab, cfg: config.ClusterConfig, state_db: store.Store
+    lab: topology.Lab, cluster: session.ClusterSession, state_db: store.Store
 ) -> None:
     progress: list[int] = []
-    created = snapshots.create(cfg, state_db, label="before 1.32", progress=lambda done, total: progress.append(done))
+    created = snapshots.create(
+        cluster, state_db, label="before 1.32", progress=lambda done, total: progress.append(done)
+    )
     record = created.record
     assert created.health.ok and record.known_good and record.healthy
     assert progress and progress[-1] == record.etcd_size
@@ -186,9 +197,9 @@ def test_a_snapshot_round_trips_through_a_restore_test(
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "no-trailer"])
 def test_a_damaged_snapshot_fails_verification_and_loses_known_good(
-    cfg: config.ClusterConfig, state_db: store.Store, damage: str, tmp_path: Path
+    cluster: session.ClusterSession, state_db: store.Store, damage: str, tmp_path: Path
 ) -> None:
-    record = snapshots.create(cfg, state_db).record
+    record = snapshots.create(cluster, state_db).record
     path = Path(record.etcd_path)
     data = bytearray(path.read_bytes())
     original = bytes(data)
@@ -268,13 +279,10 @@ def test_etcd_stopped_mid_stream_leaves_nothing_behind(labs: Labs, tmp_path: Pat
             os.kill(int(pid), signal.SIGKILL)
 
     snapshots_dir = tmp_path / "snapshots"
-    opened = store.Store.open(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
+    with store.Store.open(f"sqlite:///{tmp_path / 'state.db'}") as opened, session.ClusterSession.open(cfg) as cluster:
         with pytest.raises((kv.EtcdUnavailable, snapshot.SnapshotCorrupt)):
-            snapshots.create(cfg, opened, progress=kill_after_first_chunk)
+            snapshots.create(cluster, opened, progress=kill_after_first_chunk)
         assert opened.snapshots() == []
-    finally:
-        opened.close()
     assert [p.name for p in snapshots_dir.iterdir()] == []
 
 
@@ -288,5 +296,6 @@ def test_unreachable_etcd_and_a_wrong_ca_are_clear_errors(lab: topology.Lab, tmp
     assert result.exit_code == 1 and "etcd" in result.stderr
     assert not any((tmp_path / "snapshots").iterdir())
     assert json.loads(runner.invoke(cli.app, ["snapshot", "list", "--db", db_url, "-o", "json"]).stdout) == {
-        "snapshots": []
+        "snapshots": [],
+        "orphans": [],
     }

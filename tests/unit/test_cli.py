@@ -89,7 +89,7 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("inventory", "message"),
     [
-        ("[kube_control_plane]\ncp-1\n[etcd]\ncp-1\n", "group 'kube_node' is missing or has no hosts"),
+        ("[kube_control_plane]\ncp-1\n[kube_node]\nw-1\n", "group 'etcd' is missing or has no hosts"),
         (
             "[kube_control_plane]\ncp-1\n[etcd]\ncp-1\n[kube_node]\nWorker_1\n",
             "host 'worker_1' is not a valid",

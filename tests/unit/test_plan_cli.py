@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -154,14 +155,35 @@ def test_save_and_show(facts_file: Path, db_url: str) -> None:
     assert short.exit_code == 2 and "too short" in short.stderr
 
 
-def test_save_records_the_facts_as_given(tmp_path: Path, db_url: str) -> None:
+def test_save_records_only_the_normalised_facts_never_secrets(tmp_path: Path, db_url: str) -> None:
     from upgrader.state import store
 
-    data = dict(FACTS, etcd={"version": "3.5.32", "members": [{"name": "cp-1"}]}, warnings=["seen at collection"])
+    data = dict(
+        FACTS,
+        etcd={"version": "3.5.32", "members": [{"name": "cp-1"}]},
+        warnings=["seen at collection"],
+        token="eyJhbGciOiJSUzI1NiJ9.secret-token-value",
+        kubeconfig={"users": [{"user": {"client-key-data": "TFMwdExTMUNSVWRKVGlCRlF5QlFVa2xXUVZSRklFdEZXUzB0"}}]},
+    )
     path = tmp_path / "facts.json"
     path.write_text(json.dumps(data))
     saved = run("plan", "--facts", str(path), "--to", "1.33", "--save", "--db", db_url, "-o", "json")
     plan_id = json.loads(saved.stdout)["id"]
     with store.Store.open(db_url) as state:
         recorded = state.plan(plan_id).facts
-    assert recorded["etcd"]["members"] == [{"name": "cp-1"}] and recorded["warnings"] == ["seen at collection"]
+    assert recorded["etcd"] == {"version": "3.5.32"}
+    assert "token" not in recorded and "kubeconfig" not in recorded and "warnings" not in recorded
+    raw = (tmp_path / "state" / "state.db").read_bytes()
+    assert b"secret-token-value" not in raw and b"TFMwdExTMUNSVWRKVGlC" not in raw
+
+
+def test_a_failed_save_prints_one_json_document_and_no_plan(tmp_path: Path) -> None:
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(FACTS))
+    unrelated = tmp_path / "other.db"
+    with sqlite3.connect(unrelated) as connection:
+        connection.execute("CREATE TABLE customers (id INTEGER)")
+    result = run("plan", "--facts", str(path), "--to", "1.33", "--save", "--db", f"sqlite:///{unrelated}", "-o", "json")
+    assert result.exit_code == 3
+    document = json.loads(result.stdout)  # exactly one document: the error, not the plan and then the error
+    assert document["ok"] is False and "not an upgrader state database" in document["error"]["message"]

@@ -46,4 +46,7 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
+    from upgrader import interrupts
+
+    interrupts.install()  # SIGTERM and SIGHUP clean up like Ctrl-C
     app(prog_name="upgrader")

@@ -14,7 +14,7 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from upgrader import errors
+from upgrader import errors, interrupts
 from upgrader.cli import _render
 
 P = ParamSpec("P")
@@ -55,5 +55,11 @@ def handle(command: Callable[P, R]) -> Callable[P, R]:
         except errors.UpgraderError as exc:
             report(exc, as_json=str(kwargs.get("output")) == _render.OutputFormat.JSON.value)
             raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            # SIGINT, SIGTERM or SIGHUP (cli.main makes the last two raise this too): every clean-up
+            # on the way here has run.
+            stopped = errors.OperationFailed(f"interrupted by {interrupts.last()}: stopped")
+            report(stopped, as_json=str(kwargs.get("output")) == _render.OutputFormat.JSON.value)
+            raise typer.Exit(int(stopped.exit_code)) from None
 
     return wrapper

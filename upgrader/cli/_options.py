@@ -33,6 +33,13 @@ OutputOption = Annotated[
     _render.OutputFormat,
     typer.Option("--output", "-o", case_sensitive=False, help="Output format."),
 ]
+InsecureOption = Annotated[
+    bool,
+    typer.Option(
+        "--insecure",
+        help="Allow plain-http etcd or a kubeconfig that skips TLS verification (recorded; not for production).",
+    ),
+]
 YesOption = Annotated[
     bool,
     typer.Option("--yes", "-y", help="Do not ask for confirmation (required when stdin is not a terminal)."),

@@ -14,7 +14,7 @@ def check(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Validate cluster.yaml and its inventory; report every problem with where it is (exit 2)."""
-    from upgrader import preflight
+    from upgrader import preflight, redaction
 
     report = preflight.check_config(cluster)
     if output is _render.OutputFormat.JSON:
@@ -26,7 +26,8 @@ def check(
         _render.echo(f"  {group}: {', '.join(hosts)}")
     _render.echo(f"  etcd endpoints: {', '.join(cfg.etcd.endpoints)} ({'TLS' if cfg.etcd.uses_tls else 'plain'})")
     _render.echo(
-        f"  packages: {cfg.packages.method.value}" + (f" from {cfg.packages.mirror}" if cfg.packages.mirror else "")
+        f"  packages: {cfg.packages.method.value}"
+        + (f" from {redaction.url(cfg.packages.mirror)}" if cfg.packages.mirror else "")
     )
     _render.echo(f"  snapshots: {cfg.snapshots.dir} (keep {cfg.snapshots.keep})")
     for warning in report.warnings:

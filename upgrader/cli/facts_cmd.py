@@ -11,13 +11,15 @@ app = _options.group("Read a live cluster's versions and upgrade blockers (read-
 @_errors.handle
 def facts(
     cluster: _options.ClusterOption,
+    insecure: _options.InsecureOption = False,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Collect the facts the planner uses from a live cluster; -o json writes a file `plan --facts` reads."""
-    from upgrader import config
+    from upgrader import config, session
     from upgrader import facts as facts_mod
 
-    collected = facts_mod.collect(config.load(cluster))
+    with session.ClusterSession.open(config.load(cluster), insecure=insecure) as opened:
+        collected = facts_mod.collect(opened)
     data = collected.as_dict()
     if output is _render.OutputFormat.JSON:
         _render.emit_json(data)

@@ -44,6 +44,7 @@ def plan(
     ] = None,
     catalog: Annotated[Path | None, typer.Option("--catalog", help="Use this rules catalog file.")] = None,
     save: Annotated[bool, typer.Option("--save", help="Store the plan in the state database.")] = False,
+    insecure: _options.InsecureOption = False,
     db: _options.DbOption = None,
     output: Annotated[PlanFormat, typer.Option("--output", "-o", case_sensitive=False)] = PlanFormat.TABLE,
 ) -> None:
@@ -66,12 +67,13 @@ def plan(
             one_step=one_step,
             max_unavailable=max_unavailable,
             catalog_file=catalog,
+            insecure=insecure,
         )
     )
     body = result.plan.as_dict()
+    stored = planning.save(result, db) if save else None  # first: a failed save prints one error, no plan
     _render_plan(body, output)
-    if save:
-        stored = planning.save(result, db)
+    if stored is not None:
         _render.note(f"plan {body['id']} {'saved' if stored else 'was already saved'}: upgrader plan show {body['id']}")
     if not result.plan.executable:
         _errors.exit_with(

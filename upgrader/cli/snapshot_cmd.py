@@ -19,18 +19,25 @@ IdArgument = Annotated[str, typer.Argument(help="Snapshot id.")]
 def create(
     cluster: _options.ClusterOption,
     label: Annotated[str | None, typer.Option("--label", help="A note kept with the snapshot.")] = None,
+    insecure: _options.InsecureOption = False,
     db: _options.DbOption = None,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Snapshot etcd (verified sha256 trailer) and every control-plane node's manifests and versions."""
-    from upgrader import config, snapshots
+    from upgrader import config, session, snapshots
     from upgrader.state import store
 
     cfg = config.load(cluster)
     progress = _render.Progress("etcd snapshot")
-    with store.Store.open(db) as state:
+    with (
+        store.Store.open(db) as state,
+        state.lock(cfg.name, "snapshot create"),
+        session.ClusterSession.open(cfg, insecure=insecure) as opened,
+    ):
+        for allowed in opened.insecure:
+            _render.warn(f"--insecure: {allowed}")
         try:
-            created = snapshots.create(cfg, state, label=label, progress=progress)
+            created = snapshots.create(opened, state, label=label, progress=progress)
         finally:
             progress.finish()
     record = created.record
@@ -53,16 +60,21 @@ def list_(
     db: _options.DbOption = None,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
-    """List snapshots, newest first (of one cluster with -c)."""
-    from upgrader import config
+    """List snapshots, newest first (of one cluster with -c, which also reports files that belong to none)."""
+    from upgrader import config, snapshots
     from upgrader.state import store
 
-    name = config.load(cluster).name if cluster else None
+    cfg = config.load(cluster) if cluster else None
     with store.Store.open(db) as state:
-        found = state.snapshots(name)
+        found = state.snapshots(cfg.name if cfg else None)
+        orphans = snapshots.orphans(cfg, state) if cfg else []
     if output is _render.OutputFormat.JSON:
-        _render.emit_json({"snapshots": [s.summary() for s in found]})
+        _render.emit_json({"snapshots": [s.summary() for s in found], "orphans": [str(p) for p in orphans]})
         return
+    for path in orphans:
+        _render.warn(
+            f"{path} belongs to no snapshot (left by an interrupted create): `upgrader snapshot prune` removes it"
+        )
     rows = [
         (
             s.id,
@@ -143,27 +155,33 @@ def prune(
     db: _options.DbOption = None,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
-    """Delete all but the newest known-good snapshots; the newest known-good one is never deleted."""
+    """Delete all but the newest known-good snapshots (never the newest known-good one), and files that
+    belong to no snapshot (left by an interrupted create)."""
     from upgrader import config, snapshots
     from upgrader.state import store
 
     cfg = config.load(cluster)
     if keep is not None and keep < 1:
         raise errors.UsageError("--keep must be at least 1: the newest known-good snapshot is never deleted")
-    with store.Store.open(db) as state:
+    with store.Store.open(db) as state, state.lock(cfg.name, "snapshot prune"):
         doomed = snapshots.prune_candidates(state.snapshots(cfg.name), keep or cfg.snapshots.keep)
+        orphans = snapshots.orphans(cfg, state)
+        verb = "would delete" if dry_run else "delete"
         if output is _render.OutputFormat.JSON:
-            _render.emit_json({"dry_run": dry_run, "delete": [s.id for s in doomed]})
+            _render.emit_json(
+                {"dry_run": dry_run, "delete": [s.id for s in doomed], "orphans": [str(p) for p in orphans]}
+            )
         else:
             for item in doomed:
-                _render.echo(
-                    f"{'would delete' if dry_run else 'delete'} {item.id} "
-                    f"({'known-good' if item.known_good else 'not known-good'})"
-                )
-            if not doomed:
+                _render.echo(f"{verb} {item.id} ({'known-good' if item.known_good else 'not known-good'})")
+            for path in orphans:
+                _render.echo(f"{verb} {path} (belongs to no snapshot)")
+            if not doomed and not orphans:
                 _render.echo("nothing to prune")
-        if dry_run or not doomed:
+        if dry_run or not (doomed or orphans):
             return
-        _options.confirm(f"Delete {len(doomed)} snapshots of {cfg.name}?", yes=yes)
+        _options.confirm(f"Delete {len(doomed)} snapshots and {len(orphans)} stray files of {cfg.name}?", yes=yes)
         for item in doomed:
             snapshots.delete(state, item)
+        for path in orphans:
+            snapshots.remove_orphan(path)

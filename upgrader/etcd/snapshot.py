@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 from etcd3.etcdrpc import rpc_pb2
 
-from upgrader import errors
+from upgrader import errors, files
 from upgrader.etcd import kv
 
 TRAILER = 32
@@ -43,14 +43,6 @@ class Streamed:
 
 
 Progress = Callable[[int, int | None], None]  # (bytes so far, expected total if known)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -130,8 +122,7 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
         os.close(fd)
         if not complete:  # never leave half a snapshot behind, whatever stopped us (Ctrl-C included)
             part.unlink(missing_ok=True)
-    os.replace(part, dest)
-    _fsync_dir(dest.parent)
+    files.replace_durably(part, dest)
     return Streamed(path=dest, endpoint=endpoint, size=total, sha256=held.hex())
 
 

@@ -2,7 +2,11 @@
 (INI, YAML, directories, scripts, plugins) is read exactly as the playbooks will see it.
 
 Only group membership and host names come back: host variables may hold passwords and keys and
-are dropped here, before anything could log them.
+are dropped here, before anything could log them. ``load`` is the one way to get an ``Inventory``
+and it checks it first: the groups upgrader drives (Kubespray's names) have hosts, and every host
+name is a valid Kubernetes node name. Playbooks use host names in paths on the controller
+(``dest/{{ inventory_hostname }}/``), so a host called ``../../x`` must never reach one; the executor
+takes only an ``Inventory``, so no playbook runs on an unchecked one.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upgrader import errors
+from upgrader import errors, names
 
 TIMEOUT_SECONDS = 120
+GROUPS = ("kube_control_plane", "kube_node", "etcd")  # Kubespray's names
+REQUIRED_GROUPS = ("kube_control_plane", "etcd")  # kube_node may be empty: a cluster of control planes only
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,21 @@ class Inventory:
 
     def hosts(self, group: str) -> tuple[str, ...]:
         return self.groups.get(group, ())
+
+    def all_hosts(self) -> tuple[str, ...]:
+        return tuple(sorted({host for hosts in self.groups.values() for host in hosts}))
+
+
+def _problems(inv: Inventory) -> list[str]:
+    problems = [
+        f"{inv.source}: group {group!r} is missing or has no hosts" for group in REQUIRED_GROUPS if not inv.hosts(group)
+    ]
+    problems += [
+        f"{inv.source}: host {host[:80]!r} is not a valid Kubernetes node name"
+        for host in inv.all_hosts()
+        if not names.is_node_name(host)
+    ]
+    return problems
 
 
 def tool(name: str) -> str:
@@ -56,7 +77,8 @@ def _flatten(data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 
 
 def load(path: Path) -> Inventory:
-    """Parses the inventory at ``path``; an inventory Ansible cannot parse is an ``InputError``."""
+    """Parses and checks the inventory at ``path``: one Ansible cannot parse is an ``InputError``, one
+    with a missing group or an invalid host name a ``ConfigError`` listing every problem."""
     env = dict(os.environ)
     env.update(
         ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
@@ -82,7 +104,12 @@ def load(path: Path) -> Inventory:
         data = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         raise errors.ExecutorError(f"ansible-inventory printed something other than JSON for {path}") from exc
-    return Inventory(source=path, groups=_flatten(data))
+    inv = Inventory(source=path, groups=_flatten(data))
+    problems = _problems(inv)
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the inventory", tuple(problems))
+    return inv
 
 
 def _first_error(stderr: str) -> str:

@@ -1,12 +1,19 @@
 """Runs one of upgrader's playbooks through ansible-runner: the only module that imports it.
 
-A frozen request goes in (playbook, inventory, extra variables, limit, timeout, check mode) and a
-frozen result comes out (status, rc, per-host stats, the result of each task on each host). Each run
-gets a fresh private data directory (a reused one replays stale ``env/cmdline`` and extravars),
-events are kept (the handler returns True), a cancel callback keeps runner from installing its own
-signal handlers, and the interpreter's bin directory is put on PATH so ``ansible-playbook`` is found
-in an unactivated virtual environment. The artifacts, which record the whole environment, are
-deleted once the run is read.
+A frozen request goes in (playbook, a validated inventory, extra variables, limit, timeout, check
+mode) and a frozen result comes out (status, rc, per-host stats, the result of each task on each
+host). What reaches Ansible is never templated: every string of the extra variables is written as
+``!unsafe`` YAML, so a ``{{ }}`` in a path is a path. The inventory is an ``inventory.Inventory``,
+which only exists once its groups and host names have been checked, and ``limit`` names only its
+hosts.
+
+Each run gets a fresh private data directory (a reused one replays stale ``env/cmdline`` and
+extravars) inside upgrader's own 0700 state directory, never a shared ``/tmp``: its artifacts record
+the whole environment. They are deleted once the run is read; those of a process that was killed are
+deleted by the next run. Events are kept (the handler returns True); SIGINT, SIGTERM and SIGHUP cancel
+the run through runner's cancel callback (which stops the ``ansible-playbook`` process group) and are
+raised as ``KeyboardInterrupt`` once it has stopped; the interpreter's bin directory is put on PATH so
+``ansible-playbook`` is found in an unactivated virtual environment.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
-from upgrader import errors, resources
+from upgrader import errors, files, interrupts, resources, settings
+from upgrader.executor.inventory import Inventory
 
 
 class Status(enum.StrEnum):
@@ -45,11 +54,17 @@ _RUNNER_STATUS = {
 @dataclass(frozen=True)
 class PlaybookRequest:
     playbook: str  # a file in upgrader's playbooks directory
-    inventory: Path
+    inventory: Inventory  # validated when it was loaded
     extravars: Mapping[str, Any] = field(default_factory=dict)
     limit: tuple[str, ...] = ()
     timeout: int = 600
     check: bool = False
+    host_key_checking: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.limit) - set(self.inventory.all_hosts()))
+        if unknown:
+            raise errors.InputError(f"not in the inventory {self.inventory.source}: {', '.join(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -84,17 +99,72 @@ def _message(result: Mapping[str, Any]) -> str:
 _KEEP = ("msg", "stat", "stdout", "stderr", "rc", "dest", "checksum", "files", "content", "changed", "failed")
 
 
-def _environment() -> dict[str, str]:
+def _environment(request: PlaybookRequest) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
-    return {
+    env = {
         "PATH": bin_dir + (os.pathsep + path if path else ""),
         "ANSIBLE_NOCOLOR": "true",
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_HOST_KEY_CHECKING": "false",
         "ANSIBLE_FORKS": "20",  # nodes in parallel; serial plays set their own batch sizes
     }
+    if not request.host_key_checking:  # Ansible's default (on) otherwise; cluster.yaml may turn it off
+        env["ANSIBLE_HOST_KEY_CHECKING"] = "false"
+    return env
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+def _unsafe_node(value: Any) -> yaml.Node:
+    """A YAML node for ``value`` in which every string is ``!unsafe``: Ansible never templates it."""
+    if isinstance(value, Mapping):
+        pairs = [(yaml.ScalarNode(_STR, str(k), style='"'), _unsafe_node(v)) for k, v in value.items()]
+        return yaml.MappingNode("tag:yaml.org,2002:map", pairs)
+    if isinstance(value, list | tuple):
+        return yaml.SequenceNode("tag:yaml.org,2002:seq", [_unsafe_node(v) for v in value])
+    if isinstance(value, bool):
+        return yaml.ScalarNode("tag:yaml.org,2002:bool", "true" if value else "false")
+    if isinstance(value, int | float):
+        return yaml.ScalarNode(f"tag:yaml.org,2002:{'int' if isinstance(value, int) else 'float'}", repr(value))
+    if value is None:
+        return yaml.ScalarNode("tag:yaml.org,2002:null", "null")
+    return yaml.ScalarNode("!unsafe", str(value), style='"')
+
+
+def unsafe_yaml(extravars: Mapping[str, Any]) -> str:
+    """The extra variables as a YAML document whose every string is tagged ``!unsafe``."""
+    return str(yaml.serialize(_unsafe_node(extravars), Dumper=yaml.SafeDumper, width=1_000_000))
+
+
+def _private_data_dir() -> Path:
+    """A fresh 0700 directory for one run under upgrader's state directory; removes the ones of dead
+    processes (a SIGKILL skips every ``finally``)."""
+    parent = files.private_dir(settings.data_dir() / "ansible", what="Ansible working directory")
+    for stale in parent.glob("run-*-*"):
+        pid = stale.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
+    env = private / "env"
+    env.mkdir(mode=0o700)
+    fd = os.open(env / "extravars", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(unsafe_yaml(extravars))
 
 
 def run(
@@ -107,7 +177,7 @@ def run(
     project = resources.playbooks_dir()
     if not (project / request.playbook).is_file():
         raise errors.ExecutorError(f"no playbook {request.playbook} in {project}")
-    cancel = cancel or threading.Event()
+    requested = cancel or threading.Event()
     tasks: list[TaskResult] = []
 
     def handle(event: Mapping[str, Any]) -> bool:
@@ -128,24 +198,26 @@ def run(
             on_event(event)
         return True  # keep the event: without it runner keeps no stats
 
-    private = Path(tempfile.mkdtemp(prefix="upgrader-ansible-"))
+    private = _private_data_dir()
     try:
-        runner = ansible_runner.run(
-            private_data_dir=str(private),
-            project_dir=str(project),
-            playbook=request.playbook,
-            inventory=str(request.inventory),
-            extravars=dict(request.extravars),
-            limit=",".join(request.limit) or None,
-            cmdline="--check --diff" if request.check else None,
-            envvars=_environment(),
-            timeout=request.timeout,
-            quiet=True,
-            event_handler=handle,
-            cancel_callback=cancel.is_set,
-            status_handler=lambda status, runner_config: None,
-            settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
-        )
+        if request.extravars:
+            _write_extravars(private, request.extravars)  # runner passes env/extravars as -e @file
+        with interrupts.deferred() as signalled:
+            runner = ansible_runner.run(
+                private_data_dir=str(private),
+                project_dir=str(project),
+                playbook=request.playbook,
+                inventory=str(request.inventory.source),
+                limit=",".join(request.limit) or None,
+                cmdline="--check --diff" if request.check else None,
+                envvars=_environment(request),
+                timeout=request.timeout,
+                quiet=True,
+                event_handler=handle,
+                cancel_callback=lambda: requested.is_set() or signalled.is_set(),
+                status_handler=lambda status, runner_config: None,
+                settings={"suppress_ansible_output": True, "pexpect_timeout": 1},
+            )
         status = _RUNNER_STATUS.get(str(runner.status))
         if status is None:
             raise errors.ExecutorError(f"ansible-runner ended in an unexpected state {runner.status!r}")

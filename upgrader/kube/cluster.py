@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import InsecureRequestWarning
 
 from upgrader import errors
 
@@ -69,15 +71,37 @@ class Cluster:
 
     @classmethod
     def connect(cls, kubeconfig: Path, context: str | None = None, timeout: float = 10.0) -> Cluster:
+        """A client for the kubeconfig's context. Nothing is sent until a call is made."""
         try:
             api = config.new_client_from_config(config_file=str(kubeconfig), context=context)
         except (ConfigException, OSError, ValueError, KeyError) as exc:
             raise errors.ConfigError(f"cannot use kubeconfig {kubeconfig}: {_text(exc)}") from exc
+        except (TypeError, AttributeError):
+            # The client indexes whatever YAML it finds: a list or a string fails deep inside it.
+            raise errors.ConfigError(
+                f"cannot use kubeconfig {kubeconfig}: not a kubeconfig (a YAML mapping with clusters, users, contexts)"
+            ) from None
         made = cls(api)
         made.timeout = timeout
         return made
 
     timeout: float = 10.0
+
+    def insecure_settings(self) -> list[str]:
+        """What in the kubeconfig would send credentials or accept a server unverified."""
+        conf = self.api.configuration
+        found = []
+        if str(conf.host).startswith("http://"):
+            found.append(f"the kubeconfig's server {conf.host} is plain http: its credentials would travel unencrypted")
+        if not conf.verify_ssl:
+            found.append(
+                "the kubeconfig sets insecure-skip-tls-verify: the apiserver's certificate would not be checked"
+            )
+        return found
+
+    def accept_insecure(self) -> None:
+        """The operator allowed ``insecure_settings`` (and was warned once): urllib3 need not warn per request."""
+        urllib3.disable_warnings(InsecureRequestWarning)
 
     def close(self) -> None:
         self.api.close()

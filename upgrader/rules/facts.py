@@ -16,6 +16,8 @@ from typing import Any
 from upgrader import errors, names
 from upgrader.versions import Minor, Version
 
+_API_VERSION = re.compile(r"^v\d+((alpha|beta)\d+)?$")
+_RESOURCE = re.compile(r"^[a-z][a-z0-9]{0,62}$")
 _RUNTIME = re.compile(r"^(?P<name>[a-z][a-z0-9.-]*)://v?(?P<version>\d+\.\d+\.\d+)")
 
 
@@ -171,6 +173,18 @@ class _Reader:
         except errors.InputError as exc:
             raise self.fail(str(exc)) from None
 
+    def cluster_name(self) -> str:
+        try:
+            return names.cluster_name(self.text())
+        except errors.InputError as exc:
+            raise self.fail(str(exc)) from None
+
+    def matching(self, pattern: re.Pattern[str], what: str) -> str:
+        value = self.text()
+        if not pattern.match(value):
+            raise self.fail(f"{value[:40]!r} is not {what}")
+        return value
+
 
 def _required(reader: _Reader | None) -> _Reader:
     assert reader is not None  # key(required=True) never returns None
@@ -227,13 +241,13 @@ def from_mapping(data: Any) -> Facts:
     for item in apis_reader.items() if apis_reader is not None else []:
         group_reader = item.key("group", required=False)
         group = group_reader.value if group_reader is not None else ""
-        if not isinstance(group, str):
-            raise item.fail("group must be a string ('' for the core group)")
+        if not isinstance(group, str) or (group.strip() and not names.is_node_name(group.strip())):
+            raise item.fail("group must be an API group name ('' for the core group)")
         apis.append(
             ApiInUse(
                 group=group.strip(),
-                version=_required(item.key("version")).text(),
-                resource=_required(item.key("resource")).text(),
+                version=_required(item.key("version")).matching(_API_VERSION, "an API version like v1beta1"),
+                resource=_required(item.key("resource")).matching(_RESOURCE, "a resource name like flowschemas"),
             )
         )
     cluster_reader = root.key("cluster", required=False)
@@ -242,5 +256,5 @@ def from_mapping(data: Any) -> Facts:
         nodes=tuple(nodes),
         etcd=etcd_version.version() if etcd_version is not None else None,
         apis_in_use=tuple(apis),
-        cluster=cluster_reader.text() if cluster_reader is not None else None,
+        cluster=cluster_reader.cluster_name() if cluster_reader is not None else None,
     )

@@ -1,0 +1,311 @@
+"""The hostile and careless inputs of issue #8 that need no lab: each was reproduced on the code
+before the fix and fails without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from tests.unit.test_plan_cli import FACTS
+from upgrader import cli, config, errors, files, redaction, snapshots
+from upgrader.executor import inventory, runner
+from upgrader.state import store
+
+cli_runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return cli_runner.invoke(cli.app, list(args))
+
+
+def edit(cluster_yaml: Path, change: dict[str, object]) -> Path:
+    data = yaml.safe_load(cluster_yaml.read_text())
+    for dotted, value in change.items():
+        *parents, last = dotted.split(".")
+        target = data
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[last] = value
+    cluster_yaml.write_text(yaml.safe_dump(data))
+    return cluster_yaml
+
+
+# -- 1. template injection -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("delimiter", ["{{ 7*7 }}", "{% if true %}x{% endif %}", "{# c #}"])
+def test_template_delimiters_in_config_values_are_refused_with_the_key(cluster_yaml: Path, delimiter: str) -> None:
+    edit(cluster_yaml, {"snapshots.dir": f"/var/backups/j{delimiter}"})
+    result = invoke("config", "check", "-c", str(cluster_yaml))
+    assert result.exit_code == 2
+    assert "snapshots.dir: contains a Jinja2 template delimiter" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_template_in_any_key_is_named_with_its_line(cluster_yaml: Path) -> None:
+    text = cluster_yaml.read_text().replace("context: admin@prod", "context: \"{{ lookup('pipe', 'id') }}\"")
+    cluster_yaml.write_text(text)
+    with pytest.raises(errors.ConfigError) as caught:
+        config.load(cluster_yaml)
+    assert f"{cluster_yaml}:3: context: contains a Jinja2 template delimiter" in "\n".join(caught.value.problems)
+
+
+def test_every_string_handed_to_ansible_is_tagged_unsafe() -> None:
+    document = runner.unsafe_yaml({"dest": "/x/j{{ 7*7 }}", "nested": {"list": ["{{ a }}", 3, True, None]}, "n": 1.5})
+    loader = yaml.SafeLoader
+    tagged: list[str] = []
+
+    class Recording(loader):  # type: ignore[valid-type,misc]
+        pass
+
+    def unsafe(loader_: yaml.SafeLoader, node: yaml.Node) -> str:
+        tagged.append(str(node.value))
+        return str(node.value)
+
+    Recording.add_constructor("!unsafe", unsafe)
+    loaded = yaml.load(document, Loader=Recording)
+    assert loaded == {"dest": "/x/j{{ 7*7 }}", "nested": {"list": ["{{ a }}", 3, True, None]}, "n": 1.5}
+    assert sorted(tagged) == sorted(["/x/j{{ 7*7 }}", "{{ a }}"])
+
+
+# -- 2. path traversal through host names ----------------------------------------------------------
+
+
+def test_an_inventory_with_a_traversing_host_name_cannot_be_loaded(cluster_yaml: Path) -> None:
+    hosts = cluster_yaml.parent / "inventory" / "hosts.ini"
+    hosts.write_text(hosts.read_text().replace("cp-3 ansible_host", "../../../escaped ansible_host"))
+    with pytest.raises(errors.ConfigError) as caught:
+        inventory.load(hosts)
+    assert any("'../../../escaped' is not a valid Kubernetes node name" in p for p in caught.value.problems)
+    # and so no command that runs a playbook gets as far as Ansible: the session is the only way in
+    result = invoke("facts", "-c", str(cluster_yaml))
+    assert result.exit_code == 2 and "escaped" in result.stderr
+
+
+def test_a_playbook_limit_names_only_inventory_hosts(cluster_yaml: Path) -> None:
+    loaded = inventory.load(cluster_yaml.parent / "inventory" / "hosts.ini")
+    with pytest.raises(errors.InputError, match="not in the inventory"):
+        runner.PlaybookRequest("node-facts.yml", loaded, limit=("cp-1", "all"))
+
+
+# -- 3. secrets stored ---------------------------------------------------------------------------
+
+
+def test_the_scrubber_covers_kubeconfig_data_headers_pem_blocks_and_nested_lists() -> None:
+    pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEI...\n-----END EC PRIVATE KEY-----\n"
+    data = {
+        "users": [[{"user": {"client-key-data": "a2V5", "client-certificate-data": "Y2VydA=="}}]],
+        "headers": {"Authorization": "Bearer abc", "X-Api-Key": "k"},
+        "password": "p",
+        "api_key": "k2",
+        "token": "t",
+        "notes": [pem, "plain", {"deeper": [{"passwd": "x"}]}],
+        "mirror": "https://alice:S3cretPass@mirror.example/k8s",
+        "node": "cp-1",
+    }
+    scrubbed = redaction.scrub(data)
+    flat = json.dumps(scrubbed)
+    for secret in ("a2V5", "Y2VydA==", "Bearer abc", '"k"', "k2", '"t"', "MHcCAQEEI", "S3cretPass", '"x"'):
+        assert secret not in flat, secret
+    assert scrubbed["node"] == "cp-1" and scrubbed["notes"][1] == "plain"
+    assert scrubbed["mirror"] == "https://***@mirror.example/k8s"
+
+
+# -- 4. passwords in URLs ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mirror", ["https://alice:S3cretPass@mirror.example/k8s", "https://alice:S3cretPass@mirror.example:8443/k8s"]
+)
+def test_a_mirror_password_is_never_printed(cluster_yaml: Path, mirror: str) -> None:
+    edit(cluster_yaml, {"packages.method": "binary", "packages.mirror": mirror})
+    for args in ((), ("-o", "json")):
+        result = invoke("config", "check", "-c", str(cluster_yaml), *args)
+        assert result.exit_code == 0, result.output
+        assert "S3cretPass" not in result.output and "***@mirror.example" in result.output
+
+
+def test_a_bad_port_names_the_url_without_its_password(cluster_yaml: Path) -> None:
+    edit(
+        cluster_yaml, {"packages.method": "binary", "packages.mirror": "https://alice:S3cretPass@mirror.example:99999/"}
+    )
+    result = invoke("config", "check", "-c", str(cluster_yaml), "-o", "json")
+    assert result.exit_code == 2
+    assert "bad port" in result.output and "S3cretPass" not in result.output
+
+
+# -- 5. orphans ----------------------------------------------------------------------------------
+
+
+def test_files_without_a_row_are_listed_and_pruned_after_confirmation(cluster_yaml: Path, db_url: str) -> None:
+    cfg = config.load(cluster_yaml)
+    directory = files.private_dir(cfg.snapshots.dir)
+    stray = [
+        directory / "prod-eu1-20261201T010203Z-abcd.db",
+        directory / "prod-eu1-20261201T010203Z-abcd.tar.gz.part",
+    ]
+    for path in stray:
+        path.write_bytes(b"every secret of the cluster")
+    fetch = directory / ".fetch-prod-eu1-20261201T010203Z-abcd-x1y2"
+    (fetch / "cp-1").mkdir(parents=True)
+    mine_not = [directory / "notes.txt", directory / "other-cluster-20261201T010203Z-abcd.db"]
+    for path in mine_not:
+        path.write_text("not upgrader's, or another cluster's")
+    listed = invoke("snapshot", "list", "-c", str(cluster_yaml), "--db", db_url, "-o", "json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(json.loads(listed.stdout)["orphans"]) == sorted(str(p) for p in [*stray, fetch])
+    text_listing = invoke("snapshot", "list", "-c", str(cluster_yaml), "--db", db_url)
+    assert "belongs to no snapshot" in text_listing.stderr
+    refused = invoke("snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url)
+    assert refused.exit_code == 2 and all(p.exists() for p in stray)
+    pruned = invoke("snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url, "--yes")
+    assert pruned.exit_code == 0, pruned.output
+    assert not any(p.exists() for p in [*stray, fetch])
+    assert all(p.exists() for p in mine_not)
+
+
+def test_a_dead_process_private_ansible_directory_is_removed_by_the_next_run(private_state_home: Path) -> None:
+    stale = files.private_dir(private_state_home / "ansible") / "run-999999999-abc123"
+    (stale / "artifacts").mkdir(parents=True)
+    (stale / "artifacts" / "env").write_text("PATH=... everything")
+    fresh = runner._private_data_dir()
+    try:
+        assert not stale.exists()
+        assert fresh.parent == private_state_home / "ansible" and oct(fresh.parent.stat().st_mode & 0o777) == "0o700"
+    finally:
+        fresh.rmdir()
+
+
+# -- 6. durability -------------------------------------------------------------------------------
+
+
+def test_the_archive_rename_is_followed_by_a_directory_fsync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    order: list[tuple[str, str]] = []
+    real_replace, real_fsync = os.replace, os.fsync
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        real_replace(src, dst)
+        order.append(("rename", str(dst)))
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        order.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    dest = tmp_path / "s.tar.gz"
+    snapshots._archive({"facts.json": b"{}"}, dest)
+    rename = order.index(("rename", str(dest)))
+    assert ("fsync", str(tmp_path)) in order[rename + 1 :]
+
+
+# -- 7. the lock ---------------------------------------------------------------------------------
+
+
+def test_check_fails_once_renewals_have_failed_for_a_whole_ttl(db_url: str) -> None:
+    with store.Store.open(db_url) as state:
+        held = state.lock("prod-eu1", "test", ttl=timedelta(seconds=1.5))
+        with held:
+            held.check()
+            with state.engine.begin() as connection:  # every renewal from now on fails
+                connection.execute(text("ALTER TABLE locks RENAME TO locks_gone"))
+            time.sleep(1.7)
+            with pytest.raises(errors.LockLost, match="could not be renewed"):
+                held.check()
+            with state.engine.begin() as connection:
+                connection.execute(text("ALTER TABLE locks_gone RENAME TO locks"))
+
+
+def test_mutating_snapshot_commands_take_the_cluster_lock(cluster_yaml: Path, db_url: str) -> None:
+    with store.Store.open(db_url) as state, state.lock("prod-eu1", "upgrader apply (test)"):
+        for args in (("snapshot", "create"), ("snapshot", "prune", "--yes")):
+            result = invoke(*args, "-c", str(cluster_yaml), "--db", db_url)
+            assert result.exit_code == 3, result.output
+            assert "locked by `upgrader apply (test)`" in result.stderr
+
+
+# -- 8. host-key checking ------------------------------------------------------------------------
+
+
+def test_host_key_checking_is_ansibles_default_unless_the_config_turns_it_off(cluster_yaml: Path) -> None:
+    loaded = inventory.load(cluster_yaml.parent / "inventory" / "hosts.ini")
+    assert "ANSIBLE_HOST_KEY_CHECKING" not in runner._environment(runner.PlaybookRequest("node-facts.yml", loaded))
+    off = runner.PlaybookRequest("node-facts.yml", loaded, host_key_checking=False)
+    assert runner._environment(off)["ANSIBLE_HOST_KEY_CHECKING"] == "false"
+    assert config.load(cluster_yaml).ansible.host_key_checking is True
+    edit(cluster_yaml, {"ansible.host_key_checking": False})
+    result = invoke("config", "check", "-c", str(cluster_yaml))
+    assert result.exit_code == 0 and "warning: ansible.host_key_checking is off" in result.stderr
+
+
+# -- 9. insecure transport -----------------------------------------------------------------------
+
+
+def test_a_plain_http_etcd_endpoint_is_refused_without_insecure(cluster_yaml: Path) -> None:
+    edit(cluster_yaml, {"etcd.endpoints": ["http://127.0.0.11:9"]})
+    result = invoke("facts", "-c", str(cluster_yaml))
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "plain http" in result.stderr and "client certificate would not be used" in result.stderr
+    assert "--insecure" in result.stderr
+
+
+def test_a_kubeconfig_that_skips_tls_verification_is_refused_without_insecure(cluster_yaml: Path) -> None:
+    kubeconfig = cluster_yaml.parent / "admin.conf"
+    data = yaml.safe_load(kubeconfig.read_text())
+    data["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
+    kubeconfig.write_text(yaml.safe_dump(data))
+    result = invoke("snapshot", "create", "-c", str(cluster_yaml), "--db", f"sqlite:///{cluster_yaml.parent / 's.db'}")
+    assert result.exit_code == 2, result.output
+    assert "insecure-skip-tls-verify" in result.stderr and "--insecure" in result.stderr
+
+
+# -- 10. tracebacks ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("content", ["- a\n- list\n", "just a string\n", "42\n"])
+def test_a_kubeconfig_that_is_not_a_mapping_is_a_one_line_input_error(cluster_yaml: Path, content: str) -> None:
+    (cluster_yaml.parent / "admin.conf").write_text(content)
+    edit(cluster_yaml, {"context": None})
+    result = invoke("facts", "-c", str(cluster_yaml))
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "not a kubeconfig" in result.stderr
+
+
+def test_a_deeply_nested_facts_file_is_a_one_line_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "facts.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    result = invoke("plan", "--facts", str(path), "--to", "1.33")
+    assert result.exit_code == 2 and "nested too deeply" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# -- 12. smaller ---------------------------------------------------------------------------------
+
+
+def test_the_facts_cluster_name_is_validated(tmp_path: Path) -> None:
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps({**FACTS, "cluster": "../../etc;$(id)"}))
+    result = invoke("plan", "--facts", str(path), "--to", "1.33")
+    assert result.exit_code == 2 and "cluster: cluster name '../../etc;$(id)' must be a DNS label" in result.stderr
+
+
+def test_db_upgrade_refuses_a_database_that_is_not_upgraders(tmp_path: Path) -> None:
+    other = tmp_path / "app.db"
+    with sqlite3.connect(other) as connection:
+        connection.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    before = other.read_bytes()
+    result = invoke("db", "upgrade", "--db", f"sqlite:///{other}")
+    assert result.exit_code == 3 and "not an upgrader state database" in result.stderr
+    assert other.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no tables added, no copy made

@@ -1,0 +1,103 @@
+"""One session per command with a cluster: the config, its checked inventory, one Kubernetes client,
+one etcd client, and the playbook runner, all opened once and passed down to the services.
+
+``ClusterSession.open`` is the one door every command that reaches a cluster goes through, so what
+must hold before anything is sent holds everywhere:
+
+- the inventory is read the way Ansible reads it and checked (groups, node names) before any
+  playbook can run (``executor.inventory.load``);
+- no credential or snapshot travels unprotected: a plain-http etcd endpoint (a snapshot holds every
+  Secret of the cluster; a configured client certificate would silently not be used) and a kubeconfig
+  with a plain-http server or ``insecure-skip-tls-verify`` are refused (exit 2) unless the command was
+  given ``--insecure``, and what was allowed is kept in ``insecure`` for the command to record.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from upgrader import config, errors
+from upgrader.etcd import kv
+from upgrader.executor import inventory, runner
+from upgrader.kube import cluster as kube
+
+ETCD_TIMEOUT = 10.0
+
+
+class InsecureTransport(errors.UsageError):
+    """A connection would carry credentials or cluster data unencrypted or unverified."""
+
+
+def _plain_etcd(cfg: config.ClusterConfig) -> list[str]:
+    plain = [e for e in cfg.etcd.endpoints if e.startswith("http://")]
+    if not plain:
+        return []
+    unused = " and the configured client certificate would not be used" if cfg.etcd.cert else ""
+    return [
+        f"etcd endpoint {plain[0]} is plain http: etcd's data, and a snapshot holding every Secret, "
+        f"would travel unencrypted{unused}"
+    ]
+
+
+@dataclass
+class ClusterSession:
+    cfg: config.ClusterConfig
+    inventory: inventory.Inventory
+    api: kube.Cluster  # one Kubernetes client
+    etcd: kv.KV  # one etcd client
+    insecure: tuple[str, ...] = ()  # what --insecure allowed, for the command to record
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def open(cls, cfg: config.ClusterConfig, *, insecure: bool = False) -> ClusterSession:
+        inv = inventory.load(cfg.inventory)
+        api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+        try:
+            found = _plain_etcd(cfg) + api.insecure_settings()
+            if found and not insecure:
+                raise InsecureTransport(f"{found[0]}; fix {cfg.source or 'the cluster config'}, or pass --insecure")
+            if found:
+                api.accept_insecure()
+        except BaseException:
+            api.close()
+            raise
+        store = kv.KV(kv.target(cfg.etcd, timeout=ETCD_TIMEOUT))
+        return cls(cfg=cfg, inventory=inv, api=api, etcd=store, insecure=tuple(found))
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def playbook(
+        self,
+        playbook: str,
+        *,
+        extravars: Mapping[str, Any] | None = None,
+        limit: tuple[str, ...] = (),
+        timeout: int = 600,
+    ) -> runner.PlaybookResult:
+        """Runs one of upgrader's playbooks on this cluster's inventory."""
+        request = runner.PlaybookRequest(
+            playbook,
+            self.inventory,
+            extravars=dict(extravars or {}),
+            limit=limit,
+            timeout=timeout,
+            host_key_checking=self.cfg.ansible.host_key_checking,
+        )
+        return runner.run(request, cancel=self.cancel)
+
+    def close(self) -> None:
+        try:
+            self.etcd.close()
+        finally:
+            self.api.close()
+
+    def __enter__(self) -> ClusterSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
