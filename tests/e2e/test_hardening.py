@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -109,56 +110,58 @@ class Create:
         self.process.communicate(timeout=60)
 
 
+@dataclass
+class Fetching:
+    """A ``snapshot create`` process caught while its manifest-fetch playbook runs: the etcd copy is
+    on disk, a playbook is a child process, and nothing is recorded yet."""
+
+    cluster_yaml: Path
+    db_url: str
+    snapshots_dir: Path
+    create: Create
+    children: set[int]
+
+
 @pytest.fixture
-def create_process(
-    shared_lab: topology.Lab, tmp_path: Path, private_state_home: Path
-) -> Iterator[tuple[Path, str, dict[str, str], list[Create]]]:
+def fetching(shared_lab: topology.Lab, tmp_path: Path, private_state_home: Path) -> Iterator[Fetching]:
     cluster_yaml = lab_config(shared_lab, tmp_path)
     db_url = f"sqlite:///{tmp_path / 'state.db'}"
-    env = {**os.environ, "XDG_DATA_HOME": str(private_state_home.parent)}
-    started: list[Create] = []
-    yield cluster_yaml, db_url, env, started
-    for process in started:
-        process.stop()
-
-
-def _fetching(snapshots_dir: Path) -> bool:
-    return snapshots_dir.is_dir() and any(p.name.startswith(".fetch-") for p in snapshots_dir.iterdir())
-
-
-def test_sigterm_during_snapshot_create_cleans_up_like_ctrl_c(
-    create_process: tuple[Path, str, dict[str, str], list[Create]], private_state_home: Path
-) -> None:
-    cluster_yaml, db_url, env, started = create_process
     snapshots_dir = config.load(cluster_yaml).snapshots.dir
-    create = Create(cluster_yaml, db_url, env)
-    started.append(create)
-    wait_for(lambda: _fetching(snapshots_dir), timeout=60, what="the manifest fetch to start")
-    children = create.descendants()
-    assert children, "the fetch playbook should be running"
-    create.process.send_signal(signal.SIGTERM)
-    code, stderr = create.finish()
+    create = Create(cluster_yaml, db_url, {**os.environ, "XDG_DATA_HOME": str(private_state_home.parent)})
+    try:
+
+        def started() -> bool:
+            return snapshots_dir.is_dir() and any(p.name.startswith(".fetch-") for p in snapshots_dir.iterdir())
+
+        wait_for(started, timeout=60, what="the manifest fetch to start")
+        children = create.descendants()
+        assert children, "the fetch playbook should be running"
+        yield Fetching(cluster_yaml, db_url, snapshots_dir, create, children)
+    finally:
+        create.stop()
+
+
+def test_sigterm_during_snapshot_create_cleans_up_like_ctrl_c(fetching: Fetching, private_state_home: Path) -> None:
+    fetching.create.process.send_signal(signal.SIGTERM)
+    code, stderr = fetching.create.finish()
     assert code == 1 and "interrupted by SIGTERM" in stderr, stderr
     assert "Traceback" not in stderr
-    assert list(snapshots_dir.iterdir()) == []  # no etcd copy, no .part, no .fetch- directory
+    assert list(fetching.snapshots_dir.iterdir()) == []  # no etcd copy, no .part, no .fetch- directory
     assert list((private_state_home / "ansible").iterdir()) == []  # no artifacts recording the environment
-    wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=20, what="children gone")
-    with store.Store.open(db_url) as state:
+    wait_for(
+        lambda: not any(Path(f"/proc/{pid}").exists() for pid in fetching.children), timeout=20, what="children gone"
+    )
+    with store.Store.open(fetching.db_url) as state:
         assert state.snapshots() == [] and state.locks() == []
 
 
 def test_files_left_by_a_killed_snapshot_create_are_reported_and_pruned(
-    create_process: tuple[Path, str, dict[str, str], list[Create]], private_state_home: Path
+    fetching: Fetching, private_state_home: Path
 ) -> None:
-    cluster_yaml, db_url, env, started = create_process
-    snapshots_dir = config.load(cluster_yaml).snapshots.dir
-    create = Create(cluster_yaml, db_url, env)
-    started.append(create)
-    wait_for(lambda: _fetching(snapshots_dir), timeout=60, what="the manifest fetch to start")
-    children = create.descendants()
-    create.process.send_signal(signal.SIGKILL)  # no clean-up can run
-    create.finish()
-    for pid in children:  # the orphaned ansible-playbook finishes on its own; do not leave it running
+    cluster_yaml, db_url, snapshots_dir = fetching.cluster_yaml, fetching.db_url, fetching.snapshots_dir
+    fetching.create.process.send_signal(signal.SIGKILL)  # no clean-up can run
+    fetching.create.finish()
+    for pid in fetching.children:  # the orphaned ansible-playbook ends on its own; do not leave it running
         wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=60, what=f"pid {pid} to end")
     left = sorted(p.name for p in snapshots_dir.iterdir())
     assert any(name.endswith(".db") for name in left), left
