@@ -31,10 +31,10 @@ from pydantic import (
 )
 
 from upgrader import errors, names, redaction
+from upgrader.planner.model import MaxUnavailable
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(s|m|h)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600}
-_PERCENT = re.compile(r"^(\d{1,3})%$")
 
 
 class PackageMethod(enum.StrEnum):
@@ -184,19 +184,16 @@ class SnapshotSettings(_Section):
 
 
 def _max_unavailable(value: object) -> object:
-    if isinstance(value, bool):
+    """One parser for the config and the command line: ``MaxUnavailable.parse``."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValueError("max_unavailable is a number of nodes or a percentage like '20%'")
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError("max_unavailable must be at least 1")
-        return value
-    if isinstance(value, str):
-        match = _PERCENT.match(value.strip())
-        if match and 1 <= int(match.group(1)) <= 100:
-            return value.strip()
-        if value.strip().isdigit() and int(value) >= 1:
-            return int(value)
-    raise ValueError(f"max_unavailable is a number of nodes or a percentage from 1% to 100%, not {value!r}")
+    try:
+        parsed = MaxUnavailable.parse(value)
+    except errors.InputError:
+        raise ValueError(
+            f"max_unavailable is a number of nodes or a percentage from 1% to 100%, not {value!r}"
+        ) from None
+    return str(parsed) if parsed.percent is not None else parsed.count
 
 
 class UpgradeSettings(_Section):

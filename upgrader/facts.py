@@ -99,10 +99,10 @@ def stored_api_version(value: bytes) -> str | None:
         return None
 
 
-def _stored_objects(store: kv.KV, after: Minor) -> list[dict[str, Any]]:
+def _stored_objects(store: kv.KV, after: Minor, catalog: catalog_mod.Catalog) -> list[dict[str, Any]]:
     """Objects stored in etcd at an API version some later release stops serving."""
     found = []
-    for removed in catalog_mod.load().removals_crossed(after, Minor(1, 99)):
+    for removed in catalog.removals_crossed(after, Minor(1, 99)):
         for resource in removed.resources:
             prefix = f"/registry/{_KEY_PREFIX.get(resource, resource)}/"
             count = sum(1 for item in store.range(prefix) if stored_api_version(item.value) == removed.group_version)
@@ -184,7 +184,7 @@ def _node_entry(name: str, node: kube.NodeInfo | None, extra: dict[str, str], wa
 
 
 def _etcd(
-    cluster: session.ClusterSession, oldest: Minor, warnings: list[str]
+    cluster: session.ClusterSession, oldest: Minor, catalog: catalog_mod.Catalog, warnings: list[str]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """etcd's oldest member version and its members, and objects stored at soon-removed API versions."""
     store = cluster.etcd
@@ -197,7 +197,7 @@ def _etcd(
             warnings.append(f"etcd at {endpoint}: {exc}")
     if not versions:
         raise kv.EtcdUnavailable("no etcd endpoint answered")
-    stored = _stored_objects(store, oldest)
+    stored = _stored_objects(store, oldest, catalog)
     etcd = {
         "version": str(min(versions)),
         "members": [
@@ -207,8 +207,11 @@ def _etcd(
     return etcd, stored
 
 
-def collect(cluster: session.ClusterSession, *, with_nodes: bool = True) -> Collected:
-    """Everything the planner needs, read from the live cluster; nothing is changed."""
+def collect(
+    cluster: session.ClusterSession, *, with_nodes: bool = True, catalog: catalog_mod.Catalog | None = None
+) -> Collected:
+    """Everything the planner needs, read from the live cluster; nothing is changed. ``catalog`` (the
+    shipped one by default) says which API versions later releases stop serving."""
     collected = Collected(data={"cluster": cluster.name})
     warnings = collected.warnings
     nodes = {n.name: n for n in cluster.api.nodes()}
@@ -223,7 +226,7 @@ def collect(cluster: session.ClusterSession, *, with_nodes: bool = True) -> Coll
         _node_entry(name, node, node_facts.get(name, {}), warnings) for name, node in nodes.items() if name not in names
     ]
     oldest = min(Minor.parse(m["emulated"]) for m in members)
-    collected.data["etcd"], stored = _etcd(cluster, oldest, warnings)
+    collected.data["etcd"], stored = _etcd(cluster, oldest, catalog or catalog_mod.load(), warnings)
     apis = [{"group": g, "version": v, "resource": r, "source": "metric"} for g, v, r in sorted(metrics)]
     collected.data["apis_in_use"] = apis + stored
     return collected

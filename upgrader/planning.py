@@ -48,11 +48,14 @@ class PlanResult:
     plan: model.Plan
     cluster: str | None
     facts: dict[str, Any]  # normalised (only the fields the planner reads): what --save records
+    warnings: tuple[str, ...] = ()  # what did not agree while the facts were collected from the cluster
 
 
 def make_plan(request: PlanRequest) -> PlanResult:
     target = parse_target(request.target)
     cfg = config.load(request.cluster_config) if request.cluster_config is not None else None
+    catalog = catalog_mod.load(request.catalog_file)
+    collection_warnings: list[str] = []
     if request.facts_file is not None:
         raw = read_facts_file(request.facts_file)
     elif cfg is not None:
@@ -60,7 +63,8 @@ def make_plan(request: PlanRequest) -> PlanResult:
         from upgrader import session
 
         with session.ClusterSession.open(cfg, insecure=request.insecure) as opened:
-            raw = live.collect(opened).data
+            collected = live.collect(opened, catalog=catalog)
+        raw, collection_warnings = collected.data, collected.warnings
     else:
         raise errors.UsageError("plan from a live cluster with -c cluster.yaml, or from a file with --facts FILE")
     try:
@@ -71,9 +75,13 @@ def make_plan(request: PlanRequest) -> PlanResult:
     two_step = (cfg.upgrade.two_step if cfg else True) and not request.one_step
     raw_max: int | str = request.max_unavailable or (cfg.upgrade.max_unavailable if cfg else 1)
     options = model.PlanOptions(two_step=two_step, max_unavailable=model.MaxUnavailable.parse(raw_max))
-    catalog = catalog_mod.load(request.catalog_file)
     plan = core.plan(facts, target, options, catalog)
-    return PlanResult(plan=plan, cluster=cfg.name if cfg else facts.cluster, facts=facts.as_mapping())
+    return PlanResult(
+        plan=plan,
+        cluster=cfg.name if cfg else facts.cluster,
+        facts=facts.as_mapping(),
+        warnings=tuple(collection_warnings),
+    )
 
 
 def save(result: PlanResult, db_url: str | None) -> bool:

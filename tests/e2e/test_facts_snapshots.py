@@ -299,3 +299,39 @@ def test_unreachable_etcd_and_a_wrong_ca_are_clear_errors(lab: topology.Lab, tmp
         "snapshots": [],
         "orphans": [],
     }
+
+
+def test_facts_read_stored_objects_against_the_catalog_given(
+    lab: topology.Lab, cluster: session.ClusterSession, tmp_path: Path
+) -> None:
+    from upgrader.rules import catalog as catalog_mod
+
+    data = json.loads(catalog_mod.CATALOG_FILE.read_text())
+    # An invented removal: core/v1 namespaces stop being served in 1.33. Only this catalog says so.
+    data["minors"]["1.33"]["removed_apis"].append(
+        {"group": "", "version": "v1", "resources": ["namespaces"], "use_instead": "nothing (a test catalog)"}
+    )
+    custom = tmp_path / "catalog.json"
+    custom.write_text(json.dumps(data))
+    stored = [a for a in facts.collect(cluster, with_nodes=False).data["apis_in_use"] if a["source"] == "stored"]
+    assert not [a for a in stored if a["resource"] == "namespaces"]
+    apis = facts.collect(cluster, with_nodes=False, catalog=catalog_mod.load(custom)).data["apis_in_use"]
+    assert {"group": "", "version": "v1", "resource": "namespaces", "source": "stored"} == {
+        k: v for k, v in next(a for a in apis if a["resource"] == "namespaces").items() if k != "count"
+    }
+    planned = runner.invoke(
+        cli.app, ["plan", "-c", str(lab.dir / "cluster.yaml"), "--to", "1.33", "--catalog", str(custom), "-o", "json"]
+    )
+    assert planned.exit_code == 3, planned.output
+    assert "API_REMOVED" in [b["code"] for b in json.loads(planned.stdout)["blockers"]]
+
+
+def test_plan_from_a_live_cluster_shows_what_did_not_agree(lab: topology.Lab, tmp_path: Path) -> None:
+    cluster_yaml = _single_endpoint(lab, tmp_path, lab.etcd_endpoints()[0])
+    data = yaml.safe_load(cluster_yaml.read_text())
+    data["etcd"]["endpoints"].append("https://127.0.0.1:9")  # a member that does not answer
+    cluster_yaml.write_text(yaml.safe_dump(data))
+    planned = runner.invoke(cli.app, ["plan", "-c", str(cluster_yaml), "--to", "1.32", "-o", "json"])
+    assert planned.exit_code in (0, 3), planned.output
+    assert "upgrader: warning: etcd at https://127.0.0.1:9" in planned.stderr
+    json.loads(planned.stdout)  # the warnings stay on stderr: stdout is one JSON document

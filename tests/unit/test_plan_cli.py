@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from upgrader import cli
+from upgrader import cli, errors
 
 runner = CliRunner()
 
@@ -187,3 +187,22 @@ def test_a_failed_save_prints_one_json_document_and_no_plan(tmp_path: Path) -> N
     assert result.exit_code == 3
     document = json.loads(result.stdout)  # exactly one document: the error, not the plan and then the error
     assert document["ok"] is False and "not an upgrader state database" in document["error"]["message"]
+
+
+def test_a_saved_plan_comes_back_as_typed_values_with_the_same_id(tmp_path: Path, db_url: str) -> None:
+    from upgrader.planner import model
+    from upgrader.state import store
+
+    path = tmp_path / "facts.json"
+    nodes = [dict(n, name=f"token-{i}") for i, n in enumerate(FACTS["nodes"])]  # node names that look secret
+    path.write_text(json.dumps({**FACTS, "nodes": nodes}))
+    saved = run("plan", "--facts", str(path), "--to", "1.33", "--save", "--db", db_url, "-o", "json")
+    body = json.loads(saved.stdout)
+    with store.Store.open(db_url) as state:
+        stored = state.plan(body["id"])
+    plan = model.Plan.from_dict(stored.body, stored.facts)
+    assert plan.id == body["id"] and plan.as_dict() == body
+    assert plan.steps[1].kind is model.StepKind.CONTROL_PLANE and plan.steps[1].version is not None
+    tampered = dict(stored.body, target="1.34.1")
+    with pytest.raises(errors.InputError, match="does not match its content"):
+        model.Plan.from_dict(tampered, stored.facts)

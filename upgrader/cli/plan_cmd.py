@@ -70,6 +70,8 @@ def plan(
             insecure=insecure,
         )
     )
+    for warning in result.warnings:
+        _render.warn(warning)
     body = result.plan.as_dict()
     stored = planning.save(result, db) if save else None  # first: a failed save prints one error, no plan
     _render_plan(body, output)

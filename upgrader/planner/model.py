@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from upgrader import errors
-from upgrader.rules.findings import Finding
+from upgrader.rules.findings import Finding, Severity
 from upgrader.versions import Minor, Version
 
 _PERCENT = re.compile(r"^(\d{1,3})%$")
@@ -62,6 +62,10 @@ class PlanOptions:
     def as_dict(self) -> dict[str, Any]:
         return {"two_step": self.two_step, "max_unavailable": str(self.max_unavailable)}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PlanOptions:
+        return cls(two_step=bool(data["two_step"]), max_unavailable=MaxUnavailable.parse(data["max_unavailable"]))
+
 
 @dataclass(frozen=True)
 class Step:
@@ -89,6 +93,20 @@ class Step:
             out["reason"] = self.reason
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        batch = data.get("batch")
+        position = tuple(int(n) for n in str(batch).split("/")) if batch else None
+        return cls(
+            kind=StepKind(data["kind"]),
+            version=Version.parse(data["version"]) if data.get("version") else None,
+            nodes=tuple(data.get("nodes", ())),
+            emulated=Minor.parse(data["emulated"]) if data.get("emulated") else None,
+            etcd=Version.parse(data["etcd"]) if data.get("etcd") else None,
+            reason=str(data.get("reason", "")),
+            batch=(position[0], position[1]) if position else None,
+        )
+
 
 @dataclass(frozen=True)
 class Summary:
@@ -109,6 +127,17 @@ class Summary:
             "control_plane_steps": self.control_plane_steps,
             "snapshots": self.snapshots,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Summary:
+        return cls(
+            start=str(data["from"]),
+            drains=int(data["drains"]),
+            drains_every_minor=int(data["drains_if_every_minor"]),
+            drains_per_node={str(k): int(v) for k, v in data["drains_per_node"].items()},
+            control_plane_steps=int(data["control_plane_steps"]),
+            snapshots=int(data["snapshots"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -156,3 +185,29 @@ class Plan:
             "steps": content["steps"],
             "summary": self.summary.as_dict(),
         }
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any], facts: dict[str, Any]) -> Plan:
+        """A saved plan (its ``as_dict`` and the normalised facts it was made from) as typed values.
+
+        Raises ``InputError`` when the body does not reproduce its own id: a row edited by hand, or
+        written by an upgrader whose plan format differs, is never executed."""
+        try:
+            plan = cls(
+                target=Version.parse(body["target"]),
+                catalog_version=str(body["catalog"]),
+                options=PlanOptions.from_dict(body["options"]),
+                steps=tuple(Step.from_dict(s) for s in body["steps"]),
+                blockers=tuple(Finding.from_dict(b, Severity.BLOCKER) for b in body["blockers"]),
+                warnings=tuple(Finding.from_dict(w, Severity.WARNING) for w in body["warnings"]),
+                summary=Summary.from_dict(body["summary"]),
+                facts=dict(facts),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise errors.InputError(f"saved plan {body.get('id', '?')} cannot be read: {exc}") from None
+        if plan.id != body.get("id"):
+            raise errors.InputError(
+                f"saved plan {body.get('id', '?')} does not match its content (it hashes to {plan.id}): "
+                "make the plan again"
+            )
+        return plan

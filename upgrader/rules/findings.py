@@ -52,6 +52,20 @@ class Finding:
         out.update(dict(self.extra))
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], severity: Severity) -> Finding:
+        """The inverse of ``as_dict`` (a saved plan's findings)."""
+        known = {"code", "message", "remedy", "nodes", "resources"}
+        return cls(
+            code=Code(data["code"]),
+            severity=severity,
+            message=str(data["message"]),
+            remedy=str(data["remedy"]),
+            nodes=tuple(data.get("nodes", ())),
+            resources=tuple(data.get("resources", ())),
+            extra=tuple((k, str(v)) for k, v in data.items() if k not in known),
+        )
+
 
 def names_list(items: tuple[str, ...] | list[str], limit: int = 10) -> str:
     """``a, b, c`` or ``a, b, ... and 40 more`` for long lists, so a message stays one line."""
