@@ -106,14 +106,15 @@ class Cluster:
     def close(self) -> None:
         self.api.close()
 
-    def _call(self, what: str, call: Any) -> Any:
+    def call(self, what: str, call: Any) -> Any:
+        """Runs one client call; its errors become ``KubeUnavailable`` naming ``what``."""
         try:
             return call()
         except _ERRORS as exc:
             raise KubeUnavailable(f"Kubernetes API: {what} failed: {_text(exc)}") from exc
 
     def nodes(self) -> list[NodeInfo]:
-        items = self._call("list nodes", lambda: self.core.list_node(_request_timeout=self.timeout)).items
+        items = self.call("list nodes", lambda: self.core.list_node(_request_timeout=self.timeout)).items
         out = []
         for item in items:
             status = item.status
@@ -132,7 +133,7 @@ class Cluster:
         return out
 
     def apiservers(self) -> list[Apiserver]:
-        pods = self._call(
+        pods = self.call(
             "list kube-apiserver pods",
             lambda: self.core.list_namespaced_pod(
                 "kube-system", label_selector="component=kube-apiserver", _request_timeout=self.timeout
@@ -180,7 +181,7 @@ class Cluster:
                 response.response.release_conn()
             return int(response.status), bytes(data or b"")
 
-        return self._call(f"GET {path} on {endpoint or 'the cluster'}", call)  # type: ignore[no-any-return]
+        return self.call(f"GET {path} on {endpoint or 'the cluster'}", call)  # type: ignore[no-any-return]
 
     def version(self, endpoint: str) -> VersionInfo:
         status, body = self._raw(endpoint, "/version")

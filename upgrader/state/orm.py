@@ -121,6 +121,8 @@ class Run(Base):
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     error: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    stopped_reason: Mapped[str | None] = mapped_column(Text)  # why a paused or interrupted run stopped
 
 
 class Step(Base):
@@ -136,6 +138,8 @@ class Step(Base):
     finished_at: Mapped[datetime | None]
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    spec: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")  # the plan step it runs
 
 
 class Event(Base):

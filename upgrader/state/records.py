@@ -23,11 +23,17 @@ class RunKind(enum.StrEnum):
 
 class RunStatus(enum.StrEnum):
     PENDING = "pending"
-    RUNNING = "running"
+    RUNNING = "running"  # or its process died: `status` tells them apart by the lock
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    PAUSED = "paused"  # stopped at a safe point on purpose (window, --pause-after): resumable
+    INTERRUPTED = "interrupted"  # Ctrl-C, SIGTERM, SIGHUP: resumable
     ROLLED_BACK = "rolled-back"
     CANCELED = "canceled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.ROLLED_BACK, RunStatus.CANCELED)
 
 
 class StepStatus(enum.StrEnum):
@@ -35,6 +41,7 @@ class StepStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"
     SKIPPED = "skipped"
 
 
@@ -86,6 +93,50 @@ class StoredPlan:
     executable: bool
     facts: dict[str, Any]
     body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One step of a run as the journal has it: written before and after the step acts."""
+
+    run_id: RunId
+    position: int
+    kind: str
+    status: StepStatus
+    attempts: int
+    spec: dict[str, Any]  # the plan step (``Step.as_dict``)
+    detail: dict[str, Any]  # progress within the step (nodes done, snapshot taken, ...)
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: RunId
+    cluster: str
+    plan_id: PlanId | None
+    kind: RunKind
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    host: str
+    pid: int
+    error: str | None
+    options: dict[str, Any]
+    stopped_reason: str | None
+    steps: tuple[StepRecord, ...] = ()
+
+    def next_step(self) -> StepRecord | None:
+        """The first step not done: where a resume starts."""
+        return next((s for s in self.steps if s.status not in (StepStatus.SUCCEEDED, StepStatus.SKIPPED)), None)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 A ``Store`` wraps one engine. Each method is one short transaction, so a crash between two calls
 leaves the database consistent and a resumed run reads what was really done. Credentials never
-reach it: callers pass names, versions and paths, and every JSON column written here goes through
-``redaction.scrub`` as a last line of defence.
+reach it: callers pass names, versions and paths, and event data, facts and snapshot records go
+through ``redaction.scrub`` as a last line of defence.
 """
 
 from __future__ import annotations
@@ -159,7 +159,9 @@ class Store:
                     target=target,
                     executable=executable,
                     facts=redaction.scrub(facts),
-                    body=redaction.scrub(body),
+                    # not scrubbed: its keys include node names ("token-1" is a valid one), and a plan
+                    # is built from names and versions only
+                    body=dict(body),
                 )
             )
             return True
@@ -189,6 +191,184 @@ class Store:
                 facts=dict(row.facts),
                 body=dict(row.body),
             )
+
+    # -- runs and their steps: the journal -------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        run_id: records.RunId,
+        cluster: str,
+        plan_id: records.PlanId | None,
+        kind: records.RunKind,
+        steps: list[dict[str, Any]],
+        host: str,
+        pid: int,
+        options: Mapping[str, Any],
+    ) -> records.RunRecord:
+        """Writes a run and every step it will take (pending), in one transaction."""
+        cluster_id = self.ensure_cluster(cluster)
+        with self.session() as session:
+            session.add(
+                orm.Run(
+                    id=run_id,
+                    cluster_id=cluster_id,
+                    plan_id=plan_id,
+                    kind=kind,
+                    status=records.RunStatus.PENDING,
+                    host=host,
+                    pid=pid,
+                    options=redaction.scrub(options),
+                )
+            )
+            session.flush()
+            for position, spec in enumerate(steps):
+                session.add(
+                    orm.Step(
+                        run_id=run_id,
+                        position=position,
+                        kind=str(spec["kind"]),
+                        status=records.StepStatus.PENDING,
+                        spec=dict(spec),
+                        detail={},
+                    )
+                )
+        return self.run(run_id)
+
+    def set_run(
+        self,
+        run_id: str,
+        status: records.RunStatus,
+        *,
+        error: str | None = None,
+        stopped_reason: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        with self.session() as session:
+            row = self._run_row(session, run_id)
+            row.status = status
+            row.error = error
+            row.stopped_reason = stopped_reason
+            if host is not None and pid is not None:
+                row.host, row.pid = host, pid
+            if status is records.RunStatus.RUNNING and row.started_at is None:
+                row.started_at = at
+            if status.finished or status is records.RunStatus.FAILED:
+                row.finished_at = at
+
+    def start_step(self, run_id: str, position: int, *, at: datetime) -> None:
+        """Marks a step running (one more attempt) before it acts."""
+        with self.session() as session:
+            row = self._step_row(session, run_id, position)
+            row.status = records.StepStatus.RUNNING
+            row.attempts += 1
+            row.started_at = at
+            row.finished_at = None
+            row.error = None
+
+    def step(self, run_id: str, position: int) -> records.StepRecord:
+        with self.session() as session:
+            return self._step_record(self._step_row(session, run_id, position))
+
+    def step_progress(self, run_id: str, position: int, detail: Mapping[str, Any]) -> None:
+        """Records progress inside a running step (merged into its detail)."""
+        with self.session() as session:
+            row = self._step_row(session, run_id, position)
+            merged = {**row.detail, **detail}
+            row.detail = redaction.scrub({k: v for k, v in merged.items() if v is not None})
+
+    def finish_step(
+        self, run_id: str, position: int, status: records.StepStatus, *, at: datetime, error: str | None = None
+    ) -> None:
+        """Records how a step ended, after it acted."""
+        with self.session() as session:
+            row = self._step_row(session, run_id, position)
+            row.status = status
+            row.finished_at = at
+            row.error = error
+
+    @staticmethod
+    def _run_row(session: Session, run_id: str) -> orm.Run:
+        row = session.get(orm.Run, run_id)
+        if row is None:
+            raise errors.NotFound(f"no run {run_id!r} in this state database")
+        return row
+
+    @staticmethod
+    def _step_row(session: Session, run_id: str, position: int) -> orm.Step:
+        row = session.scalar(select(orm.Step).where(orm.Step.run_id == run_id, orm.Step.position == position))
+        if row is None:
+            raise errors.NotFound(f"run {run_id!r} has no step {position}")
+        return row
+
+    @staticmethod
+    def _step_record(row: orm.Step) -> records.StepRecord:
+        return records.StepRecord(
+            run_id=records.RunId(row.run_id),
+            position=row.position,
+            kind=row.kind,
+            status=row.status,
+            attempts=row.attempts,
+            spec=dict(row.spec),
+            detail=dict(row.detail),
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            error=row.error,
+        )
+
+    def _run_record(self, session: Session, row: orm.Run, cluster: str) -> records.RunRecord:
+        steps = session.scalars(select(orm.Step).where(orm.Step.run_id == row.id).order_by(orm.Step.position))
+        return records.RunRecord(
+            id=records.RunId(row.id),
+            cluster=cluster,
+            plan_id=records.PlanId(row.plan_id) if row.plan_id else None,
+            kind=row.kind,
+            status=row.status,
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            host=row.host,
+            pid=row.pid,
+            error=row.error,
+            options=dict(row.options),
+            stopped_reason=row.stopped_reason,
+            steps=tuple(self._step_record(s) for s in steps),
+        )
+
+    def run(self, run_id: str) -> records.RunRecord:
+        """A run by id or by an unambiguous prefix (at least 6 characters), with its steps."""
+        if len(run_id) < 6:
+            raise errors.UsageError(f"run id {run_id!r} is too short: give at least 6 characters")
+        with self.session() as session:
+            rows = session.execute(
+                select(orm.Run, orm.Cluster.name)
+                .join(orm.Cluster, orm.Run.cluster_id == orm.Cluster.id)
+                .where(orm.Run.id.startswith(run_id, autoescape=True))
+                .limit(2)
+            ).all()
+            if not rows:
+                raise errors.NotFound(f"no run {run_id!r} in this state database")
+            if len(rows) > 1:
+                raise errors.UsageError(f"run id {run_id!r} is ambiguous: give more characters")
+            return self._run_record(session, rows[0][0], rows[0][1])
+
+    def runs(self, cluster: str, *, limit: int = 50) -> list[records.RunRecord]:
+        """A cluster's runs, newest first, with their steps."""
+        with self.session() as session:
+            rows = session.execute(
+                select(orm.Run, orm.Cluster.name)
+                .join(orm.Cluster, orm.Run.cluster_id == orm.Cluster.id)
+                .where(orm.Cluster.name == cluster)
+                .order_by(orm.Run.created_at.desc(), orm.Run.id.desc())
+                .limit(limit)
+            ).all()
+            return [self._run_record(session, row, name) for row, name in rows]
+
+    def unfinished_run(self, cluster: str) -> records.RunRecord | None:
+        """The cluster's newest run that is not finished: running, paused, interrupted or failed."""
+        return next((r for r in self.runs(cluster, limit=20) if not r.status.finished), None)
 
     # -- snapshots -----------------------------------------------------------------------------
 

@@ -1,0 +1,273 @@
+"""The step engine against a fake cluster of our own ports and a real SQLite journal: order, the gate,
+resume after a failure or an interruption from the real state, windows, pauses, and cordons."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.unit.plan_helpers import make_facts, make_plan
+from upgrader import errors
+from upgrader.engine import driver, expectations
+from upgrader.engine.ports import Expected, Ports
+from upgrader.planner import model
+from upgrader.state import records, store
+from upgrader.versions import Minor, Version
+
+
+@dataclass
+class FakeCluster:
+    """Implements every port over a dict of versions. ``fail`` maps a call and its occurrence
+    (("kubelet w-1", 2): the second kubelet call for w-1) to the exception that call raises."""
+
+    apiservers: dict[str, tuple[Version, Minor]]
+    kubelets: dict[str, Version]
+    cordoned: set[str] = field(default_factory=set)
+    emulation: Minor | None = None
+    calls: list[str] = field(default_factory=list)
+    drains: Counter[str] = field(default_factory=Counter)
+    fail: dict[tuple[str, int], BaseException] = field(default_factory=dict)
+    snapshots: int = 0
+    broken_gate: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _call(self, name: str) -> None:
+        with self.lock:
+            self.calls.append(name)
+            failure = self.fail.pop((name, self.calls.count(name)), None)
+        if failure is not None:
+            raise failure
+
+    # Executor
+    def set_emulation(self, minor: Minor | None) -> None:
+        self.emulation = minor
+
+    def control_plane(self, node: str, version: Version, *, first: bool) -> None:
+        self._call(f"control-plane {node}")
+        self.apiservers[node] = (version, self.emulation or version.minor_version)
+
+    def kubelet(self, node: str, version: Version) -> None:
+        self._call(f"kubelet {node}")
+        self.kubelets[node] = version
+
+    # Drainer
+    def cordon(self, node: str) -> bool:
+        with self.lock:
+            changed = node not in self.cordoned
+            self.cordoned.add(node)
+        return changed
+
+    def drain(self, node: str) -> int:
+        self._call(f"drain {node}")
+        with self.lock:
+            self.drains[node] += 1
+        return 2
+
+    def uncordon(self, node: str) -> None:
+        with self.lock:
+            self.cordoned.discard(node)
+
+    def is_cordoned(self, node: str) -> bool:
+        return node in self.cordoned
+
+    # Probe
+    def apiserver(self, node: str) -> tuple[Version, Minor] | None:
+        return self.apiservers.get(node)
+
+    def kubelet_state(self, node: str) -> tuple[Version | None, bool]:
+        return self.kubelets.get(node), True
+
+    # Gate
+    def check(self, expected: Expected) -> list[str]:
+        problems = [
+            f"apiserver on {n}: {self.apiservers[n]} != {w}"
+            for n, w in expected.apiservers.items()
+            if self.apiservers[n] != w
+        ]
+        problems += [f"kubelet on {n}" for n, w in expected.kubelets.items() if self.kubelets[n] != w]
+        return ([self.broken_gate] if self.broken_gate else []) + problems
+
+    # Snapshotter
+    def take(self, label: str) -> str:
+        self._call("snapshot")
+        self.snapshots += 1
+        return f"snap-{self.snapshots}"
+
+
+def ports_of(fake: FakeCluster) -> Ports:
+    class Probe:
+        apiserver = staticmethod(fake.apiserver)
+        kubelet = staticmethod(fake.kubelet_state)
+
+    class Drain:
+        cordon = staticmethod(fake.cordon)
+        drain = staticmethod(fake.drain)
+        uncordon = staticmethod(fake.uncordon)
+        cordoned = staticmethod(fake.is_cordoned)
+
+    return Ports(executor=fake, drainer=Drain(), probe=Probe(), gate=fake, snapshotter=fake)
+
+
+class NoLease:
+    def check(self) -> None:
+        pass
+
+
+FACTS = make_facts(
+    [("cp-1", "1.30.14", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14")],
+    [("w-1", "1.29.15"), ("w-2", "1.28.15"), ("w-3", "1.30.14")],
+)
+
+
+@pytest.fixture
+def journal(db_url: str) -> Iterator[store.Store]:
+    with store.Store.open(db_url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def plan() -> model.Plan:
+    return make_plan(FACTS, "1.33", max_unavailable="2")
+
+
+def cluster_from(plan: model.Plan) -> FakeCluster:
+    start = expectations.initial(plan.facts)
+    return FakeCluster(apiservers=dict(start.apiservers), kubelets=dict(start.kubelets))
+
+
+def new_run(journal: store.Store, plan: model.Plan, run_id: str = "run-0001") -> records.RunRecord:
+    return journal.create_run(
+        run_id=records.RunId(run_id),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.UPGRADE,
+        steps=[s.as_dict() for s in plan.steps],
+        host="test",
+        pid=1,
+        options={},
+    )
+
+
+def drive(
+    journal: store.Store, plan: model.Plan, fake: FakeCluster, run: records.RunRecord, **settings: object
+) -> tuple[driver.Outcome, list[driver.Event]]:
+    events: list[driver.Event] = []
+    engine = driver.Driver(
+        journal,
+        ports_of(fake),
+        lease=NoLease(),
+        settings=driver.Settings(wait_timeout=2, poll=0.01, **settings),  # type: ignore[arg-type]
+        estimate=lambda record: 60.0,
+        observe=events.append,
+        cancel=threading.Event(),
+        facts=plan.facts,
+    )
+    return engine.run(journal.run(run.id)), events
+
+
+def test_a_plan_runs_to_its_target_with_a_snapshot_and_gate_per_step(journal: store.Store, plan: model.Plan) -> None:
+    fake = cluster_from(plan)
+    outcome, events = drive(journal, plan, fake, new_run(journal, plan))
+    assert outcome is driver.Outcome.SUCCEEDED
+    target = plan.target
+    assert set(fake.apiservers.values()) == {(target, target.minor_version)}
+    assert set(fake.kubelets.values()) == {target}
+    assert fake.snapshots == sum(1 for s in plan.steps if s.kind is model.StepKind.SNAPSHOT)
+    assert dict(fake.drains) == plan.summary.drains_per_node  # each node drained as often as planned
+    assert not fake.cordoned
+    done = journal.run("run-0001")
+    assert done.status is records.RunStatus.SUCCEEDED
+    assert {s.status for s in done.steps} == {records.StepStatus.SUCCEEDED} and {s.attempts for s in done.steps} == {1}
+    assert [e.kind for e in events].count("step-succeeded") == len(plan.steps)
+
+
+def test_a_failed_step_stops_the_run_and_a_resume_finishes_without_repeating_done_nodes(
+    journal: store.Store, plan: model.Plan
+) -> None:
+    fake = cluster_from(plan)
+    failing = next(i for i, s in enumerate(plan.steps) if s.kind is model.StepKind.NODES and len(s.nodes) == 2)
+    victim = plan.steps[failing].nodes[1]
+    occurrence = 1 + sum(1 for s in plan.steps[:failing] if s.kind is model.StepKind.NODES and victim in s.nodes)
+    fake.fail[(f"kubelet {victim}", occurrence)] = errors.ExecutorError(f"{victim}: apt could not reach the mirror")
+    run = new_run(journal, plan)
+    with pytest.raises(errors.ExecutorError, match="could not reach"):
+        drive(journal, plan, fake, run)
+    stopped = journal.run(run.id)
+    assert stopped.status is records.RunStatus.FAILED and stopped.next_step() is not None
+    assert stopped.next_step().position == failing  # type: ignore[union-attr]
+    assert stopped.steps[failing].status is records.StepStatus.FAILED
+    assert victim in fake.cordoned  # left cordoned, and the journal says why
+    assert stopped.steps[failing].detail[f"cordoned:{victim}"] == "by upgrader, to drain it"
+    drains_before = Counter(fake.drains)
+    outcome, _ = drive(journal, plan, fake, stopped)
+    assert outcome is driver.Outcome.SUCCEEDED
+    partner = plan.steps[failing].nodes[0]
+    assert fake.drains[partner] == drains_before[partner]  # the node that finished is not drained again
+    assert journal.run(run.id).steps[failing].attempts == 2
+    assert not fake.cordoned
+
+
+def test_an_interruption_is_journaled_and_resumable(journal: store.Store, plan: model.Plan) -> None:
+    fake = cluster_from(plan)
+    second_cp = next(i for i, s in enumerate(plan.steps) if s.kind is model.StepKind.CONTROL_PLANE)
+    fake.fail[("control-plane cp-2", 1)] = KeyboardInterrupt("SIGTERM")
+    run = new_run(journal, plan)
+    with pytest.raises(KeyboardInterrupt):
+        drive(journal, plan, fake, run)
+    stopped = journal.run(run.id)
+    assert stopped.status is records.RunStatus.INTERRUPTED
+    assert stopped.steps[second_cp].status is records.StepStatus.INTERRUPTED
+    assert stopped.steps[second_cp].detail == {"node:cp-1": "upgraded"}
+    cp1_calls = fake.calls.count("control-plane cp-1")
+    assert drive(journal, plan, fake, stopped)[0] is driver.Outcome.SUCCEEDED
+    # cp-1 already served the hop's version: the resumed step did not run kubeadm on it again for that hop
+    hops = sum(1 for s in plan.steps if s.kind in (model.StepKind.CONTROL_PLANE, model.StepKind.EMULATION_COMMIT))
+    assert fake.calls.count("control-plane cp-1") == hops and cp1_calls == 1
+
+
+def test_a_window_too_short_pauses_before_a_step_and_resume_goes_on(journal: store.Store, plan: model.Plan) -> None:
+    fake = cluster_from(plan)
+    run = new_run(journal, plan)
+    soon = datetime.now(UTC) + timedelta(seconds=30)  # every step is estimated at 60 s
+    outcome, _events = drive(journal, plan, fake, run, window_end=soon)
+    assert outcome is driver.Outcome.PAUSED
+    paused = journal.run(run.id)
+    assert paused.status is records.RunStatus.PAUSED and "the window has" in (paused.stopped_reason or "")
+    assert all(s.status is records.StepStatus.PENDING for s in paused.steps)  # nothing was started
+    assert drive(journal, plan, fake, paused)[0] is driver.Outcome.SUCCEEDED
+
+
+def test_pause_after_emulation_stops_inside_the_rollback_safe_window(journal: store.Store, plan: model.Plan) -> None:
+    fake = cluster_from(plan)
+    run = new_run(journal, plan)
+    outcome, _ = drive(journal, plan, fake, run, pause_after=driver.PauseAfter.EMULATION)
+    assert outcome is driver.Outcome.PAUSED
+    paused = journal.run(run.id)
+    last = max(s.position for s in paused.steps if s.status is records.StepStatus.SUCCEEDED)
+    assert plan.steps[last].kind is model.StepKind.CONTROL_PLANE and plan.steps[last].emulated is not None
+    versions = {v for v, _ in fake.apiservers.values()}
+    emulated = {e for _, e in fake.apiservers.values()}
+    assert all(e < v.minor_version for v, e in fake.apiservers.values()), (versions, emulated)
+
+
+def test_a_failing_gate_names_the_check_and_fails_the_step(journal: store.Store, plan: model.Plan) -> None:
+    fake = cluster_from(plan)
+    fake.broken_gate = "etcd has no leader (no quorum)"
+    run = new_run(journal, plan)
+    with pytest.raises(driver.GateFailed, match=r"gate after step 1: etcd has no leader"):
+        drive(journal, plan, fake, run)
+    assert journal.run(run.id).steps[0].status is records.StepStatus.FAILED
+
+
+def test_a_node_the_operator_cordoned_stays_cordoned(journal: store.Store) -> None:
+    facts = make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.30.14")])
+    plan = make_plan(facts, "1.31.13")
+    fake = cluster_from(plan)
+    fake.cordoned.add("w-1")  # cordoned for a hardware check before the window
+    assert drive(journal, plan, fake, new_run(journal, plan))[0] is driver.Outcome.SUCCEEDED
+    assert fake.kubelets["w-1"] == Version.parse("1.31.13") and fake.cordoned == {"w-1"}

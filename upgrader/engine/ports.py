@@ -1,0 +1,78 @@
+"""The engine's ports: what it needs from the world, as small protocols of upgrader's own.
+
+The real implementations drive a cluster (playbooks through the executor, drains and probes through
+the Kubernetes API, snapshots through the snapshot service); the engine's tests use fakes of these
+protocols, and the end-to-end tests use the real ones on the lab.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from upgrader.versions import Minor, Version
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What the cluster must look like after a step: every apiserver's version and emulated minor,
+    and every kubelet's version (nodes the plan does not touch keep what the facts said)."""
+
+    apiservers: Mapping[str, tuple[Version, Minor]] = field(default_factory=dict)
+    kubelets: Mapping[str, Version] = field(default_factory=dict)
+
+
+class Executor(Protocol):
+    """Changes made on the nodes (playbooks) and to the kubeadm configuration."""
+
+    def set_emulation(self, minor: Minor | None) -> None:
+        """Sets (or, with None, removes) --emulated-version in the kubeadm ClusterConfiguration."""
+
+    def control_plane(self, node: str, version: Version, *, first: bool) -> None:
+        """kubeadm at ``version`` on ``node``, then ``upgrade apply`` (``first``) or ``upgrade node``."""
+
+    def kubelet(self, node: str, version: Version) -> None:
+        """The kubelet (and kubectl, and a worker's kubeadm) at ``version`` on a drained ``node``, restarted."""
+
+
+class Drainer(Protocol):
+    def cordon(self, node: str) -> bool:
+        """Marks ``node`` unschedulable; True if this call changed it (it was schedulable)."""
+
+    def drain(self, node: str) -> int:
+        """Evicts what may be evicted from ``node`` (PodDisruptionBudgets honoured) and waits until it is
+        gone; returns how many pods were evicted. Raises ``DrainFailed`` naming the pod and budget."""
+
+    def uncordon(self, node: str) -> None: ...
+
+    def cordoned(self, node: str) -> bool: ...
+
+
+class Probe(Protocol):
+    """The cluster as it is, to skip what is already done on resume and to wait for a change."""
+
+    def apiserver(self, node: str) -> tuple[Version, Minor] | None:
+        """The live version and emulated minor of ``node``'s apiserver, None when it does not answer."""
+
+    def kubelet(self, node: str) -> tuple[Version | None, bool]:
+        """The version ``node``'s kubelet reports, and whether the node is Ready."""
+
+
+class Gate(Protocol):
+    def check(self, expected: Expected) -> list[str]:
+        """Every problem with the live cluster against ``expected`` (versions, readiness, etcd, skew)."""
+
+
+class Snapshotter(Protocol):
+    def take(self, label: str) -> str:
+        """Takes a verified, known-good snapshot; returns its id. Raises if it is not known-good."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    executor: Executor
+    drainer: Drainer
+    probe: Probe
+    gate: Gate
+    snapshotter: Snapshotter

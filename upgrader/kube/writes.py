@@ -1,0 +1,134 @@
+"""The writes upgrader makes through the Kubernetes API, kept apart from the read-only ``cluster`` module:
+cordon and uncordon a node, evict a pod (policy/v1 Eviction, which honours PodDisruptionBudgets), and
+the reads a drain needs (the pods bound to a node, with what owns them).
+
+An eviction refused for a disruption budget (HTTP 429) is a result, not an error: the caller retries
+until its drain timeout. Every other failure becomes ``KubeUnavailable``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from upgrader.kube.cluster import Cluster
+
+_MERGE = "application/strategic-merge-patch+json"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+
+
+class Evicted(enum.StrEnum):
+    EVICTED = "evicted"
+    GONE = "gone"  # the pod no longer exists: nothing to evict
+    BLOCKED = "blocked"  # 429: a PodDisruptionBudget does not allow it now
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    namespace: str
+    name: str
+    owner_kind: str | None  # ReplicaSet, DaemonSet, StatefulSet, Job, ... or None for a bare pod
+    mirror: bool  # a static pod's mirror: the kubelet owns it, evicting it does nothing
+    empty_dir: bool  # has emptyDir volumes, whose data an eviction deletes
+    phase: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Eviction:
+    outcome: Evicted
+    detail: str = ""  # for BLOCKED: the apiserver's reason, naming the budget
+
+
+def _status_message(exc: ApiException) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return str(exc.reason or "")
+    causes = (body.get("details") or {}).get("causes") or []
+    detail = "; ".join(str(c.get("message", "")) for c in causes if c.get("message"))
+    return detail or str(body.get("message") or exc.reason or "")
+
+
+class Writer:
+    """Writes through one ``Cluster``'s client (the command's one Kubernetes session)."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.core = client.CoreV1Api(cluster.api)
+        self.timeout = cluster.timeout
+
+    def set_unschedulable(self, node: str, unschedulable: bool) -> None:
+        """Cordon (True) or uncordon (False) ``node``; idempotent."""
+        self.cluster.call(
+            f"{'cordon' if unschedulable else 'uncordon'} {node}",
+            lambda: self.core.patch_node(
+                node,
+                {"spec": {"unschedulable": unschedulable or None}},
+                _content_type=_MERGE,
+                _request_timeout=self.timeout,
+            ),
+        )
+
+    def unschedulable(self, node: str) -> bool:
+        found = self.cluster.call(f"read node {node}", lambda: self.core.read_node(node, _request_timeout=self.timeout))
+        return bool(found.spec and found.spec.unschedulable)
+
+    def pods_on(self, node: str) -> list[PodInfo]:
+        items = self.cluster.call(
+            f"list pods on {node}",
+            lambda: self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", _request_timeout=self.timeout
+            ),
+        ).items
+        out = []
+        for pod in items:
+            owners = pod.metadata.owner_references or []
+            controller = next((o for o in owners if o.controller), owners[0] if owners else None)
+            volumes = (pod.spec.volumes if pod.spec else None) or []
+            out.append(
+                PodInfo(
+                    namespace=pod.metadata.namespace,
+                    name=pod.metadata.name,
+                    owner_kind=controller.kind if controller else None,
+                    mirror=MIRROR_ANNOTATION in (pod.metadata.annotations or {}),
+                    empty_dir=any(v.empty_dir is not None for v in volumes),
+                    phase=(pod.status.phase if pod.status else "") or "",
+                )
+            )
+        return out
+
+    def evict(self, pod: PodInfo) -> Eviction:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace))
+
+        def call() -> Eviction:
+            try:
+                self.core.create_namespaced_pod_eviction(pod.name, pod.namespace, body, _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status == 429:
+                    return Eviction(Evicted.BLOCKED, _status_message(exc))
+                if exc.status == 404:
+                    return Eviction(Evicted.GONE)
+                raise
+            return Eviction(Evicted.EVICTED)
+
+        return self.cluster.call(f"evict {pod.ref}", call)  # type: ignore[no-any-return]
+
+    def pod_exists(self, pod: PodInfo) -> bool:
+        def call() -> bool:
+            try:
+                self.core.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        return self.cluster.call(f"read pod {pod.ref}", call)  # type: ignore[no-any-return]

@@ -1,0 +1,41 @@
+"""Everything upgrader renders for Ansible: the variables of each playbook run, and the package
+repository lines. One Jinja2 environment, ``StrictUndefined`` (a missing value is an error, never an
+empty string), fed only validated values: ``Version`` objects, checked node names, and the config's
+settings. The result goes to Ansible as ``!unsafe`` extra variables (``executor.runner``), so nothing
+rendered here is templated again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jinja2
+
+from upgrader import config, names
+from upgrader.versions import Version
+
+PKGS_K8S_IO = "https://pkgs.k8s.io"
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)  # noqa: S701 - not HTML
+_APT_LINE = _ENV.from_string(
+    "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {{ base }}/core:/stable:/v{{ minor }}/deb/ /"
+)
+_DNF_URL = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/rpm/")
+
+
+def package_vars(packages: config.PackageSettings, version: Version) -> dict[str, Any]:
+    """The variables ``tasks/packages.yml`` reads to install ``version`` by the configured method."""
+    minor = str(version.minor_version)
+    base = (packages.mirror or PKGS_K8S_IO).rstrip("/")
+    out: dict[str, Any] = {"package_method": packages.method.value, "version": str(version), "minor": minor}
+    if packages.method is config.PackageMethod.BINARY:
+        out["mirror"] = base
+    elif packages.method is config.PackageMethod.APT:
+        out["apt_repository_line"] = _APT_LINE.render(base=base, minor=minor)
+    else:
+        out["dnf_repository_url"] = _DNF_URL.render(base=base, minor=minor)
+    return out
+
+
+def node_limit(*nodes: str) -> tuple[str, ...]:
+    """An Ansible ``--limit`` of node names, each checked (a name is never a pattern)."""
+    return tuple(names.node_name(n) for n in nodes)
