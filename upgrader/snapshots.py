@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, errors, facts, files, session, verify
+from upgrader import config, errors, files, health, live_facts, session
 from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
 from upgrader.state import records, store
@@ -103,7 +103,7 @@ def _fetch_control_plane(cluster: session.ClusterSession, workdir: Path) -> dict
 @dataclass(frozen=True)
 class Created:
     record: records.SnapshotRecord
-    health: verify.Health
+    health: health.Health
 
 
 def create(
@@ -121,8 +121,8 @@ def create(
     now = datetime.now(UTC)
     snapshot_id = records.SnapshotId(f"{cfg.name}-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}")
     db_path, archive_path = directory / f"{snapshot_id}.db", directory / f"{snapshot_id}.tar.gz"
-    health = verify.health(cluster)
-    collected = facts.collect(cluster).as_dict()
+    checked = health.check(cluster)
+    collected = live_facts.collect(cluster).as_dict()
     try:
         streamed = snapshot.save(cluster.etcd, db_path, progress=progress)
         members = [
@@ -151,8 +151,8 @@ def create(
             archive_path=str(archive_path),
             archive_sha256=archive_sha,
             facts=collected,
-            healthy=health.ok,
-            known_good=health.ok,
+            healthy=checked.ok,
+            known_good=checked.ok,
             verified_at=datetime.now(UTC),
         )
         state.add_snapshot(record)
@@ -168,7 +168,7 @@ def create(
             message=f"snapshot {snapshot_id} was taken over a connection allowed only by --insecure",
             data={"snapshot": snapshot_id, "allowed": list(cluster.insecure)},
         )
-    return Created(record=record, health=health)
+    return Created(record=record, health=checked)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs, state, wait_for
-from upgrader import cli, config, facts, session, snapshots
+from upgrader import cli, config, live_facts, session, snapshots
 from upgrader.etcd import kv, snapshot
 from upgrader.lab import control, http, manifests, topology
 from upgrader.rules import facts as facts_mod
@@ -61,7 +61,7 @@ def state_db(tmp_path: Path) -> Iterator[store.Store]:
 
 
 def test_facts_match_the_lab(cluster: session.ClusterSession) -> None:
-    collected = facts.collect(cluster)
+    collected = live_facts.collect(cluster)
     data = collected.as_dict()
     assert [(m["name"], m["apiserver"], m["emulated"], m["kubelet"], m["cgroup"]) for m in data["control_plane"]] == [
         (f"cp-{i}", "1.31.13", "1.31", "1.31.13", "v2") for i in (1, 2, 3)
@@ -88,7 +88,7 @@ def test_apis_in_use_come_from_the_metric_and_from_stored_objects(
     }
     reply = client.request("POST", "/apis/flowcontrol.apiserver.k8s.io/v1beta3/flowschemas", flowschema)
     assert reply.status == 201, reply.body
-    apis = facts.collect(cluster, with_nodes=False).data["apis_in_use"]
+    apis = live_facts.collect(cluster, with_nodes=False).data["apis_in_use"]
     assert {
         "group": "flowcontrol.apiserver.k8s.io",
         "version": "v1beta3",
@@ -115,7 +115,7 @@ def test_apis_in_use_come_from_the_metric_and_from_stored_objects(
         ).status
         == 200
     )
-    apis = facts.collect(cluster, with_nodes=False).data["apis_in_use"]
+    apis = live_facts.collect(cluster, with_nodes=False).data["apis_in_use"]
     assert not [a for a in apis if a["source"] == "stored"]
 
 
@@ -141,12 +141,12 @@ def test_facts_of_a_mid_hop_two_step_control_plane(labs: Labs) -> None:
     cluster = session.ClusterSession.open(config.load(lab.dir / "cluster.yaml"))
 
     def moved() -> bool:
-        control_plane = facts.collect(cluster, with_nodes=False).data["control_plane"]
+        control_plane = live_facts.collect(cluster, with_nodes=False).data["control_plane"]
         return control_plane[0]["apiserver"] == "1.32.9"
 
     with cluster:
         wait_for(moved, timeout=40, what="cp-1 at 1.32.9")
-        data = facts.collect(cluster).as_dict()
+        data = live_facts.collect(cluster).as_dict()
     assert [(m["name"], m["apiserver"], m["emulated"]) for m in data["control_plane"]] == [
         ("cp-1", "1.32.9", "1.31"),
         ("cp-2", "1.31.13", "1.31"),
@@ -313,11 +313,14 @@ def test_facts_read_stored_objects_against_the_catalog_given(
     )
     custom = tmp_path / "catalog.json"
     custom.write_text(json.dumps(data))
-    stored = [a for a in facts.collect(cluster, with_nodes=False).data["apis_in_use"] if a["source"] == "stored"]
+    stored = [a for a in live_facts.collect(cluster, with_nodes=False).data["apis_in_use"] if a["source"] == "stored"]
     assert not [a for a in stored if a["resource"] == "namespaces"]
-    apis = facts.collect(cluster, with_nodes=False, catalog=catalog_mod.load(custom)).data["apis_in_use"]
-    assert {"group": "", "version": "v1", "resource": "namespaces", "source": "stored"} == {
-        k: v for k, v in next(a for a in apis if a["resource"] == "namespaces").items() if k != "count"
+    apis = live_facts.collect(cluster, with_nodes=False, catalog=catalog_mod.load(custom)).data["apis_in_use"]
+    assert {k: v for k, v in next(a for a in apis if a["resource"] == "namespaces").items() if k != "count"} == {
+        "group": "",
+        "version": "v1",
+        "resource": "namespaces",
+        "source": "stored",
     }
     planned = runner.invoke(
         cli.app, ["plan", "-c", str(lab.dir / "cluster.yaml"), "--to", "1.33", "--catalog", str(custom), "-o", "json"]

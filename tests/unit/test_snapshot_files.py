@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from upgrader import facts, snapshots
+from upgrader import live_facts, snapshots
 from upgrader.etcd import snapshot
 from upgrader.state import records
 
@@ -82,7 +82,7 @@ def _field(number: int, payload: bytes) -> bytes:
     ids=["json", "protobuf", "no-typemeta", "unknown", "truncated"],
 )
 def test_stored_api_version(value: bytes, expected: str | None) -> None:
-    assert facts.stored_api_version(value) == expected
+    assert live_facts.stored_api_version(value) == expected
 
 
 def test_deprecated_apis_from_metrics() -> None:
@@ -94,7 +94,7 @@ def test_deprecated_apis_from_metrics() -> None:
         'subresource="",version="v1beta1"} 0\n'
         "apiserver_request_total 5\n"
     )
-    assert facts.deprecated_from_metrics(text) == {("flowcontrol.apiserver.k8s.io", "v1beta3", "flowschemas")}
+    assert live_facts.deprecated_from_metrics(text) == {("flowcontrol.apiserver.k8s.io", "v1beta3", "flowschemas")}
 
 
 def record(name: str, minutes: int, good: bool) -> records.SnapshotRecord:

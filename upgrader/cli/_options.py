@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 import typer
 
-from upgrader import errors, settings
+from upgrader import environment, errors
 from upgrader.cli import _render
 
 DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        envvar=settings.ENV_DB,
+        envvar=environment.ENV_DB,
         help="SQLAlchemy URL of the state database [default: a SQLite file in the user's data directory].",
         show_default=False,
     ),
@@ -23,7 +23,7 @@ DbOption = Annotated[
 _CLUSTER = typer.Option(
     "-c",
     "--cluster",
-    envvar=settings.ENV_CLUSTER,
+    envvar=environment.ENV_CLUSTER,
     help="The cluster config (cluster.yaml).",
     show_default=False,
 )

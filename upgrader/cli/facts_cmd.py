@@ -15,11 +15,10 @@ def facts(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Collect the facts the planner uses from a live cluster; -o json writes a file `plan --facts` reads."""
-    from upgrader import config, session
-    from upgrader import facts as facts_mod
+    from upgrader import config, live_facts, session
 
     with session.ClusterSession.open(config.load(cluster), insecure=insecure) as opened:
-        collected = facts_mod.collect(opened)
+        collected = live_facts.collect(opened)
     data = collected.as_dict()
     if output is _render.OutputFormat.JSON:
         _render.emit_json(data)

@@ -55,12 +55,12 @@ def plan(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from upgrader import planning
+    from upgrader import plans
 
     if to is None:
         raise errors.UsageError("--to is required (e.g. --to 1.33)")
-    result = planning.make_plan(
-        planning.PlanRequest(
+    result = plans.make_plan(
+        plans.PlanRequest(
             target=to,
             facts_file=facts,
             cluster_config=cluster,
@@ -73,7 +73,7 @@ def plan(
     for warning in result.warnings:
         _render.warn(warning)
     body = result.plan.as_dict()
-    stored = planning.save(result, db) if save else None  # first: a failed save prints one error, no plan
+    stored = plans.save(result, db) if save else None  # first: a failed save prints one error, no plan
     _render_plan(body, output)
     if stored is not None:
         _render.note(f"plan {body['id']} {'saved' if stored else 'was already saved'}: upgrader plan show {body['id']}")
@@ -92,6 +92,6 @@ def show(
     output: Annotated[PlanFormat, typer.Option("--output", "-o", case_sensitive=False)] = PlanFormat.TABLE,
 ) -> None:
     """Show a saved plan."""
-    from upgrader import planning
+    from upgrader import plans
 
-    _render_plan(planning.show(plan_id, db), output)
+    _render_plan(plans.show(plan_id, db), output)

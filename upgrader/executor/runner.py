@@ -32,7 +32,7 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from upgrader import errors, files, interrupts, resources, settings
+from upgrader import bundled, environment, errors, files, interrupts
 from upgrader.executor.inventory import Inventory
 
 
@@ -141,7 +141,7 @@ def unsafe_yaml(extravars: Mapping[str, Any]) -> str:
 def _private_data_dir() -> Path:
     """A fresh 0700 directory for one run under upgrader's state directory; removes the ones of dead
     processes (a SIGKILL skips every ``finally``)."""
-    parent = files.private_dir(settings.data_dir() / "ansible", what="Ansible working directory")
+    parent = files.private_dir(environment.data_dir() / "ansible", what="Ansible working directory")
     for stale in parent.glob("run-*-*"):
         pid = stale.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
@@ -174,7 +174,7 @@ def run(
     on_event: Callable[[Mapping[str, Any]], None] | None = None,
 ) -> PlaybookResult:
     """Runs the playbook and waits for it; raises ``ExecutorError`` if Ansible could not run at all."""
-    project = resources.playbooks_dir()
+    project = bundled.playbooks_dir()
     if not (project / request.playbook).is_file():
         raise errors.ExecutorError(f"no playbook {request.playbook} in {project}")
     requested = cancel or threading.Event()

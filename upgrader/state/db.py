@@ -18,14 +18,14 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from upgrader import errors, settings
+from upgrader import environment, errors
 
 BUSY_TIMEOUT_MS = 30_000
 
 
 def resolve_url(url: str | None) -> URL:
     """Parses a SQLAlchemy URL (``None`` means the default SQLite file)."""
-    text = url or settings.default_db_url()
+    text = url or environment.default_db_url()
     try:
         parsed = make_url(text)
     except ArgumentError:

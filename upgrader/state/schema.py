@@ -21,7 +21,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader import errors, resources
+from upgrader import bundled, errors
 from upgrader.state import db
 
 
@@ -48,7 +48,7 @@ class UpgradeResult:
 
 def _config(engine: Engine | None = None) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.migrations_dir()))
+    config.set_main_option("script_location", str(bundled.migrations_dir()))
     if engine is not None:
         config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
         config.attributes["engine"] = engine

@@ -48,7 +48,7 @@ class Health:
         }
 
 
-def health(cluster: session.ClusterSession) -> Health:
+def check(cluster: session.ClusterSession) -> Health:
     problems: list[str] = []
     apiservers: dict[str, bool] = {}
     nodes: dict[str, bool] = {}

@@ -59,11 +59,10 @@ def make_plan(request: PlanRequest) -> PlanResult:
     if request.facts_file is not None:
         raw = read_facts_file(request.facts_file)
     elif cfg is not None:
-        from upgrader import facts as live
-        from upgrader import session
+        from upgrader import live_facts, session
 
         with session.ClusterSession.open(cfg, insecure=request.insecure) as opened:
-            collected = live.collect(opened, catalog=catalog)
+            collected = live_facts.collect(opened, catalog=catalog)
         raw, collection_warnings = collected.data, collected.warnings
     else:
         raise errors.UsageError("plan from a live cluster with -c cluster.yaml, or from a file with --facts FILE")
