@@ -20,6 +20,7 @@ class ExitCode(enum.IntEnum):
     REFUSED = 3  # refused for safety; nothing was changed
     ROLLED_BACK = 4  # failed, and the tool rolled the cluster back to its last known-good state
     NEEDS_HUMAN = 5  # stopped in a state the tool will not resolve on its own
+    PAUSED = 6  # stopped on purpose at a safe point (a maintenance window's end, --pause-after): resumable
 
 
 class UpgraderError(Exception):

@@ -12,7 +12,18 @@ from typing import Annotated
 import typer
 
 import upgrader
-from upgrader.cli import _options, config_cmd, db_cmd, facts_cmd, lab_cmd, lock_cmd, plan_cmd, snapshot_cmd
+from upgrader.cli import (
+    _options,
+    apply_cmd,
+    config_cmd,
+    db_cmd,
+    facts_cmd,
+    lab_cmd,
+    lock_cmd,
+    plan_cmd,
+    snapshot_cmd,
+    status_cmd,
+)
 
 app = _options.group()
 app.add_typer(config_cmd.app, name="config")
@@ -21,6 +32,9 @@ app.add_typer(lock_cmd.app, name="lock")
 app.add_typer(facts_cmd.app, name="facts")
 app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(snapshot_cmd.app, name="snapshot")
+app.add_typer(apply_cmd.app, name="apply")
+app.add_typer(status_cmd.status_app, name="status")
+app.add_typer(status_cmd.history_app, name="history")
 app.add_typer(lab_cmd.app, name="lab")
 
 
@@ -40,7 +54,7 @@ def root(
     """Upgrade self-managed Kubernetes clusters across minors, and roll back to a verified snapshot.
 
     Exit codes: 0 ok, 1 failure, 2 usage or bad input, 3 refused for safety (nothing changed),
-    4 failed and rolled back, 5 needs a human.
+    4 failed and rolled back, 5 needs a human, 6 paused at a safe point.
     """
 
 

@@ -31,6 +31,13 @@ def json_text(data: Any) -> str:
     return json.dumps(data, indent=2, default=_default, sort_keys=False)
 
 
+def json_line(data: Any) -> str:
+    """One JSON object on one line, for a stream of events."""
+    import json
+
+    return json.dumps(data, default=_default, separators=(",", ":"))
+
+
 def emit_json(data: Any) -> None:
     typer.echo(json_text(data))
 

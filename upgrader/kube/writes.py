@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubernetes import client
@@ -18,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from upgrader.kube.cluster import Cluster
 
 _MERGE = "application/strategic-merge-patch+json"
+KUBEADM_CONFIG = "kubeadm-config"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
 
@@ -120,6 +122,29 @@ class Writer:
             return Eviction(Evicted.EVICTED)
 
         return self.cluster.call(f"evict {pod.ref}", call)  # type: ignore[no-any-return]
+
+    def edit_cluster_configuration(self, change: Callable[[str], str]) -> bool:
+        """Rewrites the kubeadm ClusterConfiguration (the ``kubeadm-config`` ConfigMap) with ``change``,
+        only if it is unchanged since it was read (resourceVersion); True if anything changed."""
+        configmap = self.cluster.call(
+            "read kubeadm-config",
+            lambda: self.core.read_namespaced_config_map(KUBEADM_CONFIG, "kube-system", _request_timeout=self.timeout),
+        )
+        current = (configmap.data or {}).get("ClusterConfiguration", "")
+        updated = change(current)
+        if updated == current:
+            return False
+        body = {
+            "metadata": {"resourceVersion": configmap.metadata.resource_version},
+            "data": {"ClusterConfiguration": updated},
+        }
+        self.cluster.call(
+            "update kubeadm-config",
+            lambda: self.core.patch_namespaced_config_map(
+                KUBEADM_CONFIG, "kube-system", body, _content_type=_MERGE, _request_timeout=self.timeout
+            ),
+        )
+        return True
 
     def pod_exists(self, pod: PodInfo) -> bool:
         def call() -> bool:

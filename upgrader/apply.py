@@ -1,0 +1,341 @@
+"""``upgrader apply``: a reviewed, saved plan carried out on the cluster, journaled and resumable.
+
+``prepare`` does everything that may refuse, and changes nothing: the plan is read back as typed
+values (its id must match its content), it must have no blockers and belong to this cluster, no other
+run of the cluster may be unfinished, the live facts must still be the ones the plan was made from
+(drift is named node by node), and the cluster must be healthy. ``execute`` then writes the run and
+its steps to the journal and drives the engine with the real ports; ``resume`` continues an
+unfinished run from its first step not done, after the engine has re-read what is really done.
+The caller holds the cluster lock throughout.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import statistics
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, session, snapshots
+from upgrader.engine import driver, expectations
+from upgrader.engine.ports import Ports
+from upgrader.kube import writes
+from upgrader.planner.model import Plan, StepKind
+from upgrader.rules import catalog as catalog_mod
+from upgrader.rules import facts as facts_mod
+from upgrader.state import records, store
+
+DEFAULT_SECONDS = {"snapshot": 60.0, "control-plane": 180.0, "emulation-commit": 150.0, "nodes": 240.0}
+
+
+class RunStopped(errors.UpgraderError):
+    """The run stopped before its end: paused at a safe point (exit 6), a step failed (1), or it was
+    interrupted or lost its lock (5). ``run`` is the journal's record of it; all three are resumable."""
+
+    def __init__(self, message: str, run: records.RunRecord, exit_code: errors.ExitCode) -> None:
+        super().__init__(message)
+        self.run = run
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Options:
+    window_end: datetime | None = None
+    pause_after: driver.PauseAfter | None = None
+    force_drain: bool = False
+    drain_timeout: float | None = None  # default: the config's upgrade.drain_timeout
+    wait_timeout: float = 300.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+            "pause_after": self.pause_after.value if self.pause_after else None,
+            "force_drain": self.force_drain,
+            "drain_timeout": self.drain_timeout,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    plan: Plan
+    plan_id: records.PlanId
+    warnings: tuple[str, ...] = ()
+
+
+def load_plan(state: store.Store, plan_id: str, cluster: str) -> tuple[records.PlanId, Plan]:
+    stored = state.plan(plan_id)
+    plan = Plan.from_dict(stored.body, stored.facts)
+    if not plan.executable:
+        codes = ", ".join(sorted({b.code.value for b in plan.blockers}))
+        raise errors.Refused(f"plan {stored.id} has blockers ({codes}) and cannot be applied; nothing was changed")
+    if stored.cluster is not None and stored.cluster != cluster:
+        raise errors.Refused(f"plan {stored.id} was made for cluster {stored.cluster}, not {cluster}")
+    return stored.id, plan
+
+
+def refuse_unfinished(state: store.Store, cluster: str) -> None:
+    found = state.unfinished_run(cluster)
+    if found is not None:
+        raise errors.Refused(
+            f"cluster {cluster} has an unfinished run {found.id} ({found.status.value}): continue it with "
+            f"`upgrader apply --resume {found.id} -c CLUSTER.yaml`, "
+            f"or abandon it with `upgrader apply --abandon {found.id}`"
+        )
+
+
+def drift(plan: Plan, live: Mapping[str, Any]) -> list[str]:
+    """How the live cluster differs from the facts the plan was made from, one line per difference."""
+    now = facts_mod.from_mapping(live)
+    then = facts_mod.from_mapping(plan.facts)
+    out: list[str] = []
+    live_cp = {m.name: m for m in now.control_plane}
+    for member in then.control_plane:
+        seen = live_cp.get(member.name)
+        if seen is None:
+            out.append(f"{member.name} is no longer a control-plane node with an apiserver")
+        elif (seen.apiserver, seen.emulated) != (member.apiserver, member.emulated):
+            out.append(
+                f"{member.name} apiserver is {seen.apiserver} (emulating {seen.emulated}), "
+                f"the plan expected {member.apiserver} (emulating {member.emulated})"
+            )
+    live_nodes = {n.name: n for n in now.nodes}
+    for node in then.nodes:
+        seen_node = live_nodes.get(node.name)
+        if seen_node is None:
+            out.append(f"node {node.name} is gone")
+        elif seen_node.kubelet != node.kubelet:
+            out.append(f"{node.name} kubelet is {seen_node.kubelet}, the plan expected {node.kubelet}")
+    added = sorted(set(live_nodes) - {n.name for n in then.nodes})
+    if added:
+        out.append(f"nodes the plan does not know: {', '.join(added)}")
+    return out
+
+
+def prepare(cluster: session.ClusterSession, state: store.Store, plan_id: str) -> Prepared:
+    """Every check that may refuse (exit 3); changes nothing."""
+    stored_id, plan = load_plan(state, plan_id, cluster.name)
+    refuse_unfinished(state, cluster.name)
+    collected = live_facts.collect(cluster)
+    moved = drift(plan, collected.data)
+    if moved:
+        more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+        raise errors.Refused(f"the cluster is not where plan {stored_id} starts: {moved[0]}{more}; make a new plan")
+    checked = health.check(cluster)
+    if not checked.ok:
+        raise errors.Refused(f"the cluster is not healthy: {checked.problems[0]}; nothing was changed")
+    return Prepared(plan=plan, plan_id=stored_id, warnings=tuple(collected.warnings))
+
+
+class SnapshotTaker:
+    def __init__(self, cluster: session.ClusterSession, state: store.Store) -> None:
+        self.cluster = cluster
+        self.state = state
+
+    def take(self, label: str) -> str:
+        created = snapshots.create(self.cluster, self.state, label=label)
+        if not created.record.known_good:
+            problem = created.health.problems[0] if created.health.problems else "a check failed"
+            raise driver.StepFailed(f"snapshot {created.record.id} is not known-good ({problem}): not going on")
+        return created.record.id
+
+
+def ports(cluster: session.ClusterSession, state: store.Store, options: Options) -> Ports:
+    writer = writes.Writer(cluster.api)
+    live = gates.Live(cluster, catalog_mod.load())
+    policy = drain.DrainPolicy(
+        timeout=options.drain_timeout
+        if options.drain_timeout is not None
+        else float(cluster.cfg.upgrade.drain_timeout),
+        force=options.force_drain,
+    )
+    return Ports(
+        executor=rollout.Rollout(cluster, writer),
+        drainer=drain.Drainer(writer, policy, cluster.cancel),
+        probe=live,
+        gate=live,
+        snapshotter=SnapshotTaker(cluster, state),
+    )
+
+
+def estimator(state: store.Store, cluster: str) -> Callable[[records.StepRecord], float]:
+    """A step's expected duration: this cluster's past steps of the same kind, per node, else defaults."""
+    per_node: dict[str, list[float]] = {}
+    for past in state.runs(cluster, limit=20):
+        for step in past.steps:
+            if step.status is records.StepStatus.SUCCEEDED and step.seconds is not None:
+                per_node.setdefault(step.kind, []).append(step.seconds / max(1, len(step.spec.get("nodes", ()))))
+
+    def estimate(step: records.StepRecord) -> float:
+        nodes = max(1, len(step.spec.get("nodes", ())))
+        history = per_node.get(step.kind)
+        if history:
+            per = statistics.median(history)
+            return per * (1 if step.kind in ("nodes", "snapshot") else nodes)
+        return DEFAULT_SECONDS.get(step.kind, 120.0) * (1 if step.kind == "nodes" else max(1, nodes // 2))
+
+    return estimate
+
+
+@dataclass
+class Journaling:
+    """Every engine event goes to the journal's events, then to the caller's observer."""
+
+    state: store.Store
+    cluster: str
+    run_id: records.RunId
+    observe: Callable[[driver.Event], None] = field(default=lambda event: None)
+
+    def __call__(self, event: driver.Event) -> None:
+        level = records.EventLevel.ERROR if event.kind.endswith("failed") else records.EventLevel.INFO
+        data = {"position": event.position, "node": event.node, **event.data}
+        self.state.record_event(
+            kind=event.kind, message=event.message, cluster=self.cluster, run_id=self.run_id, level=level, data=data
+        )
+        self.observe(event)
+
+
+def new_run_id(cluster: str) -> records.RunId:
+    return records.RunId(f"{cluster[:40]}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}")
+
+
+def execute(
+    cluster: session.ClusterSession,
+    state: store.Store,
+    prepared: Prepared,
+    options: Options,
+    *,
+    lease: driver.Lease,
+    observe: Callable[[driver.Event], None],
+) -> records.RunRecord:
+    run = state.create_run(
+        run_id=new_run_id(cluster.name),
+        cluster=cluster.name,
+        plan_id=prepared.plan_id,
+        kind=records.RunKind.UPGRADE,
+        steps=[s.as_dict() for s in prepared.plan.steps],
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        options=options.as_dict(),
+    )
+    return _drive(cluster, state, run, prepared.plan, options, lease=lease, observe=observe)
+
+
+def resume(
+    cluster: session.ClusterSession,
+    state: store.Store,
+    run_id: str,
+    options: Options,
+    *,
+    lease: driver.Lease,
+    observe: Callable[[driver.Event], None],
+) -> records.RunRecord:
+    run = state.run(run_id)
+    if run.cluster != cluster.name:
+        raise errors.Refused(f"run {run.id} belongs to cluster {run.cluster}, not {cluster.name}")
+    if run.status.finished:
+        raise errors.Refused(f"run {run.id} is {run.status.value}: there is nothing to resume")
+    if run.plan_id is None:
+        raise errors.Refused(f"run {run.id} has no plan to resume from")
+    _, plan = load_plan(state, run.plan_id, cluster.name)
+    state.set_run(run.id, records.RunStatus.RUNNING, host=socket.gethostname(), pid=os.getpid())
+    return _drive(cluster, state, state.run(run.id), plan, options, lease=lease, observe=observe)
+
+
+def abandon(state: store.Store, run_id: str) -> records.RunRecord:
+    run = state.run(run_id)
+    if run.status.finished:
+        raise errors.Refused(f"run {run.id} is {run.status.value} already")
+    state.set_run(
+        run.id,
+        records.RunStatus.CANCELED,
+        error=run.error,
+        stopped_reason="abandoned by the operator",
+        at=datetime.now(UTC),
+    )
+    return state.run(run.id)
+
+
+def _drive(
+    cluster: session.ClusterSession,
+    state: store.Store,
+    run: records.RunRecord,
+    plan: Plan,
+    options: Options,
+    *,
+    lease: driver.Lease,
+    observe: Callable[[driver.Event], None],
+) -> records.RunRecord:
+    engine = driver.Driver(
+        state,
+        ports(cluster, state, options),
+        lease=lease,
+        settings=driver.Settings(
+            wait_timeout=options.wait_timeout, window_end=options.window_end, pause_after=options.pause_after
+        ),
+        estimate=estimator(state, cluster.name),
+        observe=Journaling(state, cluster.name, run.id, observe),
+        cancel=cluster.cancel,
+        facts=plan.facts,
+    )
+    hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
+    try:
+        outcome = engine.run(run)
+    except KeyboardInterrupt:
+        raise RunStopped(
+            f"run {run.id} interrupted; continue with {hint}", state.run(run.id), errors.ExitCode.NEEDS_HUMAN
+        ) from None
+    except errors.UpgraderError as exc:
+        code = errors.ExitCode.NEEDS_HUMAN if isinstance(exc, errors.LockLost) else errors.ExitCode.FAILURE
+        raise RunStopped(
+            f"run {run.id} stopped: {exc.message}; after fixing it, {hint}", state.run(run.id), code
+        ) from exc
+    done = state.run(run.id)
+    if outcome is driver.Outcome.PAUSED:
+        raise RunStopped(
+            f"run {run.id} paused: {done.stopped_reason}; continue with {hint}", done, errors.ExitCode.PAUSED
+        )
+    return done
+
+
+def cordoned_by_us(run: records.RunRecord) -> list[str]:
+    """The nodes this run cordoned and has not uncordoned, from the journal."""
+    return sorted(key.split(":", 1)[1] for step in run.steps for key in step.detail if key.startswith("cordoned:"))
+
+
+def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[str, Any]]:
+    """For every step: what would run, where, with which variables. Changes nothing."""
+    out: list[dict[str, Any]] = []
+    expected = expectations.each(prepared.plan.facts, prepared.plan.steps)
+    for position, (step, after) in enumerate(zip(prepared.plan.steps, expected, strict=True)):
+        entry: dict[str, Any] = {"step": position + 1, **step.as_dict(), "actions": []}
+        actions: list[str] = entry["actions"]
+        if step.kind is StepKind.SNAPSHOT:
+            actions.append(f"snapshot etcd and the control-plane manifests into {cluster.cfg.snapshots.dir}")
+        elif step.version is not None:
+            variables = rendering.package_vars(cluster.cfg.packages, step.version)
+            if step.kind in (StepKind.CONTROL_PLANE, StepKind.EMULATION_COMMIT):
+                emulation = step.emulated if step.kind is StepKind.CONTROL_PLANE else None
+                actions.append(
+                    f"kubeadm ClusterConfiguration: --emulated-version={emulation}"
+                    if emulation
+                    else "kubeadm ClusterConfiguration: no --emulated-version"
+                )
+                for index, node in enumerate(step.nodes):
+                    command = f"kubeadm upgrade apply v{step.version} --yes" if index == 0 else "kubeadm upgrade node"
+                    actions.append(f"{node}: upgrade-control-plane.yml {variables} -> {command}")
+            else:
+                for node in step.nodes:
+                    actions.append(
+                        f"{node}: cordon, drain (PodDisruptionBudgets honoured), upgrade-node.yml {variables}, "
+                        f"wait Ready at v{step.version}, uncordon"
+                    )
+        entry["gate"] = {
+            "apiservers": {n: f"{v} emulating {e}" for n, (v, e) in sorted(after.apiservers.items())},
+            "kubelets": {n: str(v) for n, v in sorted(after.kubelets.items())},
+        }
+        out.append(entry)
+    return out

@@ -1,0 +1,212 @@
+"""``upgrader apply``: carry out a saved plan, journaled and resumable (exit codes in the README)."""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from upgrader import errors
+from upgrader.cli import _errors, _options, _render
+
+if TYPE_CHECKING:
+    from upgrader import apply as apply_mod
+    from upgrader.engine import driver
+    from upgrader.state import records
+
+app = _options.group("Carry out a saved plan on the cluster.")
+
+
+class LogFormat(enum.StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class PauseAfterChoice(enum.StrEnum):
+    EMULATION = "emulation"
+    HOP = "hop"
+    STEP = "step"
+
+
+_DURATION = re.compile(r"^(\d+)(s|m|h)$")
+
+
+def window_end(end: str | None, duration: str | None) -> datetime | None:
+    """``--window-end`` (ISO 8601, UTC unless an offset is given) or ``--window`` (30m, 2h)."""
+    if end and duration:
+        raise errors.UsageError("give --window-end or --window, not both")
+    if duration:
+        match = _DURATION.match(duration.strip())
+        if not match:
+            raise errors.UsageError(f"--window takes a duration like 90m or 2h, not {duration!r}")
+        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+        return datetime.now(UTC) + timedelta(seconds=seconds)
+    if end:
+        try:
+            parsed = datetime.fromisoformat(end.strip())
+        except ValueError:
+            raise errors.UsageError(
+                f"--window-end takes an ISO 8601 time like 2026-12-02T05:00Z, not {end!r}"
+            ) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def _printer(log_format: LogFormat) -> driver.Observer:
+    def show(event: driver.Event) -> None:
+        if log_format is LogFormat.JSON:
+            _render.echo(
+                _render.json_line(
+                    {
+                        "at": datetime.now(UTC),
+                        "event": event.kind,
+                        "message": event.message,
+                        "step": event.position,
+                        "node": event.node,
+                        **event.data,
+                    }
+                )
+            )
+        elif event.kind in ("step-started", "run-paused", "step-failed", "step-interrupted", "run-succeeded"):
+            _render.note(f"[{datetime.now(UTC):%H:%M:%S}] {event.message}")
+        elif event.kind == "node-done":
+            _render.note(f"[{datetime.now(UTC):%H:%M:%S}]   {event.message}")
+
+    return show
+
+
+def _summary(run: records.RunRecord) -> dict[str, object]:
+    from upgrader import apply as apply_mod
+
+    return {
+        "run": run.id,
+        "status": run.status.value,
+        "plan": run.plan_id,
+        "stopped_reason": run.stopped_reason,
+        "error": run.error,
+        "cordoned_by_upgrader": apply_mod.cordoned_by_us(run),
+        "steps": [
+            {
+                "step": s.position + 1,
+                "kind": s.kind,
+                "status": s.status.value,
+                "attempts": s.attempts,
+                "seconds": s.seconds,
+                "error": s.error,
+            }
+            for s in run.steps
+        ],
+    }
+
+
+@app.callback(invoke_without_command=True)
+@_errors.handle
+def apply(
+    ctx: typer.Context,
+    cluster: _options.ClusterOption,
+    plan_id: Annotated[str | None, typer.Argument(help="A saved plan's id (plan --save).")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an unfinished run.")] = None,
+    abandon: Annotated[str | None, typer.Option("--abandon", help="Mark an unfinished run abandoned.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check, and show every action; change nothing.")] = False,
+    window_end_at: Annotated[
+        str | None, typer.Option("--window-end", help="Start no step that would not finish by then (ISO 8601).")
+    ] = None,
+    window: Annotated[str | None, typer.Option("--window", help="The same, as a duration from now: 90m, 2h.")] = None,
+    pause_after: Annotated[
+        PauseAfterChoice | None, typer.Option("--pause-after", help="Stop at this kind of safe point, for a soak.")
+    ] = None,
+    force_drain: Annotated[
+        bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
+    ] = False,
+    log_format: Annotated[LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
+        LogFormat.TEXT
+    ),
+    insecure: _options.InsecureOption = False,
+    yes: _options.YesOption = False,
+    db: _options.DbOption = None,
+    output: _options.OutputOption = _render.OutputFormat.TABLE,
+) -> None:
+    """Apply a saved plan: snapshots, control-plane hops, drains and kubelets, a gate after every step.
+
+    Exit codes: 0 done, 1 a step failed (resumable), 2 bad input, 3 refused (nothing changed),
+    5 stopped (interrupted or the lock lost; resumable), 6 paused at a safe point (resumable).
+    """
+    from upgrader import apply as apply_mod
+    from upgrader import config, session
+    from upgrader.engine import driver
+    from upgrader.state import store
+
+    chosen = [x for x in (plan_id, resume, abandon) if x]
+    if len(chosen) != 1:
+        raise errors.UsageError("give a plan id, --resume RUN or --abandon RUN (one of them)")
+    cfg = config.load(cluster)
+    options = apply_mod.Options(
+        window_end=window_end(window_end_at, window),
+        pause_after=driver.PauseAfter(pause_after.value) if pause_after else None,
+        force_drain=force_drain,
+    )
+    with store.Store.open(db) as state:
+        if abandon:
+            _options.confirm(f"Abandon run {abandon}?", yes=yes)
+            done = apply_mod.abandon(state, abandon)
+            _render.emit_json(_summary(done)) if output is _render.OutputFormat.JSON else _render.echo(
+                f"run {done.id} abandoned"
+            )
+            return
+        command = f"apply --resume {resume}" if resume else f"apply {plan_id}"
+        with state.lock(cfg.name, command) as lease, session.ClusterSession.open(cfg, insecure=insecure) as opened:
+            for allowed in opened.insecure:
+                _render.warn(f"--insecure: {allowed}")
+            try:
+                if resume:
+                    done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=_printer(log_format))
+                else:
+                    assert plan_id is not None
+                    prepared = apply_mod.prepare(opened, state, plan_id)
+                    for warning in prepared.warnings:
+                        _render.warn(warning)
+                    if dry_run:
+                        _show_dry_run(prepared.plan_id, apply_mod.dry_run(opened, prepared), output)
+                        return
+                    _render.note(
+                        f"plan {prepared.plan_id}: {len(prepared.plan.steps)} steps to v{prepared.plan.target}"
+                    )
+                    _options.confirm(f"Apply plan {prepared.plan_id} to {cfg.name}?", yes=yes)
+                    done = apply_mod.execute(
+                        opened, state, prepared, options, lease=lease, observe=_printer(log_format)
+                    )
+            except apply_mod.RunStopped as stopped:
+                _stopped(stopped, output, log_format)
+    _finished(_summary(done), output, log_format)
+
+
+def _finished(summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat) -> None:
+    if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
+        _render.emit_json({"ok": True, **summary})
+    else:
+        _render.note(f"run {summary['run']} {summary['status']}")
+
+
+def _stopped(stopped: apply_mod.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
+    """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
+    from upgrader import apply as apply_mod
+
+    cordoned = apply_mod.cordoned_by_us(stopped.run)
+    if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
+        _render.emit_json({"ok": False, **_summary(stopped.run), "message": stopped.message})
+    elif cordoned:
+        _render.warn(f"cordoned by upgrader and still cordoned: {', '.join(cordoned)}")
+    _errors.exit_with(stopped.exit_code, f"error: {stopped.message}" if stopped.exit_code != 6 else stopped.message)
+
+
+def _show_dry_run(plan_id: str, actions: list[dict[str, object]], output: _render.OutputFormat) -> None:
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json({"plan": plan_id, "dry_run": True, "steps": actions})
+        return
+    for entry in actions:
+        _render.echo(f"{entry['step']:>2}  {entry['kind']} {entry.get('version') or ''}".rstrip())
+        for action in entry["actions"]:  # type: ignore[attr-defined]
+            _render.echo(f"      {action}")

@@ -1,0 +1,92 @@
+"""The live cluster against what a plan expects: the probe the engine uses to skip finished work and to
+wait for a change, and the gate it runs after every step.
+
+The gate holds when every apiserver serves the expected version and emulated version and answers
+``/readyz``, every node is Ready with the expected kubelet, etcd answers on every member with a leader,
+and the version-skew policy (``rules.skew``) holds on the live versions. Each failing check is one line
+naming the node and what differs.
+"""
+
+from __future__ import annotations
+
+from upgrader import errors, health, session
+from upgrader.engine.ports import Expected
+from upgrader.kube import cluster as kube
+from upgrader.rules import catalog as catalog_mod
+from upgrader.rules import skew
+from upgrader.versions import Minor, Version
+
+
+def _plain(version: str) -> Version | None:
+    try:
+        return Version.parse(version.lstrip("v").split("-")[0].split("+")[0])
+    except errors.InputError:
+        return None
+
+
+class Live:
+    """Probe and gate over one cluster session."""
+
+    def __init__(self, cluster: session.ClusterSession, catalog: catalog_mod.Catalog) -> None:
+        self.cluster = cluster
+        self.catalog = catalog
+
+    def _endpoints(self) -> dict[str, str]:
+        return {a.node: a.endpoint for a in self.cluster.api.apiservers()}
+
+    def apiserver(self, node: str) -> tuple[Version, Minor] | None:
+        try:
+            endpoint = self._endpoints().get(node)
+            if not endpoint:
+                return None
+            live = self.cluster.api.version(endpoint)
+        except kube.KubeUnavailable:
+            return None
+        version = _plain(live.git_version)
+        if version is None:
+            return None
+        return version, Minor.parse(live.emulation) if live.emulation else version.minor_version
+
+    def kubelet(self, node: str) -> tuple[Version | None, bool]:
+        try:
+            found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
+        except kube.KubeUnavailable:
+            return None, False
+        if found is None:
+            return None, False
+        return _plain(found.kubelet), found.ready
+
+    def check(self, expected: Expected) -> list[str]:
+        problems: list[str] = []
+        apiservers: dict[str, Version] = {}
+        emulated: dict[str, Minor] = {}
+        for name, wanted in sorted(expected.apiservers.items()):
+            live = self.apiserver(name)
+            if live is None:
+                problems.append(f"the apiserver on {name} does not answer")
+                continue
+            apiservers[name], emulated[name] = live
+            if live != wanted:
+                problems.append(
+                    f"the apiserver on {name} serves v{live[0]} emulating {live[1]}, the plan expects "
+                    f"v{wanted[0]} emulating {wanted[1]}"
+                )
+        try:
+            nodes = {n.name: n for n in self.cluster.api.nodes()}
+        except kube.KubeUnavailable as exc:
+            return [*problems, str(exc)]
+        kubelets: dict[str, Version] = {}
+        for name, wanted_kubelet in sorted(expected.kubelets.items()):
+            node = nodes.get(name)
+            running = _plain(node.kubelet) if node else None
+            if node is None or running is None:
+                problems.append(f"node {name} has no Node object or no kubelet version")
+                continue
+            kubelets[name] = running
+            if running != wanted_kubelet:
+                problems.append(f"node {name} runs kubelet v{running}, the plan expects v{wanted_kubelet}")
+        problems += list(health.check(self.cluster).problems)
+        if apiservers and kubelets:
+            state = skew.ClusterState(apiservers, emulated, kubelets)
+            problems += [f"skew: {f.message}" for f in skew.violations(state, self.catalog)]
+        return problems

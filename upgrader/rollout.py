@@ -1,0 +1,75 @@
+"""Rolling versions out to nodes: the engine's executor port on a real cluster (and the lab).
+
+- ``set_emulation``: ``--emulated-version`` for kube-apiserver, kube-controller-manager and
+  kube-scheduler in the kubeadm ClusterConfiguration's ``extraArgs`` (v1beta4 lists or v1beta3 maps),
+  which ``kubeadm upgrade apply`` and ``upgrade node`` then write into each node's manifests: a
+  two-step hop goes in through kubeadm's own mechanism, and the commit takes it out the same way.
+- ``control_plane`` and ``kubelet``: the upgrade playbooks on one node (``--limit``), with the package
+  variables rendered for the configured method.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from upgrader import errors, rendering, session
+from upgrader.executor import runner
+from upgrader.kube import writes
+from upgrader.versions import Minor, Version
+
+EMULATED_FLAG = "emulated-version"
+COMPONENTS = ("apiServer", "controllerManager", "scheduler")
+
+
+def with_emulation(cluster_configuration: str, minor: Minor | None) -> str:
+    """The ClusterConfiguration with ``--emulated-version`` set to ``minor`` (or removed) on every
+    component that takes it; unchanged text when it already says so."""
+    config: dict[str, Any] = yaml.safe_load(cluster_configuration) or {}
+    changed = False
+    for component in COMPONENTS:
+        section = config.setdefault(component, {}) or {}
+        config[component] = section
+        extra = section.get("extraArgs")
+        if isinstance(extra, dict):  # v1beta3
+            before = extra.get(EMULATED_FLAG)
+            if minor is None:
+                extra.pop(EMULATED_FLAG, None)
+            else:
+                extra[EMULATED_FLAG] = str(minor)
+            changed |= before != extra.get(EMULATED_FLAG)
+        else:  # v1beta4: a list of {name, value}
+            items = [e for e in (extra or []) if e.get("name") != EMULATED_FLAG]
+            if minor is not None:
+                items.append({"name": EMULATED_FLAG, "value": str(minor)})
+            changed |= items != (extra or [])
+            if items:
+                section["extraArgs"] = items
+            else:
+                section.pop("extraArgs", None)
+    return yaml.safe_dump(config, sort_keys=False) if changed else cluster_configuration
+
+
+class Rollout:
+    def __init__(self, cluster: session.ClusterSession, writer: writes.Writer) -> None:
+        self.cluster = cluster
+        self.writer = writer
+
+    def set_emulation(self, minor: Minor | None) -> None:
+        self.writer.edit_cluster_configuration(lambda text: with_emulation(text, minor))
+
+    def control_plane(self, node: str, version: Version, *, first: bool) -> None:
+        self._playbook("upgrade-control-plane.yml", node, version, first=first)
+
+    def kubelet(self, node: str, version: Version) -> None:
+        self._playbook("upgrade-node.yml", node, version)
+
+    def _playbook(self, playbook: str, node: str, version: Version, **extra: Any) -> None:
+        variables = {**rendering.package_vars(self.cluster.cfg.packages, version), **extra}
+        result = self.cluster.playbook(playbook, extravars=variables, limit=rendering.node_limit(node), timeout=1800)
+        if result.status is not runner.Status.SUCCESSFUL:
+            detail = "; ".join(result.failures()[:2]) or f"status {result.status.value}, rc {result.rc}"
+            if result.status is runner.Status.CANCELED:
+                raise KeyboardInterrupt(f"{playbook} on {node} canceled")
+            raise errors.ExecutorError(f"{playbook} on {node} failed: {detail}")
