@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from upgrader.engine import driver
     from upgrader.state import records
 
-app = _options.group("Carry out a saved plan on the cluster.")
 
 
 class LogFormat(enum.StrEnum):
@@ -102,10 +101,8 @@ def _summary(run: records.RunRecord) -> dict[str, object]:
     }
 
 
-@app.callback(invoke_without_command=True)
 @_errors.handle
 def apply(
-    ctx: typer.Context,
     cluster: _options.ClusterOption,
     plan_id: Annotated[str | None, typer.Argument(help="A saved plan's id (plan --save).")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an unfinished run.")] = None,

@@ -197,6 +197,7 @@ def _write_node(
     (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
     _cgroup_layout(root, v1=cgroup_v1)
     mirror.install(lab.mirror_dir, lab.version, root)
+    mirror.install_systemctl(root, lab.python)
     node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
     _write_private(
         kube_dir / "kubelet.conf",

@@ -6,6 +6,10 @@ stop control-plane components), a component that exits is restarted with a growi
 reported as not ready meanwhile. Towards the API it registers the Node, reports it Ready with the
 ``kubeletVersion`` of the kubelet installed in the node's ``/usr/bin``, publishes mirror pods for its
 static pods and marks the workload pods bound to it as running.
+
+Like a real kubelet it reports the version it was started with: installing a new kubelet changes
+nothing until ``systemctl restart kubelet`` (the node's stand-in, ``lab.systemctl``) asks it to
+restart, so a crash between the two leaves a node "installed but not restarted", as on a real node.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from upgrader.lab import faults, http, manifests, mirror, processes, runtime, topology
+from upgrader.lab import faults, http, manifests, mirror, processes, runtime, systemctl, topology
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,31 @@ class Kubelet:
         self._registered = False
         self.log_dir = lab.run_dir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.running_version = self._installed()  # what this kubelet "process" was started from
+        self._restart_seen = self._restart_token()
+
+    def _installed(self) -> str:
+        version = mirror.installed_version(self.root / "usr" / "bin" / "kubelet")
+        return f"v{version}" if version else "unknown"
+
+    def _restart_token(self) -> str | None:
+        try:
+            return systemctl.request_path(self.root).read_text().strip()
+        except OSError:
+            return None
+
+    def check_restart(self) -> None:
+        """A ``systemctl restart kubelet`` since the last look: run the installed kubelet from now on."""
+        token = self._restart_token()
+        if token is None or token == self._restart_seen:
+            return
+        self.running_version = self._installed()
+        self._restart_seen = token
+        ack = systemctl.ack_path(self.root)
+        tmp = ack.with_suffix(".tmp")
+        tmp.write_text(token)
+        tmp.replace(ack)
+        log.info("%s: kubelet restarted at %s", self.node.name, self.running_version)
 
     # -- static pods ---------------------------------------------------------------------------
 
@@ -183,8 +212,7 @@ class Kubelet:
     # -- the API side --------------------------------------------------------------------------
 
     def kubelet_version(self) -> str:
-        version = mirror.installed_version(self.root / "usr" / "bin" / "kubelet")
-        return f"v{version}" if version else "unknown"
+        return self.running_version
 
     def _client(self) -> http.Client:
         if self.api is None:
@@ -366,6 +394,10 @@ class Kubelet:
         api = threading.Thread(target=self.run_api, name=f"kubelet-api-{self.node.name}", daemon=True)
         api.start()
         while not self.stop_event.is_set():
+            try:
+                self.check_restart()
+            except OSError as exc:
+                log.warning("%s: kubelet restart: %s", self.node.name, exc)
             if self.node.control_plane:
                 try:
                     self.sync_static_pods()

@@ -8,6 +8,7 @@ upgrader's own implementation with its release baked in.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shlex
@@ -40,16 +41,33 @@ def path(mirror: Path, version: Version, tool: str) -> Path:
 
 
 def build(mirror: Path, python: str, extra: tuple[Version, ...] = ()) -> int:
-    """Writes the stand-ins for every known release (and ``extra``); returns how many releases."""
+    """Writes the stand-ins for every known release (and ``extra``), each with its ``TOOL.sha256`` as
+    dl.k8s.io publishes it (the hex digest alone); returns how many releases."""
     catalog = catalog_mod.load()
     releases = {p for entry in catalog.minors.values() for p in entry.patches} | set(extra)
     for version in releases:
         for tool in TOOLS:
             target = path(mirror, version, tool)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(script(tool, version, python))
+            content = script(tool, version, python).encode()
+            target.write_bytes(content)
             target.chmod(0o755)
+            target.with_name(f"{tool}.sha256").write_text(hashlib.sha256(content).hexdigest() + "\n")
     return len(releases)
+
+
+def install_systemctl(root: Path, python: str) -> None:
+    """The node's ``systemctl`` (``restart kubelet``), beside the other tools a playbook calls."""
+    bin_dir = root / "usr" / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    target = bin_dir / "systemctl"
+    target.write_text(
+        "#!/bin/sh\n"
+        "# upgrader-lab-stand-in: systemctl\n"
+        'root=$(cd "$(dirname "$0")/../.." && pwd)\n'
+        f'exec {shlex.quote(python)} -m upgrader.lab.systemctl --node-root "$root" "$@"\n'
+    )
+    os.chmod(target, 0o755)  # noqa: S103 - an executable
 
 
 def install(mirror: Path, version: Version, root: Path, tools: tuple[str, ...] = TOOLS) -> None:
