@@ -67,3 +67,80 @@ def test_apply_upgrades_a_small_cluster_one_minor_with_a_two_step_hop(labs: Labs
         run = state.run(summary["run"])
         assert run.status is records.RunStatus.SUCCEEDED
         assert len([s for s in state.snapshots(lab.name) if s.known_good]) == kinds.count("snapshot")
+
+
+def _pdb_min_available(lab: topology.Lab, value: int) -> None:
+    from kubernetes import client as k8s
+
+    api = kube.Cluster.connect(lab.kubeconfig)
+    try:
+        k8s.PolicyV1Api(api.api).patch_namespaced_pod_disruption_budget(
+            "web", "demo", {"spec": {"minAvailable": value}}, _content_type="application/merge-patch+json"
+        )
+    finally:
+        api.close()
+
+
+def _cordoned(lab: topology.Lab) -> set[str]:
+    api = kube.Cluster.connect(lab.kubeconfig)
+    try:
+        return {n.name for n in api.nodes() if n.unschedulable}
+    finally:
+        api.close()
+
+
+def test_refusals_dry_run_window_pause_and_abandon(labs: Labs, tmp_path: Path) -> None:
+    lab = labs.up("refusals", version="1.31.13", control_planes=1, workers=1)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    plan_id = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)["id"]
+
+    dry = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--dry-run", "-o", "json")
+    assert dry.exit_code == 0, dry.output
+    steps = json.loads(dry.stdout)["steps"]
+    assert any("kubeadm upgrade apply v1.32" in a for s in steps for a in s["actions"])
+    assert json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout) == {"runs": []}
+
+    paused = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--window", "5s", "--yes", "-o", "json")
+    assert paused.exit_code == 6, paused.output
+    body = json.loads(paused.stdout)
+    assert body["status"] == "paused" and "the window has" in body["stopped_reason"]
+    assert {s["status"] for s in body["steps"]} == {"pending"}  # it stopped before touching anything
+
+    again = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--yes")
+    assert again.exit_code == 3 and f"unfinished run {body['run']}" in again.stderr
+    assert f"apply --resume {body['run']}" in again.stderr
+    status = json.loads(invoke("status", "-c", cluster_yaml, *db, "-o", "json").stdout)
+    assert status["run"]["status"] == "paused" and status["next"].startswith(f"upgrader apply --resume {body['run']}")
+
+    abandoned = invoke("apply", "--abandon", body["run"], "-c", cluster_yaml, *db, "--yes")
+    assert abandoned.exit_code == 0, abandoned.output
+
+    # The cluster moves away from the plan: a stale plan is refused, naming what drifted.
+    root = lab.root("w-1")
+    mirror.install(lab.mirror_dir, Version.parse("1.30.14"), root, ("kubelet",))
+    subprocess.run([str(root / "usr" / "bin" / "systemctl"), "restart", "kubelet"], check=True)
+    wait_for(lambda: kubelets(lab)["w-1"] == "v1.30.14", timeout=10, what="w-1 at v1.30.14")
+    stale = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--yes")
+    assert stale.exit_code == 3, stale.output
+    assert "w-1 kubelet is 1.30.14, the plan expected 1.31.13" in stale.stderr
+
+
+def test_a_pdb_that_blocks_a_drain_fails_the_step_and_resume_finishes_once_it_allows(
+    labs: Labs, tmp_path: Path
+) -> None:
+    lab = labs.up("pdb", version="1.31.13", control_planes=1, workers=2)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    _pdb_min_available(lab, 3)  # every web pod is needed: no eviction is allowed
+    failed = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "--drain-timeout", "6s")
+    assert failed.exit_code == 1, failed.output
+    assert "draining w-" in failed.stderr and "disruption budget web" in failed.stderr
+    assert "cordoned by upgrader and still cordoned: w-" in failed.stderr
+    run_id = json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["id"]
+    _pdb_min_available(lab, 2)
+    resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
+    assert resumed.exit_code == 0, resumed.output
+    assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
+    assert _cordoned(lab) == set()

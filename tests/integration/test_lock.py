@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
 from upgrader import cli, errors
@@ -108,12 +109,16 @@ def test_a_live_holder_renews_past_its_ttl(holders: list[Holder], db_url: str, e
     assert first.release() == {"lost": False}
 
 
-def test_a_dead_holders_lease_is_taken_over_after_it_expires(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_dead_holders_lease_on_another_host_is_taken_over_after_it_expires(
+    holders: list[Holder], db_url: str, engine
+) -> None:  # type: ignore[no-untyped-def]
     first = start(holders, db_url, ttl=1.5)
     pid = first.first_line()["pid"]
     os.kill(first.process.pid, signal.SIGKILL)
     first.process.wait(timeout=30)
-    with pytest.raises(errors.LockHeld):  # not expired yet: a dead holder still blocks until then
+    with engine.begin() as connection:  # as if it had run on another machine sharing the database
+        connection.execute(text("UPDATE locks SET host = 'bastion-2'"))
+    with pytest.raises(errors.LockHeld):  # not expired yet: a holder we cannot see still blocks until then
         lease.acquire(engine, cluster="prod-eu1", command="upgrader apply")
     deadline = time.monotonic() + 10
     while True:
@@ -124,6 +129,15 @@ def test_a_dead_holders_lease_is_taken_over_after_it_expires(holders: list[Holde
             assert time.monotonic() < deadline, "the dead holder's lease never expired"
             time.sleep(0.2)
     with taken:
+        assert taken.took_over is not None and taken.took_over.pid == pid
+
+
+def test_a_dead_holders_lease_on_this_host_is_taken_over_at_once(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
+    first = start(holders, db_url, ttl=60)
+    pid = first.first_line()["pid"]
+    os.kill(first.process.pid, signal.SIGKILL)  # a SIGKILLed apply: its lease would block for a minute
+    first.process.wait(timeout=30)
+    with lease.acquire(engine, cluster="prod-eu1", command="upgrader apply --resume") as taken:
         assert taken.took_over is not None and taken.took_over.pid == pid
 
 

@@ -33,16 +33,19 @@ class PauseAfterChoice(enum.StrEnum):
 _DURATION = re.compile(r"^(\d+)(s|m|h)$")
 
 
+def _seconds(text: str, flag: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise errors.UsageError(f"{flag} takes a duration like 90s, 30m or 2h, not {text!r}")
+    return float(int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)])
+
+
 def window_end(end: str | None, duration: str | None) -> datetime | None:
     """``--window-end`` (ISO 8601, UTC unless an offset is given) or ``--window`` (30m, 2h)."""
     if end and duration:
         raise errors.UsageError("give --window-end or --window, not both")
     if duration:
-        match = _DURATION.match(duration.strip())
-        if not match:
-            raise errors.UsageError(f"--window takes a duration like 90m or 2h, not {duration!r}")
-        seconds = int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-        return datetime.now(UTC) + timedelta(seconds=seconds)
+        return datetime.now(UTC) + timedelta(seconds=_seconds(duration, "--window"))
     if end:
         try:
             parsed = datetime.fromisoformat(end.strip())
@@ -118,6 +121,10 @@ def apply(
     force_drain: Annotated[
         bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
     ] = False,
+    drain_timeout: Annotated[
+        str | None,
+        typer.Option("--drain-timeout", help="How long a drain may wait for PodDisruptionBudgets: 90s, 10m."),
+    ] = None,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
         LogFormat.TEXT
     ),
@@ -144,6 +151,7 @@ def apply(
         window_end=window_end(window_end_at, window),
         pause_after=driver.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
+        drain_timeout=_seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
     )
     with store.Store.open(db) as state:
         if abandon:

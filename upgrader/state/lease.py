@@ -4,8 +4,10 @@ A lease has a holder token, the host and pid that took it, and an expiry. The ho
 from a background thread every third of its time-to-live; a holder that dies stops renewing, and
 once the lease has expired anyone may take it over. Taking and taking over are single conditional
 statements (INSERT, or UPDATE ... WHERE expires_at <= now), atomic on SQLite and PostgreSQL alike,
-so two processes racing for one lease cannot both win. Expiry is judged by each process's own UTC
-clock: hosts sharing one database need synchronised clocks (NTP), as etcd's own leases do.
+so two processes racing for one lease cannot both win. A lease whose holder ran on this host and
+whose process no longer exists is taken over at once, without waiting for it to expire. Expiry is
+judged by each process's own UTC clock: hosts sharing one database need synchronised clocks (NTP), as
+etcd's own leases do.
 """
 
 from __future__ import annotations
@@ -166,6 +168,17 @@ class Lease:
         self.release()
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this host (a reused pid errs on the side of waiting)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
     """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
     written = time.monotonic()
@@ -190,10 +203,15 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
     previous = status(engine, cluster)
+    # Taken over when expired, or at once when its holder ran on this host and its process is gone
+    # (killed with SIGKILL, say): the token in the WHERE makes sure it is still that holder's lease.
+    takeable = orm.Lock.expires_at <= now
+    if previous and previous[0].host == info.host and not _alive(previous[0].pid):
+        takeable = takeable | (orm.Lock.holder == previous[0].holder)
     try:
         with engine.begin() as connection:
             taken = connection.execute(
-                update(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.expires_at <= now).values(**values)
+                update(orm.Lock).where(orm.Lock.cluster == cluster, takeable).values(**values)
             ).rowcount
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
