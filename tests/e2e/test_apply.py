@@ -25,6 +25,14 @@ def invoke(*args: str) -> Result:
     return cli_runner.invoke(cli.app, list(args))
 
 
+def why(result: Result) -> str:
+    """The output, and the traceback of an unexpected exception (a bug), for an assertion message."""
+    import traceback
+
+    trace = "".join(traceback.format_exception(*result.exc_info)) if result.exc_info else ""
+    return result.output + ("" if isinstance(result.exception, SystemExit) else trace)
+
+
 def kubelets(lab: topology.Lab) -> dict[str, str]:
     api = kube.Cluster.connect(lab.kubeconfig)
     try:
@@ -58,7 +66,7 @@ def test_apply_upgrades_a_small_cluster_one_minor_with_a_two_step_hop(labs: Labs
     kinds = [s["kind"] for s in plan["steps"]]
     assert "emulation-commit" in kinds, kinds
     applied = invoke("apply", plan["id"], "-c", cluster_yaml, "--db", db_url, "--yes", "-o", "json")
-    assert applied.exit_code == 0, applied.output
+    assert applied.exit_code == 0, why(applied)
     summary = json.loads(applied.stdout)
     assert summary["status"] == "succeeded" and all(s["status"] == "succeeded" for s in summary["steps"])
     target = plan["target"]
@@ -147,7 +155,7 @@ def test_a_pdb_that_blocks_a_drain_fails_the_step_and_resume_finishes_once_it_al
     run_id = json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["id"]
     _pdb_min_available(lab, 2)
     resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
-    assert resumed.exit_code == 0, resumed.output
+    assert resumed.exit_code == 0, why(resumed)
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
     assert _cordoned(lab) == set()
 
@@ -244,7 +252,7 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
         for process in started:
             process.stop()
     resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
-    assert resumed.exit_code == 0, resumed.output
+    assert resumed.exit_code == 0, why(resumed)
     body = json.loads(resumed.stdout)
     assert body["status"] == "succeeded" and body["cordoned_by_upgrader"] == []
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
@@ -253,3 +261,79 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
         run = state.run(run_id)
     assert all(s.status is records.StepStatus.SUCCEEDED for s in run.steps)
     assert max(s.attempts for s in run.steps) >= 2  # the steps that were killed ran again
+
+
+class Watcher:
+    """Watches the cluster from outside while a run goes on: every cordon of every node, and the fewest
+    ready pods of the PDB-guarded ``web`` workload ever seen."""
+
+    def __init__(self, lab: topology.Lab) -> None:
+        import threading
+
+        self.lab = lab
+        self.cordons: dict[str, int] = {}
+        self.fewest_ready_web: int | None = None
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        from kubernetes import client as k8s
+
+        api = kube.Cluster.connect(self.lab.kubeconfig, timeout=3.0)
+        was: set[str] = set()
+        try:
+            core = k8s.CoreV1Api(api.api)
+            while not self._stop.wait(0.3):
+                try:
+                    now = {n.name for n in api.nodes() if n.unschedulable}
+                    pods = core.list_namespaced_pod("demo", label_selector="app=web", _request_timeout=3).items
+                except Exception:
+                    continue
+                for node in now - was:
+                    self.cordons[node] = self.cordons.get(node, 0) + 1
+                was = now
+                ready = sum(
+                    1
+                    for p in pods
+                    if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+                )
+                self.fewest_ready_web = ready if self.fewest_ready_web is None else min(self.fewest_ready_web, ready)
+                self.samples += 1
+        finally:
+            api.close()
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_apply_1_30_to_1_33_drains_each_node_once_and_never_breaks_the_budget(labs: Labs, tmp_path: Path) -> None:
+    lab = labs.up("big", version="1.30.6", control_planes=3, workers=3)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.33", "--save", *db, "-o", "json").stdout)
+    hops = [s for s in plan["steps"] if s["kind"] == "control-plane"]
+    assert [s["version"].rsplit(".", 1)[0] for s in hops] == ["1.31", "1.32", "1.33"]
+    assert any(s.get("emulated") for s in hops)  # two-step where the binaries allow it
+    with Watcher(lab) as watcher:
+        applied = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
+    assert applied.exit_code == 0, why(applied)
+    assert all(s["status"] == "succeeded" for s in json.loads(applied.stdout)["steps"])
+    target = f"v{plan['target']}"
+    assert set(kubelets(lab).values()) == {target}
+    api = kube.Cluster.connect(lab.kubeconfig)
+    try:
+        versions = {a.node: api.version(a.endpoint) for a in api.apiservers()}
+    finally:
+        api.close()
+    assert {v.git_version for v in versions.values()} == {target}
+    assert {v.emulation for v in versions.values()} == {plan["target"].rsplit(".", 1)[0]}
+    # From the cluster's side, not the plan's: each node was cordoned (drained) exactly once.
+    assert watcher.samples > 20
+    assert watcher.cordons == {n: 1 for n in ("cp-1", "cp-2", "cp-3", "w-1", "w-2", "w-3")}
+    assert watcher.fewest_ready_web is not None and watcher.fewest_ready_web >= 2  # the PDB's minAvailable

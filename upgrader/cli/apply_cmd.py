@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from upgrader.state import records
 
 
-
 class LogFormat(enum.StrEnum):
     TEXT = "text"
     JSON = "json"

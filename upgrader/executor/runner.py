@@ -79,16 +79,20 @@ class TaskResult:
 @dataclass(frozen=True)
 class PlaybookResult:
     status: Status
-    rc: int
+    rc: int  # -1: ansible-playbook ended without an exit status (killed by a signal)
     stats: Mapping[str, Mapping[str, int]]  # "ok", "changed", "failures", "dark" -> {host: count}
     tasks: tuple[TaskResult, ...]
+    tail: tuple[str, ...] = ()  # the last lines ansible-playbook printed, for a failure with no failed task
 
     def by_host(self, task: str) -> dict[str, Mapping[str, Any]]:
         """The successful result of ``task`` on each host."""
         return {t.host: t.result for t in self.tasks if t.task == task and t.ok}
 
     def failures(self) -> list[str]:
-        return [f"{t.host}: {t.task}: {_message(t.result)}" for t in self.tasks if not t.ok]
+        failed = [f"{t.host}: {t.task}: {_message(t.result)}" for t in self.tasks if not t.ok]
+        if not failed and self.status is not Status.SUCCESSFUL and self.tail:
+            failed.append(" / ".join(self.tail))
+        return failed
 
 
 def _message(result: Mapping[str, Any]) -> str:
@@ -167,6 +171,15 @@ def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
         out.write(unsafe_yaml(extravars))
 
 
+def _tail(runner: Any, lines: int) -> tuple[str, ...]:
+    try:
+        text = runner.stdout.read()
+    except (OSError, AttributeError, ValueError):
+        return ()
+    kept = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return tuple(line[:200] for line in kept[-lines:]) or ("ansible-playbook ended without an exit status",)
+
+
 def run(
     request: PlaybookRequest,
     *,
@@ -224,9 +237,10 @@ def run(
         stats = runner.stats or {}
         return PlaybookResult(
             status=status,
-            rc=int(runner.rc),
+            rc=int(runner.rc) if runner.rc is not None else -1,
             stats={k: dict(v) for k, v in stats.items() if isinstance(v, dict)},
             tasks=tuple(tasks),
+            tail=() if status is Status.SUCCESSFUL else _tail(runner, 3),
         )
     except (OSError, RuntimeError) as exc:
         raise errors.ExecutorError(f"could not run {request.playbook}: {exc}") from exc
