@@ -76,18 +76,26 @@ rehearse() {
   "$bin/upgrader" lab status "$work/lab"
   log "kubeadm's view from cp-1"
   "$work/lab/nodes/cp-1/usr/bin/kubeadm" upgrade plan
-  log "live facts, and the upgrade plan they give for 1.33"
+  log "live facts"
   "$bin/upgrader" facts -c "$work/lab/cluster.yaml"
-  "$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to 1.33 --save || [ $? -eq 3 ]
   log "a verified snapshot, restored once into a scratch directory"
   "$bin/upgrader" snapshot create -c "$work/lab/cluster.yaml" --label rehearsal
   id=$("$bin/upgrader" snapshot list -c "$work/lab/cluster.yaml" -o json | "$bin/python" -c \
     'import json, sys; print(json.load(sys.stdin)["snapshots"][0]["id"])')
   "$bin/upgrader" snapshot verify "$id" --restore-test
+  log "the plan to 1.33, saved and shown for review"
+  plan=$("$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to 1.33 --save -o json | "$bin/python" -c \
+    'import json, sys; print(json.load(sys.stdin)["id"])')
+  "$bin/upgrader" plan show "$plan"
+  log "the dry run: every action, nothing changed"
+  "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --dry-run
+  log "apply: snapshots, three control-plane hops, each node drained once, a gate after every step"
+  "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --yes
+  log "the final status"
+  "$bin/upgrader" status -c "$work/lab/cluster.yaml"
   "$bin/upgrader" lab down "$work/lab"
   trap - EXIT
-  log "rehearsal done: execution and rollback are not built yet;"
-  log "this rehearsal ran what exists: state database, lab, config check, kubeadm, facts, planner, snapshots"
+  log "rehearsal done: the lab went from 1.30 to 1.33; rollback is not built yet"
 }
 
 case "${1:-}" in

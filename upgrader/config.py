@@ -174,6 +174,9 @@ class AnsibleSettings(_Section):
     # Off only for throw-away clusters: without it a man in the middle could feed forged manifests
     # into a snapshot. ``config check`` warns when it is off.
     host_key_checking: bool = True
+    forks: int = Field(default=50, ge=1, le=1000)  # nodes a play reaches at once
+    # One SSH round trip per task instead of three (as Kubespray sets it); needs no `requiretty` in sudoers.
+    pipelining: bool = True
 
 
 class SnapshotSettings(_Section):

@@ -40,11 +40,8 @@ class Drainer:
         self.policy = policy
         self.cancel = cancel
 
-    def cordon(self, node: str) -> bool:
-        if self.writer.unschedulable(node):
-            return False
+    def cordon(self, node: str) -> None:
         self.writer.set_unschedulable(node, True)
-        return True
 
     def uncordon(self, node: str) -> None:
         self.writer.set_unschedulable(node, False)

@@ -125,11 +125,13 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
     if result.status is not runner.Status.SUCCESSFUL and not result.tasks:
         raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
     per_host: dict[str, dict[str, str]] = {}
-    for host, res in result.by_host("upgrader: cgroup").items():
-        per_host.setdefault(host, {})["cgroup"] = "v2" if (res.get("stat") or {}).get("exists") else "v1"
-    for host, res in result.by_host("upgrader: kubelet version").items():
-        if res.get("rc") == 0:
-            per_host.setdefault(host, {})["installed_kubelet"] = _plain(str(res.get("stdout", "")))
+    for host, res in result.by_host("upgrader: node facts").items():
+        lines = dict(line.strip().split("=", 1) for line in str(res.get("stdout", "")).splitlines() if "=" in line)
+        found = per_host.setdefault(host, {})
+        if lines.get("cgroup") in ("v1", "v2"):
+            found["cgroup"] = lines["cgroup"]
+        if lines.get("kubelet"):
+            found["installed_kubelet"] = _plain(lines["kubelet"])
     return per_host, warnings
 
 

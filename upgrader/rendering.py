@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from upgrader import config, names
+from upgrader import config, errors, names
 from upgrader.versions import Version
 
 PKGS_K8S_IO = "https://pkgs.k8s.io"
@@ -36,6 +36,12 @@ def package_vars(packages: config.PackageSettings, version: Version) -> dict[str
     return out
 
 
+_ANSIBLE_PATTERNS = frozenset({"all", "ungrouped", "localhost"})  # valid node names Ansible reads as patterns
+
+
 def node_limit(*nodes: str) -> tuple[str, ...]:
     """An Ansible ``--limit`` of node names, each checked (a name is never a pattern)."""
+    for node in nodes:
+        if node in _ANSIBLE_PATTERNS:
+            raise errors.InputError(f"node name {node!r} means something else to Ansible; rename the host")
     return tuple(names.node_name(n) for n in nodes)

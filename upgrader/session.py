@@ -87,6 +87,8 @@ class ClusterSession:
             limit=limit,
             timeout=timeout,
             host_key_checking=self.cfg.ansible.host_key_checking,
+            forks=self.cfg.ansible.forks,
+            pipelining=self.cfg.ansible.pipelining,
         )
         return runner.run(request, cancel=self.cancel)
 

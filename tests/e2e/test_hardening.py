@@ -167,12 +167,9 @@ def test_files_left_by_a_killed_snapshot_create_are_reported_and_pruned(
     assert any(name.endswith(".db") for name in left), left
     listed = cli_runner.invoke(cli.app, ["snapshot", "list", "-c", str(cluster_yaml), "--db", db_url, "-o", "json"])
     assert sorted(Path(p).name for p in json.loads(listed.stdout)["orphans"]) == left
-    # the killed holder's lease outlives it until it expires; an operator who knows it is gone breaks it
-    held = cli_runner.invoke(cli.app, ["snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url, "--yes"])
-    assert held.exit_code == 3 and "locked by `snapshot create`" in held.stderr
-    broken = cli_runner.invoke(cli.app, ["lock", "break", "-c", str(cluster_yaml), "--db", db_url, "--yes"])
-    assert broken.exit_code == 0, broken.output
     assert list((private_state_home / "ansible").iterdir()), "the killed run's private directory is still there"
+    # The killed create's lease is still in the database, but its process is gone from this host: prune
+    # takes the lock over at once instead of waiting a minute for it to expire.
     pruned = cli_runner.invoke(cli.app, ["snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url, "--yes"])
     assert pruned.exit_code == 0, pruned.output
     assert list(snapshots_dir.iterdir()) == []

@@ -56,11 +56,10 @@ class FakeCluster:
         self.kubelets[node] = version
 
     # Drainer
-    def cordon(self, node: str) -> bool:
+    def cordon(self, node: str) -> None:
         with self.lock:
-            changed = node not in self.cordoned
             self.cordoned.add(node)
-        return changed
+        self._call(f"cordon {node}")  # a failure here comes after the cordon took effect
 
     def drain(self, node: str) -> int:
         self._call(f"drain {node}")
@@ -262,6 +261,25 @@ def test_a_failing_gate_names_the_check_and_fails_the_step(journal: store.Store,
     with pytest.raises(driver.GateFailed, match=r"gate after step 1: etcd has no leader"):
         drive(journal, plan, fake, run)
     assert journal.run(run.id).steps[0].status is records.StepStatus.FAILED
+
+
+def test_a_run_killed_between_its_journal_and_the_cordon_still_uncordons_on_resume(
+    journal: store.Store,
+) -> None:
+    facts = make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.30.14")])
+    plan = make_plan(facts, "1.31.13")
+    fake = cluster_from(plan)
+    step = next(i for i, s in enumerate(plan.steps) if s.kind is model.StepKind.NODES and "w-1" in s.nodes)
+    occurrence = 1 + sum(1 for s in plan.steps[:step] if s.kind is model.StepKind.NODES and "w-1" in s.nodes)
+    # killed right after the API call that cordoned w-1: whatever the journal says must come before it
+    fake.fail[("cordon w-1", occurrence)] = KeyboardInterrupt("SIGKILL, as far as the journal can tell")
+    run = new_run(journal, plan)
+    with pytest.raises(KeyboardInterrupt):
+        drive(journal, plan, fake, run)
+    assert "w-1" in fake.cordoned
+    assert journal.run(run.id).steps[step].detail["cordoned:w-1"] == "by upgrader, to drain it"
+    assert drive(journal, plan, fake, journal.run(run.id))[0] is driver.Outcome.SUCCEEDED
+    assert not fake.cordoned and "cordoned:w-1" not in journal.run(run.id).steps[step].detail
 
 
 def test_a_node_the_operator_cordoned_stays_cordoned(journal: store.Store) -> None:

@@ -15,6 +15,8 @@ history_app = _options.group("Past runs on a cluster.")
 
 
 def _run_dict(run: records.RunRecord) -> dict[str, Any]:
+    from upgrader import apply as apply_mod
+
     return {
         "id": run.id,
         "kind": run.kind.value,
@@ -27,6 +29,7 @@ def _run_dict(run: records.RunRecord) -> dict[str, Any]:
         "pid": run.pid,
         "stopped_reason": run.stopped_reason,
         "error": run.error,
+        "cordoned_by_upgrader": apply_mod.cordoned_by_us(run),
         "steps": [
             {
                 "step": s.position + 1,

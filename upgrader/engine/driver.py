@@ -233,26 +233,29 @@ class Driver:
                 raise
 
     def _one_node(self, run_id: str, position: int, node: str, version: Version, *, cordoned_before: bool) -> str:
-        """One node; on resume, a node already at ``version`` is only uncordoned if upgrader cordoned it.
-
-        A node the operator had cordoned before the run stays cordoned: upgrader uncordons only what it
-        cordoned itself, and records each cordon in the journal before it drains."""
+        """One node. upgrader uncordons only what it cordoned: it journals that it is about to cordon a
+        schedulable node *before* the cordon, so a run killed in between still knows the node is its own
+        to uncordon on resume. A node someone else cordoned stays cordoned."""
+        drainer = self.ports.drainer
         running, ready = self.ports.probe.kubelet(node)
-        if running == version and ready and not (cordoned_before and self.ports.drainer.cordoned(node)):
+        ours = cordoned_before
+        if running == version and ready and (not drainer.cordoned(node) or not ours):
+            if ours:
+                self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
             return "already there"
         self.lease.check()
-        ours = cordoned_before
-        if self.ports.drainer.cordon(node):
-            ours = True
+        if not ours and not drainer.cordoned(node):
             self.journal.step_progress(run_id, position, {f"cordoned:{node}": "by upgrader, to drain it"})
-        evicted = self.ports.drainer.drain(node)
+            ours = True
+        drainer.cordon(node)
+        evicted = drainer.drain(node)
         if running != version:
             self.ports.executor.kubelet(node, version)
         self._wait(
             lambda: self.ports.probe.kubelet(node) == (version, True), f"{node} to be Ready with kubelet v{version}"
         )
         if ours:
-            self.ports.drainer.uncordon(node)
+            drainer.uncordon(node)
             self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
         return f"upgraded ({evicted} pods evicted)"
 

@@ -37,8 +37,8 @@ class Executor(Protocol):
 
 
 class Drainer(Protocol):
-    def cordon(self, node: str) -> bool:
-        """Marks ``node`` unschedulable; True if this call changed it (it was schedulable)."""
+    def cordon(self, node: str) -> None:
+        """Marks ``node`` unschedulable (idempotent)."""
 
     def drain(self, node: str) -> int:
         """Evicts what may be evicted from ``node`` (PodDisruptionBudgets honoured) and waits until it is

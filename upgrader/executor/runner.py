@@ -60,6 +60,8 @@ class PlaybookRequest:
     timeout: int = 600
     check: bool = False
     host_key_checking: bool = True
+    forks: int = 50
+    pipelining: bool = True
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.limit) - set(self.inventory.all_hosts()))
@@ -111,7 +113,8 @@ def _environment(request: PlaybookRequest) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "true",
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
-        "ANSIBLE_FORKS": "20",  # nodes in parallel; serial plays set their own batch sizes
+        "ANSIBLE_FORKS": str(request.forks),  # nodes in parallel; serial plays set their own batch sizes
+        "ANSIBLE_PIPELINING": "true" if request.pipelining else "false",
     }
     if not request.host_key_checking:  # Ansible's default (on) otherwise; cluster.yaml may turn it off
         env["ANSIBLE_HOST_KEY_CHECKING"] = "false"

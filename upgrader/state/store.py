@@ -8,6 +8,7 @@ through ``redaction.scrub`` as a last line of defence.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -28,6 +29,9 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # A step's nodes report progress from parallel threads: their read-merge-writes of one row's
+        # detail must not interleave, or one node's record (say, that it was cordoned) is lost.
+        self._progress = threading.Lock()
 
     @classmethod
     def open(cls, url: str | None) -> Store:
@@ -274,7 +278,7 @@ class Store:
 
     def step_progress(self, run_id: str, position: int, detail: Mapping[str, Any]) -> None:
         """Records progress inside a running step (merged into its detail)."""
-        with self.session() as session:
+        with self._progress, self.session() as session:
             row = self._step_row(session, run_id, position)
             merged = {**row.detail, **detail}
             row.detail = redaction.scrub({k: v for k, v in merged.items() if v is not None})
