@@ -72,5 +72,21 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "cond
         time.sleep(0.2)
 
 
+def descendants(root: int) -> set[int]:
+    """Every process below ``root`` now (children, their children, ...), from /proc."""
+    found: set[int] = set()
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = {int(c) for c in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            frontier.extend(children - found)
+            found |= children
+    return found
+
+
 def state(lab: topology.Lab) -> dict[str, object]:
     return dict(json.loads((lab.run_dir / "state.json").read_text()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from tests.e2e.conftest import Labs, wait_for
+from tests.e2e.conftest import Labs, descendants, wait_for
 from upgrader import cli
 from upgrader.kube import cluster as kube
 from upgrader.lab import mirror, topology
@@ -176,18 +176,7 @@ class Apply:
         )
 
     def descendants(self) -> set[int]:
-        found: set[int] = set()
-        frontier = [self.process.pid]
-        while frontier:
-            pid = frontier.pop()
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    children = {int(c) for c in (task / "children").read_text().split()}
-                except OSError:
-                    continue
-                frontier.extend(children - found)
-                found |= children
-        return found
+        return descendants(self.process.pid)
 
     def running(self, playbook: str) -> bool:
         for pid in self.descendants():

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import descendants, wait_for
 from upgrader import cli, config
 from upgrader.executor import inventory, runner
 from upgrader.lab import topology
@@ -87,18 +87,7 @@ class Create:
         )
 
     def descendants(self) -> set[int]:
-        found: set[int] = set()
-        frontier = [self.process.pid]
-        while frontier:
-            pid = frontier.pop()
-            for task in Path(f"/proc/{pid}/task").glob("*"):
-                try:
-                    children = {int(c) for c in (task / "children").read_text().split()}
-                except OSError:
-                    continue
-                frontier.extend(children - found)
-                found |= children
-        return found
+        return descendants(self.process.pid)
 
     def finish(self) -> tuple[int, str]:
         _, stderr = self.process.communicate(timeout=120)

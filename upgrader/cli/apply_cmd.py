@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 
 from upgrader import errors
-from upgrader.cli import _errors, _options, _render
+from upgrader.cli import _errors, _options, _render, _runs
 
 if TYPE_CHECKING:
     from upgrader import apply as apply_mod
@@ -80,27 +80,7 @@ def _printer(log_format: LogFormat) -> driver.Observer:
 
 
 def _summary(run: records.RunRecord) -> dict[str, object]:
-    from upgrader import apply as apply_mod
-
-    return {
-        "run": run.id,
-        "status": run.status.value,
-        "plan": run.plan_id,
-        "stopped_reason": run.stopped_reason,
-        "error": run.error,
-        "cordoned_by_upgrader": apply_mod.cordoned_by_us(run),
-        "steps": [
-            {
-                "step": s.position + 1,
-                "kind": s.kind,
-                "status": s.status.value,
-                "attempts": s.attempts,
-                "seconds": s.seconds,
-                "error": s.error,
-            }
-            for s in run.steps
-        ],
-    }
+    return {"run": run.id, **_runs.as_dict(run)}
 
 
 @_errors.handle

@@ -5,45 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from upgrader.cli import _errors, _options, _render
+from upgrader.cli import _errors, _options, _render, _runs
 
 if TYPE_CHECKING:
     from upgrader.state import records
 
 status_app = _options.group("Where a cluster stands: versions, the current or last run, what to do next.")
 history_app = _options.group("Past runs on a cluster.")
-
-
-def _run_dict(run: records.RunRecord) -> dict[str, Any]:
-    from upgrader import apply as apply_mod
-
-    return {
-        "id": run.id,
-        "kind": run.kind.value,
-        "plan": run.plan_id,
-        "status": run.status.value,
-        "created_at": run.created_at,
-        "started_at": run.started_at,
-        "finished_at": run.finished_at,
-        "host": run.host,
-        "pid": run.pid,
-        "stopped_reason": run.stopped_reason,
-        "error": run.error,
-        "cordoned_by_upgrader": apply_mod.cordoned_by_us(run),
-        "steps": [
-            {
-                "step": s.position + 1,
-                "kind": s.kind,
-                "version": s.spec.get("version"),
-                "nodes": s.spec.get("nodes", []),
-                "status": s.status.value,
-                "attempts": s.attempts,
-                "seconds": s.seconds,
-                "error": s.error,
-            }
-            for s in run.steps
-        ],
-    }
 
 
 def _next(run: records.RunRecord | None, held_by_live_process: bool, cluster: str) -> str:
@@ -90,7 +58,7 @@ def status(
         "cluster": cfg.name,
         "nodes": versions,
         "api_problem": problem,
-        "run": _run_dict(run) if run else None,
+        "run": _runs.as_dict(run) if run else None,
         "lock": locks[0].describe() if locks else None,
         "known_good_snapshot": good.id if good else None,
         "next": _next(run, bool(locks), source),
@@ -152,7 +120,7 @@ def history(
     with store.Store.open(db) as state:
         runs = state.runs(cfg.name)
     if output is _render.OutputFormat.JSON:
-        _render.emit_json({"runs": [_run_dict(r) for r in runs]})
+        _render.emit_json({"runs": [_runs.as_dict(r) for r in runs]})
         return
     rows = [
         (

@@ -32,7 +32,7 @@ from typing import Any
 import ansible_runner
 import yaml
 
-from upgrader import bundled, environment, errors, files, interrupts
+from upgrader import bundled, environment, errors, files, interrupts, pids
 from upgrader.executor.inventory import Inventory
 
 
@@ -151,19 +151,9 @@ def _private_data_dir() -> Path:
     parent = files.private_dir(environment.data_dir() / "ansible", what="Ansible working directory")
     for stale in parent.glob("run-*-*"):
         pid = stale.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pids.alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=parent))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from upgrader import errors
+from upgrader import errors, pids
 from upgrader.state import db, orm, records
 
 DEFAULT_TTL = timedelta(seconds=60)
@@ -168,17 +168,6 @@ class Lease:
         self.release()
 
 
-def _alive(pid: int) -> bool:
-    """Whether a process with ``pid`` exists on this host (a reused pid errs on the side of waiting)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
     """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
     written = time.monotonic()
@@ -206,7 +195,7 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     # Taken over when expired, or at once when its holder ran on this host and its process is gone
     # (killed with SIGKILL, say): the token in the WHERE makes sure it is still that holder's lease.
     takeable = orm.Lock.expires_at <= now
-    if previous and previous[0].host == info.host and not _alive(previous[0].pid):
+    if previous and previous[0].host == info.host and not pids.alive(previous[0].pid):
         takeable = takeable | (orm.Lock.holder == previous[0].holder)
     try:
         with engine.begin() as connection:
