@@ -60,16 +60,17 @@ class Rollout:
         self.writer.edit_cluster_configuration(lambda text: with_emulation(text, minor))
 
     def control_plane(self, node: str, version: Version, *, first: bool) -> None:
-        self._playbook("upgrade-control-plane.yml", node, version, first=first)
+        self._playbook("upgrade-control-plane.yml", (node,), version, first=first)
 
-    def kubelet(self, node: str, version: Version) -> None:
-        self._playbook("upgrade-node.yml", node, version)
+    def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
+        self._playbook("upgrade-node.yml", nodes, version)
 
-    def _playbook(self, playbook: str, node: str, version: Version, **extra: Any) -> None:
+    def _playbook(self, playbook: str, nodes: tuple[str, ...], version: Version, **extra: Any) -> None:
         variables = {**rendering.package_vars(self.cluster.cfg.packages, version), **extra}
-        result = self.cluster.playbook(playbook, extravars=variables, limit=rendering.node_limit(node), timeout=1800)
+        result = self.cluster.playbook(playbook, extravars=variables, limit=rendering.node_limit(*nodes), timeout=1800)
+        where = ", ".join(nodes)
         if result.status is not runner.Status.SUCCESSFUL:
             detail = "; ".join(result.failures()[:2]) or f"status {result.status.value}, rc {result.rc}"
             if result.status is runner.Status.CANCELED:
-                raise KeyboardInterrupt(f"{playbook} on {node} canceled")
-            raise errors.ExecutorError(f"{playbook} on {node} failed: {detail}")
+                raise KeyboardInterrupt(f"{playbook} on {where} canceled")
+            raise errors.ExecutorError(f"{playbook} on {where} failed: {detail}")

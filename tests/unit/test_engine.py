@@ -51,9 +51,10 @@ class FakeCluster:
         self._call(f"control-plane {node}")
         self.apiservers[node] = (version, self.emulation or version.minor_version)
 
-    def kubelet(self, node: str, version: Version) -> None:
-        self._call(f"kubelet {node}")
-        self.kubelets[node] = version
+    def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
+        for node in nodes:
+            self._call(f"kubelet {node}")
+            self.kubelets[node] = version
 
     # Drainer
     def cordon(self, node: str) -> None:

@@ -210,54 +210,71 @@ class Driver:
         )
 
     def _nodes(self, run_id: str, position: int, step: Step, after: Expected) -> None:
-        """Every node of the batch in parallel: cordon, drain, kubelet, Ready at the version, uncordon."""
+        """A batch: every node cordoned and drained in parallel, then one playbook run for the nodes whose
+        kubelet is not at the version yet (one Ansible process for the batch, not one per node), then
+        each Ready at the version and uncordoned."""
         assert step.version is not None
         version = step.version
         earlier = self.journal.step(run_id, position).detail  # what an interrupted attempt cordoned
-
-        def one(node: str) -> str:
-            return self._one_node(
-                run_id, position, node, version, cordoned_before=bool(earlier.get(f"cordoned:{node}"))
+        state = {node: self.ports.probe.kubelet(node) for node in step.nodes}
+        ours = {node: bool(earlier.get(f"cordoned:{node}")) for node in step.nodes}
+        todo = []
+        for node in step.nodes:
+            running, ready = state[node]
+            if running == version and ready and (not ours[node] or not self.ports.drainer.cordoned(node)):
+                if ours[node]:
+                    self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
+                self._node_done(run_id, position, node, "already there")
+            else:
+                todo.append(node)
+        if not todo:
+            return
+        self.lease.check()
+        stale = tuple(node for node in todo if state[node][0] != version)
+        # A node whose kubelet is at the version already was drained before (the kubelet is replaced only
+        # after the drain) and has stayed cordoned since: it is not drained again.
+        evicted = self._in_parallel(
+            todo, lambda node: self._drain(run_id, position, node, ours) if node in stale else 0
+        )
+        if stale:
+            self.lease.check()
+            self.ports.executor.kubelet(stale, version)
+        for node in todo:
+            self._wait(
+                lambda node=node: self.ports.probe.kubelet(node) == (version, True),  # type: ignore[misc]
+                f"{node} to be Ready with kubelet v{version}",
             )
+            if ours[node]:
+                self.ports.drainer.uncordon(node)
+                self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
+            self._node_done(run_id, position, node, f"upgraded ({evicted[node]} pods evicted)")
 
-        with ThreadPoolExecutor(max_workers=max(1, len(step.nodes)), thread_name_prefix="node") as pool:
-            futures: dict[Future[str], str] = {pool.submit(one, node): node for node in step.nodes}
+    def _drain(self, run_id: str, position: int, node: str, ours: dict[str, bool]) -> int:
+        """Cordons and drains one node. upgrader uncordons only what it cordoned: it journals that it is
+        about to cordon a schedulable node *before* the cordon, so a run killed in between still knows
+        the node is its own to uncordon on resume. A node someone else cordoned stays cordoned."""
+        drainer = self.ports.drainer
+        if not ours[node] and not drainer.cordoned(node):
+            self.journal.step_progress(run_id, position, {f"cordoned:{node}": "by upgrader, to drain it"})
+            ours[node] = True
+        drainer.cordon(node)
+        return drainer.drain(node)
+
+    def _in_parallel(self, nodes: list[str], work: Callable[[str], int]) -> dict[str, int]:
+        """``work`` on every node at once; the first failure cancels the others and is raised."""
+        results: dict[str, int] = {}
+        with ThreadPoolExecutor(max_workers=max(1, len(nodes)), thread_name_prefix="node") as pool:
+            futures: dict[Future[int], str] = {pool.submit(work, node): node for node in nodes}
             try:
                 pending = set(futures)
                 while pending:
                     done, pending = wait(pending, timeout=0.5, return_when=FIRST_EXCEPTION)
                     for future in done:
-                        self._node_done(run_id, position, futures[future], future.result())
+                        results[futures[future]] = future.result()
             except BaseException:
-                self.cancel.set()  # stop the other nodes' playbooks and drains
+                self.cancel.set()  # stop the other nodes' drains
                 raise
-
-    def _one_node(self, run_id: str, position: int, node: str, version: Version, *, cordoned_before: bool) -> str:
-        """One node. upgrader uncordons only what it cordoned: it journals that it is about to cordon a
-        schedulable node *before* the cordon, so a run killed in between still knows the node is its own
-        to uncordon on resume. A node someone else cordoned stays cordoned."""
-        drainer = self.ports.drainer
-        running, ready = self.ports.probe.kubelet(node)
-        ours = cordoned_before
-        if running == version and ready and (not drainer.cordoned(node) or not ours):
-            if ours:
-                self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
-            return "already there"
-        self.lease.check()
-        if not ours and not drainer.cordoned(node):
-            self.journal.step_progress(run_id, position, {f"cordoned:{node}": "by upgrader, to drain it"})
-            ours = True
-        drainer.cordon(node)
-        evicted = drainer.drain(node)
-        if running != version:
-            self.ports.executor.kubelet(node, version)
-        self._wait(
-            lambda: self.ports.probe.kubelet(node) == (version, True), f"{node} to be Ready with kubelet v{version}"
-        )
-        if ours:
-            drainer.uncordon(node)
-            self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
-        return f"upgraded ({evicted} pods evicted)"
+        return results
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -32,8 +32,9 @@ class Executor(Protocol):
     def control_plane(self, node: str, version: Version, *, first: bool) -> None:
         """kubeadm at ``version`` on ``node``, then ``upgrade apply`` (``first``) or ``upgrade node``."""
 
-    def kubelet(self, node: str, version: Version) -> None:
-        """The kubelet (and kubectl, and a worker's kubeadm) at ``version`` on a drained ``node``, restarted."""
+    def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
+        """The kubelet (and kubectl, and a worker's kubeadm) at ``version`` on drained ``nodes``, restarted:
+        one run for the batch."""
 
 
 class Drainer(Protocol):
