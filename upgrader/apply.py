@@ -47,6 +47,7 @@ class Options:
     window_end: datetime | None = None
     pause_after: driver.PauseAfter | None = None
     force_drain: bool = False
+    delete_emptydir_data: bool = False
     drain_timeout: float | None = None  # default: the config's upgrade.drain_timeout
     wait_timeout: float = 300.0
 
@@ -55,6 +56,7 @@ class Options:
             "window_end": self.window_end.isoformat() if self.window_end else None,
             "pause_after": self.pause_after.value if self.pause_after else None,
             "force_drain": self.force_drain,
+            "delete_emptydir_data": self.delete_emptydir_data,
             "drain_timeout": self.drain_timeout,
         }
 
@@ -151,6 +153,7 @@ def ports(cluster: session.ClusterSession, state: store.Store, options: Options)
         if options.drain_timeout is not None
         else float(cluster.cfg.upgrade.drain_timeout),
         force=options.force_drain,
+        delete_emptydir_data=options.delete_emptydir_data,
     )
     return Ports(
         executor=rollout.Rollout(cluster, writer),

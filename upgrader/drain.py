@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from upgrader import errors
 from upgrader.kube import writes
@@ -29,13 +30,27 @@ class DrainFailed(errors.OperationFailed):
 class DrainPolicy:
     timeout: float = 600.0
     force: bool = False  # evict pods no controller would recreate
-    delete_emptydir_data: bool = True  # as kubeadm's upgrade procedure does with kubectl drain
+    delete_emptydir_data: bool = False  # kubectl drain's default: refuse, unless --delete-emptydir-data
     retry: float = 5.0  # between evictions a budget refused
     poll: float = 1.0
 
 
+class PodWriter(Protocol):
+    """What a drain needs of the Kubernetes API (``kube.writes.Writer``)."""
+
+    def unschedulable(self, node: str) -> bool: ...
+
+    def set_unschedulable(self, node: str, unschedulable: bool) -> None: ...
+
+    def pods_on(self, node: str) -> list[writes.PodInfo]: ...
+
+    def evict(self, pod: writes.PodInfo) -> writes.Eviction: ...
+
+    def pod_exists(self, pod: writes.PodInfo) -> bool: ...
+
+
 class Drainer:
-    def __init__(self, writer: writes.Writer, policy: DrainPolicy, cancel: threading.Event) -> None:
+    def __init__(self, writer: PodWriter, policy: DrainPolicy, cancel: threading.Event) -> None:
         self.writer = writer
         self.policy = policy
         self.cancel = cancel
@@ -64,7 +79,8 @@ class Drainer:
         local = [p.ref for p in pods if p.empty_dir]
         if local and not self.policy.delete_emptydir_data:
             raise DrainFailed(
-                f"cannot drain {node}: {', '.join(local[:5])} uses emptyDir, whose data an eviction deletes"
+                f"cannot drain {node}: {', '.join(local[:5])} uses emptyDir, whose data an eviction deletes; "
+                "pass --delete-emptydir-data"
             )
         return pods
 

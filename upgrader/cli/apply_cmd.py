@@ -100,6 +100,10 @@ def apply(
     force_drain: Annotated[
         bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
     ] = False,
+    delete_emptydir_data: Annotated[
+        bool,
+        typer.Option("--delete-emptydir-data", help="Evict pods with emptyDir volumes (their data is deleted)."),
+    ] = False,
     drain_timeout: Annotated[
         str | None,
         typer.Option("--drain-timeout", help="How long a drain may wait for PodDisruptionBudgets: 90s, 10m."),
@@ -130,6 +134,7 @@ def apply(
         window_end=window_end(window_end_at, window),
         pause_after=driver.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
+        delete_emptydir_data=delete_emptydir_data,
         drain_timeout=_seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
     )
     with store.Store.open(db) as state:
