@@ -23,12 +23,14 @@ from typing import Any
 from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, session, snapshots
 from upgrader.engine import driver, expectations
 from upgrader.engine.ports import Ports
+from upgrader.executor import runner
 from upgrader.kube import writes
 from upgrader.planner.model import Plan, StepKind
 from upgrader.rules import catalog as catalog_mod
 from upgrader.rules import facts as facts_mod
 from upgrader.state import records, store
 
+# Until a cluster has history: a snapshot, one control-plane node, one commit node, one batch of nodes.
 DEFAULT_SECONDS = {"snapshot": 60.0, "control-plane": 180.0, "emulation-commit": 150.0, "nodes": 240.0}
 
 
@@ -145,7 +147,9 @@ class SnapshotTaker:
         return created.record.id
 
 
-def ports(cluster: session.ClusterSession, state: store.Store, options: Options) -> Ports:
+def ports(
+    cluster: session.ClusterSession, state: store.Store, options: Options, run_id: records.RunId | None = None
+) -> Ports:
     writer = writes.Writer(cluster.api)
     live = gates.Live(cluster, catalog_mod.load())
     policy = drain.DrainPolicy(
@@ -155,8 +159,27 @@ def ports(cluster: session.ClusterSession, state: store.Store, options: Options)
         force=options.force_drain,
         delete_emptydir_data=options.delete_emptydir_data,
     )
+
+    def record(playbook: str, task: runner.TaskResult) -> None:
+        """Every Ansible task of the run in the journal: host, task, outcome, duration (never its output)."""
+        outcome = "failed" if not task.ok else ("changed" if task.changed else "ok")
+        state.record_event(
+            kind="ansible-task",
+            message=f"{task.host}: {task.task}: {outcome}",
+            cluster=cluster.name,
+            run_id=run_id,
+            level=records.EventLevel.INFO if task.ok else records.EventLevel.ERROR,
+            data={
+                "playbook": playbook,
+                "host": task.host,
+                "task": task.task,
+                "outcome": outcome,
+                "seconds": task.duration,
+            },
+        )
+
     return Ports(
-        executor=rollout.Rollout(cluster, writer),
+        executor=rollout.Rollout(cluster, writer, record),
         drainer=drain.Drainer(writer, policy, cluster.cancel),
         probe=live,
         gate=live,
@@ -164,21 +187,23 @@ def ports(cluster: session.ClusterSession, state: store.Store, options: Options)
     )
 
 
+_PER_NODE = ("control-plane", "emulation-commit")  # one node at a time: the step scales with its nodes
+
+
 def estimator(state: store.Store, cluster: str) -> Callable[[records.StepRecord], float]:
-    """A step's expected duration: this cluster's past steps of the same kind, per node, else defaults."""
-    per_node: dict[str, list[float]] = {}
+    """A step's expected duration: the median of this cluster's past steps of the same kind (per node for
+    the control-plane kinds, whose nodes go one at a time; per batch otherwise), else defaults."""
+    history: dict[str, list[float]] = {}
     for past in state.runs(cluster, limit=20):
         for step in past.steps:
             if step.status is records.StepStatus.SUCCEEDED and step.seconds is not None:
-                per_node.setdefault(step.kind, []).append(step.seconds / max(1, len(step.spec.get("nodes", ()))))
+                nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
+                history.setdefault(step.kind, []).append(step.seconds / nodes)
 
     def estimate(step: records.StepRecord) -> float:
-        nodes = max(1, len(step.spec.get("nodes", ())))
-        history = per_node.get(step.kind)
-        if history:
-            per = statistics.median(history)
-            return per * (1 if step.kind in ("nodes", "snapshot") else nodes)
-        return DEFAULT_SECONDS.get(step.kind, 120.0) * (1 if step.kind == "nodes" else max(1, nodes // 2))
+        nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
+        seen = history.get(step.kind)
+        return (statistics.median(seen) if seen else DEFAULT_SECONDS.get(step.kind, 120.0)) * nodes
 
     return estimate
 
@@ -274,7 +299,7 @@ def _drive(
 ) -> records.RunRecord:
     engine = driver.Driver(
         state,
-        ports(cluster, state, options),
+        ports(cluster, state, options, run.id),
         lease=lease,
         settings=driver.Settings(
             wait_timeout=options.wait_timeout, window_end=options.window_end, pause_after=options.pause_after

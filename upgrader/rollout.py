@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -51,10 +52,16 @@ def with_emulation(cluster_configuration: str, minor: Minor | None) -> str:
     return yaml.safe_dump(config, sort_keys=False) if changed else cluster_configuration
 
 
+TaskRecorder = Callable[[str, runner.TaskResult], None]  # (playbook, one task's result on one host)
+
+
 class Rollout:
-    def __init__(self, cluster: session.ClusterSession, writer: writes.Writer) -> None:
+    def __init__(
+        self, cluster: session.ClusterSession, writer: writes.Writer, record: TaskRecorder | None = None
+    ) -> None:
         self.cluster = cluster
         self.writer = writer
+        self.record = record
 
     def set_emulation(self, minor: Minor | None) -> None:
         self.writer.edit_cluster_configuration(lambda text: with_emulation(text, minor))
@@ -69,6 +76,9 @@ class Rollout:
         variables = {**rendering.package_vars(self.cluster.cfg.packages, version), **extra}
         result = self.cluster.playbook(playbook, extravars=variables, limit=rendering.node_limit(*nodes), timeout=1800)
         where = ", ".join(nodes)
+        if self.record is not None:
+            for task in result.tasks:
+                self.record(playbook, task)
         if result.status is not runner.Status.SUCCESSFUL:
             detail = "; ".join(result.failures()[:2]) or f"status {result.status.value}, rc {result.rc}"
             if result.status is runner.Status.CANCELED:

@@ -75,6 +75,13 @@ def test_apply_upgrades_a_small_cluster_one_minor_with_a_two_step_hop(labs: Labs
         run = state.run(summary["run"])
         assert run.status is records.RunStatus.SUCCEEDED
         assert len([s for s in state.snapshots(lab.name) if s.known_good]) == kinds.count("snapshot")
+        tasks = [e for e in state.events(cluster=lab.name, limit=1000) if e.kind == "ansible-task"]
+    # every Ansible task of the run is in the journal, with its host and duration
+    assert {(e.data["host"], e.data["task"]) for e in tasks} >= {
+        ("cp-1", "upgrader: kubeadm upgrade apply"),
+        ("w-1", "upgrader: restart the kubelet"),
+    }
+    assert all(e.run_id == run.id and e.data["seconds"] is not None for e in tasks)
 
 
 def _pdb_min_available(lab: topology.Lab, value: int) -> None:

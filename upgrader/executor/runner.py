@@ -76,6 +76,7 @@ class TaskResult:
     ok: bool
     changed: bool
     result: Mapping[str, Any]
+    duration: float | None = None  # seconds, as ansible-runner measured the task on that host
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ def run(
                     ok=kind == "runner_on_ok",
                     changed=bool(res.get("changed")),
                     result={k: res[k] for k in _KEEP if k in res},
+                    duration=float(data["duration"]) if isinstance(data.get("duration"), int | float) else None,
                 )
             )
         if on_event is not None:

@@ -1,0 +1,69 @@
+"""The apply service's pure parts against a real SQLite journal: duration estimates and drift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.unit.plan_helpers import make_facts, make_plan
+from upgrader import apply
+from upgrader.state import records, store
+
+
+@pytest.fixture
+def journal(db_url: str) -> Iterator[store.Store]:
+    with store.Store.open(db_url) as opened:
+        yield opened
+
+
+def step(kind: str, nodes: list[str]) -> dict[str, object]:
+    return {"kind": kind, "version": None if kind == "snapshot" else "1.31.13", "nodes": nodes}
+
+
+def test_estimates_come_from_this_clusters_history_per_node_for_the_control_plane(journal: store.Store) -> None:
+    specs = [step("snapshot", []), step("control-plane", ["cp-1", "cp-2", "cp-3"]), step("nodes", ["w-1", "w-2"])]
+    run = journal.create_run(
+        run_id=records.RunId("prod-eu1-1"),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.UPGRADE,
+        steps=specs,
+        host="h",
+        pid=1,
+        options={},
+    )
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    for position, seconds in enumerate((12, 30, 20)):
+        journal.start_step(run.id, position, at=start)
+        journal.finish_step(run.id, position, records.StepStatus.SUCCEEDED, at=start + timedelta(seconds=seconds))
+    estimate = apply.estimator(journal, "prod-eu1")
+
+    def record(kind: str, nodes: list[str]) -> records.StepRecord:
+        return records.StepRecord(
+            records.RunId("x"), 0, kind, records.StepStatus.PENDING, 0, step(kind, nodes), {}, None, None, None
+        )
+
+    assert estimate(record("snapshot", [])) == 12
+    assert estimate(record("control-plane", ["cp-1"])) == 10  # 30 s for three nodes, one at a time
+    assert estimate(record("control-plane", ["a", "b", "c", "d", "e"])) == 50
+    assert estimate(record("nodes", ["w-3", "w-4", "w-5"])) == 20  # a batch goes in parallel
+    assert estimate(record("emulation-commit", ["cp-1", "cp-2"])) == 2 * apply.DEFAULT_SECONDS["emulation-commit"]
+    assert apply.estimator(journal, "another-cluster")(record("nodes", ["w-1"])) == apply.DEFAULT_SECONDS["nodes"]
+
+
+def test_drift_names_each_node_that_moved_since_the_plan() -> None:
+    facts = make_facts([("cp-1", "1.30.14", None, "1.30.14")], [("w-1", "1.29.15"), ("w-2", "1.30.14")])
+    plan = make_plan(facts, "1.31")
+    live = plan.facts | {
+        "control_plane": [{**plan.facts["control_plane"][0], "apiserver": "1.31.13", "kubelet": "1.30.14"}],
+        "nodes": [{**plan.facts["nodes"][0], "kubelet": "1.30.14"}, {"name": "w-9", "kubelet": "1.30.14"}],
+    }
+    assert apply.drift(plan, live) == [
+        "cp-1 apiserver is 1.31.13 (emulating 1.30), the plan expected 1.30.14 (emulating 1.30)",
+        "w-1 kubelet is 1.30.14, the plan expected 1.29.15",
+        "node w-2 is gone",
+        "nodes the plan does not know: w-9",
+    ]
+    assert apply.drift(plan, plan.facts) == []
