@@ -120,12 +120,12 @@ def fetching(shared_lab: topology.Lab, tmp_path: Path, private_state_home: Path)
     try:
 
         def started() -> bool:
-            return snapshots_dir.is_dir() and any(p.name.startswith(".fetch-") for p in snapshots_dir.iterdir())
+            # the .fetch- directory comes a moment before the playbook's process: wait for both
+            fetch = snapshots_dir.is_dir() and any(p.name.startswith(".fetch-") for p in snapshots_dir.iterdir())
+            return fetch and bool(create.descendants())
 
-        wait_for(started, timeout=60, what="the manifest fetch to start")
-        children = create.descendants()
-        assert children, "the fetch playbook should be running"
-        yield Fetching(cluster_yaml, db_url, snapshots_dir, create, children)
+        wait_for(started, timeout=60, what="the manifest fetch playbook to start")
+        yield Fetching(cluster_yaml, db_url, snapshots_dir, create, create.descendants())
     finally:
         create.stop()
 
