@@ -52,6 +52,7 @@ class Options:
     delete_emptydir_data: bool = False
     drain_timeout: float | None = None  # default: the config's upgrade.drain_timeout
     wait_timeout: float = 300.0
+    insecure: tuple[str, ...] = ()  # what --insecure allowed on this run's connections (recorded with it)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +61,7 @@ class Options:
             "force_drain": self.force_drain,
             "delete_emptydir_data": self.delete_emptydir_data,
             "drain_timeout": self.drain_timeout,
+            "insecure": list(self.insecure),
         }
 
 
@@ -309,6 +311,15 @@ def _drive(
         cancel=cluster.cancel,
         facts=plan.facts,
     )
+    if options.insecure:
+        state.record_event(
+            kind="insecure-transport",
+            cluster=cluster.name,
+            run_id=run.id,
+            level=records.EventLevel.WARNING,
+            message=f"run {run.id} went on over connections allowed only by --insecure",
+            data={"allowed": list(options.insecure)},
+        )
     hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
     try:
         outcome = engine.run(run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
 from datetime import UTC, datetime, timedelta
@@ -149,6 +150,7 @@ def apply(
         with state.lock(cfg.name, command) as lease, session.ClusterSession.open(cfg, insecure=insecure) as opened:
             for allowed in opened.insecure:
                 _render.warn(f"--insecure: {allowed}")
+            options = dataclasses.replace(options, insecure=opened.insecure)
             try:
                 if resume:
                     done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=_printer(log_format))
