@@ -170,22 +170,23 @@ class Store:
             )
             return True
 
+    @staticmethod
+    def _by_prefix(session: Session, query: Select[Any, Any], column: Any, given: str, *, what: str, named: str) -> Any:
+        """The one row whose ``column`` starts with ``given`` (at least 6 characters), or a clear error."""
+        if len(given) < 6:
+            raise errors.UsageError(f"{what} id {given!r} is too short: give at least 6 characters")
+        rows = session.execute(query.where(column.startswith(given, autoescape=True)).limit(2)).all()
+        if not rows:
+            raise errors.NotFound(f"no {named} {given!r} in this state database")
+        if len(rows) > 1:
+            raise errors.UsageError(f"{what} id {given!r} is ambiguous: give more characters")
+        return rows[0]
+
     def plan(self, plan_id: str) -> records.StoredPlan:
         """A stored plan by id or by an unambiguous id prefix (at least 6 characters)."""
         with self.session() as session:
-            if len(plan_id) < 6:
-                raise errors.UsageError(f"plan id {plan_id!r} is too short: give at least 6 characters")
-            rows = session.execute(
-                select(orm.Plan, orm.Cluster.name)
-                .outerjoin(orm.Cluster, orm.Plan.cluster_id == orm.Cluster.id)
-                .where(orm.Plan.id.startswith(plan_id, autoescape=True))
-                .limit(2)
-            ).all()
-            if not rows:
-                raise errors.NotFound(f"no saved plan {plan_id!r} in this state database")
-            if len(rows) > 1:
-                raise errors.UsageError(f"plan id {plan_id!r} is ambiguous: give more characters")
-            row, cluster = rows[0]
+            query = select(orm.Plan, orm.Cluster.name).outerjoin(orm.Cluster, orm.Plan.cluster_id == orm.Cluster.id)
+            row, cluster = self._by_prefix(session, query, orm.Plan.id, plan_id, what="plan", named="saved plan")
             return records.StoredPlan(
                 id=records.PlanId(row.id),
                 cluster=cluster,
@@ -343,20 +344,10 @@ class Store:
 
     def run(self, run_id: str) -> records.RunRecord:
         """A run by id or by an unambiguous prefix (at least 6 characters), with its steps."""
-        if len(run_id) < 6:
-            raise errors.UsageError(f"run id {run_id!r} is too short: give at least 6 characters")
         with self.session() as session:
-            rows = session.execute(
-                select(orm.Run, orm.Cluster.name)
-                .join(orm.Cluster, orm.Run.cluster_id == orm.Cluster.id)
-                .where(orm.Run.id.startswith(run_id, autoescape=True))
-                .limit(2)
-            ).all()
-            if not rows:
-                raise errors.NotFound(f"no run {run_id!r} in this state database")
-            if len(rows) > 1:
-                raise errors.UsageError(f"run id {run_id!r} is ambiguous: give more characters")
-            return self._run_record(session, rows[0][0], rows[0][1])
+            query = select(orm.Run, orm.Cluster.name).join(orm.Cluster, orm.Run.cluster_id == orm.Cluster.id)
+            row, cluster = self._by_prefix(session, query, orm.Run.id, run_id, what="run", named="run")
+            return self._run_record(session, row, cluster)
 
     def runs(self, cluster: str, *, limit: int = 50) -> list[records.RunRecord]:
         """A cluster's runs, newest first, with their steps."""
