@@ -32,13 +32,17 @@ class Live:
         self.catalog = catalog
 
     def _endpoints(self) -> dict[str, str]:
-        return {a.node: a.endpoint for a in self.cluster.api.apiservers()}
-
-    def apiserver(self, node: str) -> tuple[Version, Minor] | None:
         try:
-            endpoint = self._endpoints().get(node)
-            if not endpoint:
-                return None
+            return {a.node: a.endpoint for a in self.cluster.api.apiservers()}
+        except kube.KubeUnavailable:
+            return {}
+
+    def apiserver(self, node: str, endpoints: dict[str, str] | None = None) -> tuple[Version, Minor] | None:
+        """``node``'s apiserver as it answers; ``endpoints`` saves listing the mirror pods again."""
+        endpoint = (self._endpoints() if endpoints is None else endpoints).get(node)
+        if not endpoint:
+            return None
+        try:
             live = self.cluster.api.version(endpoint)
         except kube.KubeUnavailable:
             return None
@@ -60,8 +64,9 @@ class Live:
         problems: list[str] = []
         apiservers: dict[str, Version] = {}
         emulated: dict[str, Minor] = {}
+        endpoints = self._endpoints()  # once for every apiserver, not once each
         for name, wanted in sorted(expected.apiservers.items()):
-            live = self.apiserver(name)
+            live = self.apiserver(name, endpoints)
             if live is None:
                 problems.append(f"the apiserver on {name} does not answer")
                 continue
