@@ -12,13 +12,13 @@ loses known-good for good and can never be used for a rollback.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
 import os
 import re
 import secrets
-import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable
@@ -32,7 +32,6 @@ from upgrader.executor import runner
 from upgrader.state import records, store
 
 SUMS = "SHA256SUMS"
-FETCH_PREFIX = ".fetch-"
 
 
 def _sha256(data: bytes) -> str:
@@ -81,23 +80,40 @@ def check_archive(path: Path) -> None:
             raise snapshot.SnapshotCorrupt(f"{path}: {name} does not match its sha256")
 
 
-def _fetch_control_plane(cluster: session.ClusterSession, workdir: Path) -> dict[str, bytes]:
-    result = cluster.playbook("snapshot-fetch.yml", extravars={"dest": str(workdir)}, timeout=600)
+_MANIFEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$")
+
+
+def _fetch_control_plane(cluster: session.ClusterSession) -> dict[str, bytes]:
+    """Each control-plane node's manifests and installed versions, as archive members under its name."""
+    result = cluster.playbook("snapshot-fetch.yml", timeout=600)
     if result.status is not runner.Status.SUCCESSFUL:
         detail = "; ".join(result.failures()[:3]) or f"status {result.status.value}, rc {result.rc}"
         raise errors.ExecutorError(f"fetching the control-plane manifests failed: {detail}")
-    members = {}
-    for path in sorted(workdir.rglob("*")):
-        if path.is_file():
-            members[path.relative_to(workdir).as_posix()] = path.read_bytes()
-    missing = [
-        host
-        for host in cluster.inventory.hosts("kube_control_plane")
-        if f"{host}/manifests/kube-apiserver.yaml" not in members
-    ]
-    if missing:
-        raise errors.ExecutorError(f"no kube-apiserver manifest was fetched from {', '.join(missing)}")
+    printed = result.by_host("upgrader: control-plane state")
+    members: dict[str, bytes] = {}
+    for host in cluster.inventory.hosts("kube_control_plane"):
+        members.update(_node_state(host, str(printed.get(host, {}).get("stdout", ""))))
     return members
+
+
+def _node_state(host: str, stdout: str) -> dict[str, bytes]:
+    """What snapshot-fetch.yml printed for ``host``: ``kubelet=``, ``kubeadm=`` and ``manifests=`` lines."""
+    lines = dict(line.strip().partition("=")[::2] for line in stdout.splitlines() if "=" in line)
+    try:
+        with tarfile.open(fileobj=io.BytesIO(base64.b64decode(lines.get("manifests", ""), validate=True))) as tar:
+            manifests = {
+                Path(m.name).name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers()
+                if m.isfile() and _MANIFEST_NAME.match(Path(m.name).name)
+            }
+    except (ValueError, OSError, tarfile.TarError, EOFError) as exc:
+        raise errors.ExecutorError(f"{host}: the manifests it sent are not a readable archive ({exc})") from exc
+    if "kube-apiserver.yaml" not in manifests:
+        raise errors.ExecutorError(f"no kube-apiserver manifest was fetched from {host}")
+    versions = {"kubelet": lines.get("kubelet", ""), "kubeadm": lines.get("kubeadm", "")}
+    out = {f"{host}/manifests/{name}": data for name, data in manifests.items()}
+    out[f"{host}/versions.json"] = (json.dumps(versions, indent=2) + "\n").encode()
+    return out
 
 
 @dataclass(frozen=True)
@@ -131,8 +147,7 @@ def create(
         ]
         snapshot.check_file(db_path)  # read back: the stream proved what arrived, this proves what is on disk
         status = tools.status(db_path)
-        with tempfile.TemporaryDirectory(prefix=f"{FETCH_PREFIX}{snapshot_id}-", dir=directory) as tmp:
-            contents = _fetch_control_plane(cluster, Path(tmp))
+        contents = _fetch_control_plane(cluster)
         contents["cluster-configuration.yaml"] = (cluster.api.cluster_configuration() or "").encode()
         contents["facts.json"] = json.dumps(collected, indent=2, sort_keys=True).encode()
         archive_sha = _archive(contents, archive_path)
@@ -257,9 +272,9 @@ def delete(state: store.Store, record: records.SnapshotRecord) -> None:
 
 
 def _own_file(cluster: str) -> re.Pattern[str]:
-    """The files ``create`` writes for ``cluster``: ID.db, ID.tar.gz, their .part, and the .fetch- directory."""
+    """The files ``create`` writes for ``cluster``: ID.db, ID.tar.gz and their .part."""
     snapshot_id = rf"{re.escape(cluster)}-\d{{8}}T\d{{6}}Z-[0-9a-f]{{4}}"
-    return re.compile(rf"^(?:{snapshot_id}\.(?:db|tar\.gz)(?:\.part)?|{re.escape(FETCH_PREFIX)}{snapshot_id}-.+)$")
+    return re.compile(rf"^{snapshot_id}\.(?:db|tar\.gz)(?:\.part)?$")
 
 
 def orphans(cfg: config.ClusterConfig, state: store.Store) -> list[Path]:
@@ -275,7 +290,4 @@ def orphans(cfg: config.ClusterConfig, state: store.Store) -> list[Path]:
 
 
 def remove_orphan(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)

@@ -43,15 +43,27 @@ def lab_config(lab: topology.Lab, tmp_path: Path, **changes: object) -> Path:
     return path
 
 
-def test_extra_variables_reach_ansible_as_text_never_as_templates(shared_lab: topology.Lab, tmp_path: Path) -> None:
+def test_extra_variables_reach_ansible_as_text_never_as_templates(
+    shared_lab: topology.Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``node_root`` given as an extra variable with Jinja in it: the node-facts playbook reads the
+    directory of that literal name, and the lookup in the other name never runs its command."""
     marker = tmp_path / "ran-a-command"
-    arithmetic = tmp_path / "j{{ 7*7 }}"
-    pipe = tmp_path / f"p{{{{ lookup('pipe', 'touch {marker}') }}}}"
+    monkeypatch.setenv("UPGRADER_TEST_MARKER", str(marker))  # a path without "/" in the template
     loaded = inventory.load(shared_lab.dir / "inventory" / "hosts.ini")
-    for dest in (arithmetic, pipe):
-        result = runner.run(runner.PlaybookRequest("snapshot-fetch.yml", loaded, extravars={"dest": str(dest)}))
+    for name in ("j{{ 7*7 }}", "p{{ lookup('pipe', 'touch $UPGRADER_TEST_MARKER') }}"):
+        root = tmp_path / name
+        (root / "usr" / "bin").mkdir(parents=True)
+        (root / "sys" / "fs" / "cgroup").mkdir(parents=True)
+        (root / "sys" / "fs" / "cgroup" / "cgroup.controllers").write_text("cpu memory\n")
+        kubelet = root / "usr" / "bin" / "kubelet"
+        kubelet.write_text("#!/bin/sh\necho Kubernetes v1.99.0\n")
+        kubelet.chmod(0o755)
+        result = runner.run(runner.PlaybookRequest("node-facts.yml", loaded, extravars={"node_root": str(root)}))
         assert result.status is runner.Status.SUCCESSFUL, result.failures()
-        assert (dest / "cp-1" / "manifests" / "kube-apiserver.yaml").is_file()
+        printed = result.by_host("upgrader: node facts")
+        assert set(printed) == set(loaded.all_hosts())
+        assert all("kubelet=Kubernetes v1.99.0" in str(r["stdout"]) for r in printed.values()), printed
     assert not (tmp_path / "j49").exists()
     assert not marker.exists()
 
@@ -111,6 +123,13 @@ class Fetching:
     children: set[int]
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 @pytest.fixture
 def fetching(shared_lab: topology.Lab, tmp_path: Path, private_state_home: Path) -> Iterator[Fetching]:
     cluster_yaml = lab_config(shared_lab, tmp_path)
@@ -120,9 +139,7 @@ def fetching(shared_lab: topology.Lab, tmp_path: Path, private_state_home: Path)
     try:
 
         def started() -> bool:
-            # the .fetch- directory comes a moment before the playbook's process: wait for both
-            fetch = snapshots_dir.is_dir() and any(p.name.startswith(".fetch-") for p in snapshots_dir.iterdir())
-            return fetch and bool(create.descendants())
+            return any(b"snapshot-fetch.yml" in _cmdline(pid) for pid in create.descendants())
 
         wait_for(started, timeout=60, what="the manifest fetch playbook to start")
         yield Fetching(cluster_yaml, db_url, snapshots_dir, create, create.descendants())
@@ -135,7 +152,7 @@ def test_sigterm_during_snapshot_create_cleans_up_like_ctrl_c(fetching: Fetching
     code, stderr = fetching.create.finish()
     assert code == 1 and "interrupted by SIGTERM" in stderr, stderr
     assert "Traceback" not in stderr
-    assert list(fetching.snapshots_dir.iterdir()) == []  # no etcd copy, no .part, no .fetch- directory
+    assert list(fetching.snapshots_dir.iterdir()) == []  # no etcd copy, no .part, no archive
     assert list((private_state_home / "ansible").iterdir()) == []  # no artifacts recording the environment
     wait_for(
         lambda: not any(Path(f"/proc/{pid}").exists() for pid in fetching.children), timeout=20, what="children gone"

@@ -155,21 +155,21 @@ def test_files_without_a_row_are_listed_and_pruned_after_confirmation(cluster_ya
     ]
     for path in stray:
         path.write_bytes(b"every secret of the cluster")
-    fetch = directory / ".fetch-prod-eu1-20261201T010203Z-abcd-x1y2"
-    (fetch / "cp-1").mkdir(parents=True)
     mine_not = [directory / "notes.txt", directory / "other-cluster-20261201T010203Z-abcd.db"]
     for path in mine_not:
         path.write_text("not upgrader's, or another cluster's")
+    mine_not.append(directory / "prod-eu1-20261201T010203Z-abcd.d")  # a name like ours, not a file create writes
+    mine_not[-1].mkdir()
     listed = invoke("snapshot", "list", "-c", str(cluster_yaml), "--db", db_url, "-o", "json")
     assert listed.exit_code == 0, listed.output
-    assert sorted(json.loads(listed.stdout)["orphans"]) == sorted(str(p) for p in [*stray, fetch])
+    assert sorted(json.loads(listed.stdout)["orphans"]) == sorted(str(p) for p in stray)
     text_listing = invoke("snapshot", "list", "-c", str(cluster_yaml), "--db", db_url)
     assert "belongs to no snapshot" in text_listing.stderr
     refused = invoke("snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url)
     assert refused.exit_code == 2 and all(p.exists() for p in stray)
     pruned = invoke("snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url, "--yes")
     assert pruned.exit_code == 0, pruned.output
-    assert not any(p.exists() for p in [*stray, fetch])
+    assert not any(p.exists() for p in stray)
     assert all(p.exists() for p in mine_not)
 
 

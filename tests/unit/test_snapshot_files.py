@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from upgrader import live_facts, snapshots
+from upgrader import errors, live_facts, snapshots
 from upgrader.etcd import snapshot
 from upgrader.state import records
 
@@ -131,3 +132,47 @@ def test_prune_keeps_the_newest_known_good_ones() -> None:
     newer_bad = [record("b9", 90, False), record("g1", 10, True)]
     assert snapshots.prune_candidates(newer_bad, keep=1) == []  # newer than every known-good one: kept
     assert snapshots.prune_candidates([record("b1", 1, False)], keep=1) == []  # nothing known-good: keep all
+
+
+def _printed(manifests: dict[str, bytes], *, kubelet: str = "Kubernetes v1.31.13") -> str:
+    """What snapshot-fetch.yml prints for one node (as its shell builds it: tar, gzip, base64)."""
+    import base64
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, data in manifests.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"kubelet={kubelet}\r\nkubeadm=v1.31.13\r\nmanifests={encoded}\r\n"  # raw over ssh -tt ends lines \r\n
+
+
+def test_a_node_state_becomes_archive_members_under_the_node_name() -> None:
+    members = snapshots._node_state("cp-2", _printed({"kube-apiserver.yaml": b"a", "etcd.yaml": b"e"}))
+    assert members["cp-2/manifests/kube-apiserver.yaml"] == b"a"
+    assert members["cp-2/manifests/etcd.yaml"] == b"e"
+    assert json.loads(members["cp-2/versions.json"]) == {"kubelet": "Kubernetes v1.31.13", "kubeadm": "v1.31.13"}
+
+
+@pytest.mark.parametrize(
+    ("printed", "message"),
+    [
+        (_printed({"etcd.yaml": b"e"}), "no kube-apiserver manifest was fetched from cp-2"),
+        ("kubelet=Kubernetes v1.31.13\nmanifests=not base64!\n", "cp-2: the manifests it sent are not a readable"),
+        ("kubelet=Kubernetes v1.31.13\nmanifests=aGVsbG8=\n", "cp-2: the manifests it sent are not a readable"),
+        ("", "cp-2: the manifests it sent are not a readable archive"),
+    ],
+)
+def test_a_bad_node_state_is_refused_naming_the_node(printed: str, message: str) -> None:
+    with pytest.raises(errors.ExecutorError, match=message):
+        snapshots._node_state("cp-2", printed)
+
+
+def test_only_plain_manifest_names_are_taken_from_a_node() -> None:
+    members = snapshots._node_state(
+        "cp-1", _printed({"kube-apiserver.yaml": b"a", "../../escape.yaml": b"x", "notes.txt": b"n"})
+    )
+    assert sorted(members) == ["cp-1/manifests/escape.yaml", "cp-1/manifests/kube-apiserver.yaml", "cp-1/versions.json"]

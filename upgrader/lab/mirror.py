@@ -23,13 +23,25 @@ TOOLS = ("kubeadm", "kubelet", "kubectl")
 _MARKER = re.compile(r"^# upgrader-lab-stand-in: (\S+) v(\d+\.\d+\.\d+)$", re.MULTILINE)
 
 
+# What each tool prints to the version questions upgrade tooling asks, answered by the shell: a real
+# (compiled) binary answers them in milliseconds, and a Python start-up per node would make the lab's
+# Ansible runs slower than a real cluster's for no reason of the product's.
+_VERSION_ANSWERS = {
+    "kubeadm": ('"$1" = version -a "$2" = -o -a "$3" = short', "v{v}"),
+    "kubelet": ('"$1" = --version -o "$1" = version', "Kubernetes v{v}"),
+    "kubectl": ('"$1" = version -a "$#" -eq 1 -o "$1" = version -a "$2" = --client', "Client Version: v{v}"),
+}
+
+
 def script(tool: str, version: Version, python: str) -> str:
     module = {"kubeadm": "upgrader.lab.kubeadm", "kubelet": "upgrader.lab.binaries", "kubectl": "upgrader.lab.binaries"}
+    test, answer = _VERSION_ANSWERS[tool]
     # Installed as ROOT/usr/bin/TOOL, a stand-in finds its node's root two levels up, where the real
     # binary would find /.
     return (
         "#!/bin/sh\n"
         f"# upgrader-lab-stand-in: {tool} v{version}\n"
+        f"if [ {test} ]; then echo {shlex.quote(answer.format(v=version))}; exit 0; fi\n"
         'root=$(cd "$(dirname "$0")/../.." && pwd)\n'
         f"exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "
         '--node-root "$root" "$@"\n'
