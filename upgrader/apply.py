@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import statistics
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -219,13 +220,16 @@ class Journaling:
     run_id: records.RunId
     observe: Callable[[driver.Event], None] = field(default=lambda event: None)
 
+    _serial: threading.Lock = field(default_factory=threading.Lock)  # batch drains report from threads
+
     def __call__(self, event: driver.Event) -> None:
         level = records.EventLevel.ERROR if event.kind.endswith("failed") else records.EventLevel.INFO
         data = {"position": event.position, "node": event.node, **event.data}
-        self.state.record_event(
-            kind=event.kind, message=event.message, cluster=self.cluster, run_id=self.run_id, level=level, data=data
-        )
-        self.observe(event)
+        with self._serial:
+            self.state.record_event(
+                kind=event.kind, message=event.message, cluster=self.cluster, run_id=self.run_id, level=level, data=data
+            )
+            self.observe(event)
 
 
 def new_run_id(cluster: str) -> records.RunId:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,8 +54,20 @@ class ClusterSession:
 
     @classmethod
     def open(cls, cfg: config.ClusterConfig, *, insecure: bool = False) -> ClusterSession:
-        inv = inventory.load(cfg.inventory)
-        api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+        # Reading the inventory is an ansible-inventory process and making the Kubernetes client mostly
+        # imports: about a second each, so they overlap. The inventory's verdict comes first, as before.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="inventory") as pool:
+            reading = pool.submit(inventory.load, cfg.inventory)
+            try:
+                api = kube.Cluster.connect(cfg.kubeconfig, cfg.context)
+            except BaseException:
+                reading.result()  # an inventory problem is reported before a kubeconfig one
+                raise
+            try:
+                inv = reading.result()
+            except BaseException:
+                api.close()
+                raise
         try:
             found = _plain_etcd(cfg) + api.insecure_settings()
             if found and not insecure:

@@ -66,7 +66,7 @@ def main() -> int:
                     opened.playbook("node-facts.yml")
                     times["node-facts"].append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    opened.playbook("snapshot-fetch.yml", extravars={"dest": str(base / "fetch")})
+                    opened.playbook("snapshot-fetch.yml")
                     times["fetch"].append(time.perf_counter() - start)
                 times["snapshot"].append(
                     timed([str(bin_dir / "upgrader"), "snapshot", "create", "-c", str(cluster_yaml)], env)

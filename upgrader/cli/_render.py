@@ -54,6 +54,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
+def interactive_stderr() -> bool:
+    """A person watches standard error: redraw progress there (never in a pipe, a log or CI)."""
+    import os
+
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
 def echo(text: str = "") -> None:
     typer.echo(text)
 
@@ -68,7 +75,7 @@ class Progress:
 
     def __init__(self, label: str) -> None:
         self.label = label
-        self.enabled = sys.stderr.isatty()
+        self.enabled = interactive_stderr()
         self._shown = 0.0
 
     def __call__(self, done: int, total: int | None) -> None:

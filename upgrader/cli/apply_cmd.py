@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -57,27 +59,18 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
     return None
 
 
-def _printer(log_format: LogFormat) -> driver.Observer:
-    def show(event: driver.Event) -> None:
-        if log_format is LogFormat.JSON:
-            _render.echo(
-                _render.json_line(
-                    {
-                        "at": datetime.now(UTC),
-                        "event": event.kind,
-                        "message": event.message,
-                        "step": event.position,
-                        "node": event.node,
-                        **event.data,
-                    }
-                )
-            )
-        elif event.kind in ("step-started", "run-paused", "step-failed", "step-interrupted", "run-succeeded"):
-            _render.note(f"[{datetime.now(UTC):%H:%M:%S}] {event.message}")
-        elif event.kind == "node-done":
-            _render.note(f"[{datetime.now(UTC):%H:%M:%S}]   {event.message}")
+@contextlib.contextmanager
+def _observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
+    """JSON events on stdout with --log-format json; else live progress on a terminal; else lines."""
+    from upgrader.cli import _progress
 
-    return show
+    if log_format is LogFormat.JSON:
+        yield _progress.json_events()
+    elif _render.interactive_stderr():
+        with _progress.live(title) as board:
+            yield board
+    else:
+        yield _progress.lines()
 
 
 def _summary(run: records.RunRecord) -> dict[str, object]:
@@ -153,7 +146,8 @@ def apply(
             options = dataclasses.replace(options, insecure=opened.insecure)
             try:
                 if resume:
-                    done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=_printer(log_format))
+                    with _observer(log_format, f"{cfg.name}: resuming run {resume}") as observe:
+                        done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=observe)
                 else:
                     assert plan_id is not None
                     prepared = apply_mod.prepare(opened, state, plan_id)
@@ -166,9 +160,9 @@ def apply(
                         f"plan {prepared.plan_id}: {len(prepared.plan.steps)} steps to v{prepared.plan.target}"
                     )
                     _options.confirm(f"Apply plan {prepared.plan_id} to {cfg.name}?", yes=yes)
-                    done = apply_mod.execute(
-                        opened, state, prepared, options, lease=lease, observe=_printer(log_format)
-                    )
+                    title = f"{cfg.name}: plan {prepared.plan_id} to v{prepared.plan.target}"
+                    with _observer(log_format, title) as observe:
+                        done = apply_mod.execute(opened, state, prepared, options, lease=lease, observe=observe)
             except apply_mod.RunStopped as stopped:
                 _stopped(stopped, output, log_format)
     _finished(_summary(done), output, log_format)

@@ -104,7 +104,17 @@ class Driver:
         steps = [Step.from_dict(s.spec) for s in run.steps]
         expected = expectations.each(self.facts, steps)
         self.journal.set_run(run.id, records.RunStatus.RUNNING, at=_now())
-        self.observe(Event("run-started", f"run {run.id}: {len(steps)} steps"))
+        outline = [
+            {
+                "position": record.position,
+                "description": _describe(step),
+                "status": record.status.value,
+                "seconds": record.seconds,
+                "estimate": self.estimate(record),
+            }
+            for record, step in zip(run.steps, steps, strict=True)
+        ]
+        self.observe(Event("run-started", f"run {run.id}: {len(steps)} steps", data={"steps": outline}))
         for record, step, after in zip(run.steps, steps, expected, strict=True):
             if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
                 continue
@@ -200,7 +210,9 @@ class Driver:
                 self._node_done(run_id, position, node, "already there")
                 continue
             self.lease.check()
+            self.observe(Event("node-playbook", f"{node}: control-plane playbook", position=position, node=node))
             self.ports.executor.control_plane(node, step.version, first=index == 0)
+            self.observe(Event("node-waiting", f"{node}: waiting for its apiserver", position=position, node=node))
             self._wait_apiserver(node, wanted)
             self._node_done(run_id, position, node, "upgraded")
 
@@ -238,8 +250,11 @@ class Driver:
         )
         if stale:
             self.lease.check()
+            for node in stale:
+                self.observe(Event("node-playbook", f"{node}: kubelet playbook", position=position, node=node))
             self.ports.executor.kubelet(stale, version)
         for node in todo:
+            self.observe(Event("node-waiting", f"{node}: waiting for Ready", position=position, node=node))
             self._wait(
                 lambda node=node: self.ports.probe.kubelet(node) == (version, True),  # type: ignore[misc]
                 f"{node} to be Ready with kubelet v{version}",
@@ -258,7 +273,10 @@ class Driver:
             self.journal.step_progress(run_id, position, {f"cordoned:{node}": "by upgrader, to drain it"})
             ours[node] = True
         drainer.cordon(node)
-        return drainer.drain(node)
+        self.observe(Event("node-draining", f"{node}: cordoned, draining", position=position, node=node))
+        evicted = drainer.drain(node)
+        self.observe(Event("node-drained", f"{node}: drained ({evicted} pods evicted)", position=position, node=node))
+        return evicted
 
     def _in_parallel(self, nodes: list[str], work: Callable[[str], int]) -> dict[str, int]:
         """``work`` on every node at once; the first failure cancels the others and is raised."""
