@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -65,14 +67,19 @@ def test_apply_upgrades_a_small_cluster_one_minor_with_a_two_step_hop(labs: Labs
     plan = json.loads(planned.stdout)
     kinds = [s["kind"] for s in plan["steps"]]
     assert "emulation-commit" in kinds, kinds
-    applied = invoke("apply", plan["id"], "-c", cluster_yaml, "--db", db_url, "--yes", "-o", "json")
+    applied = invoke("apply", plan["id"], "-c", cluster_yaml, "--db", db_url, "--yes", "--log-format", "json")
     assert applied.exit_code == 0, why(applied)
-    summary = json.loads(applied.stdout)
-    assert summary["status"] == "succeeded" and all(s["status"] == "succeeded" for s in summary["steps"])
+    # automation reads one JSON object per line on stdout: the outline, every step and node, the end
+    events = [json.loads(line) for line in applied.stdout.splitlines()]
+    assert events[0]["event"] == "run-started" and len(events[0]["steps"]) == len(kinds)
+    assert events[-1]["event"] == "run-succeeded"
+    assert [e["step"] for e in events if e["event"] == "step-succeeded"] == list(range(len(kinds)))
+    assert {e["event"] for e in events if e.get("node") == "w-1"} >= {"node-draining", "node-playbook", "node-done"}
     target = plan["target"]
     assert set(kubelets(lab).values()) == {f"v{target}"}
     with store.Store.open(db_url) as state:
-        run = state.run(summary["run"])
+        run = state.run(events[0]["run"])
+        assert all(s.status is records.StepStatus.SUCCEEDED for s in run.steps)
         assert run.status is records.RunStatus.SUCCEEDED
         assert len([s for s in state.snapshots(lab.name) if s.known_good]) == kinds.count("snapshot")
         tasks = [e for e in state.events(cluster=lab.name, limit=1000) if e.kind == "ansible-task"]
@@ -82,6 +89,64 @@ def test_apply_upgrades_a_small_cluster_one_minor_with_a_two_step_hop(labs: Labs
         ("w-1", "upgrader: restart the kubelet"),
     }
     assert all(e.run_id == run.id and e.data["seconds"] is not None for e in tasks)
+
+
+def _in_terminal(args: list[str], env: dict[str, str], answer: str, timeout: float = 600) -> tuple[int, str]:
+    """``upgrader ARGS`` with a pseudo-terminal for stdin, stdout and stderr, as an SRE runs it; the
+    confirmation question is answered with ``answer``. Returns the exit code and everything drawn."""
+    import pty
+    import select
+    import sys
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "upgrader", *args], stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True
+    )
+    os.close(slave)
+    drawn, answered = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            chunk = b""
+            if ready:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer has closed the terminal
+                    chunk = b""
+                drawn += chunk
+            if not answered and b"[y/N]" in drawn:
+                os.write(master, answer.encode() + b"\n")
+                answered = True
+            if not chunk and process.poll() is not None:
+                break
+            assert time.monotonic() < deadline, drawn.decode(errors="replace")[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=60)
+        os.close(master)
+    return process.returncode, drawn.decode(errors="replace")
+
+
+def test_on_a_terminal_apply_asks_first_then_draws_live_progress(labs: Labs, tmp_path: Path) -> None:
+    lab = labs.up("terminal", version="1.31.1", control_planes=1, workers=1)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    planned = invoke("plan", "-c", cluster_yaml, "--to", "1.31.2", "--save", *db, "-o", "json")
+    assert planned.exit_code == 0, planned.output
+    plan_id = json.loads(planned.stdout)["id"]
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", "XDG_DATA_HOME": str(tmp_path)}
+    code, drawn = _in_terminal(["apply", plan_id, "-c", cluster_yaml, *db], env, answer="n")
+    assert code == 3 and "not confirmed; nothing was changed" in drawn, drawn
+    assert json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout) == {"runs": []}
+    code, drawn = _in_terminal(["apply", plan_id, "-c", cluster_yaml, *db], env, answer="y")
+    assert code == 0, drawn[-3000:]
+    # the board was drawn and redrawn: steps with their marks and times, the nodes, elapsed and time left
+    assert drawn.count("elapsed ") > 3 and "left" in drawn, drawn[-3000:]
+    assert "✓" in drawn and "w-1" in drawn and "control-plane" in drawn
+    assert "\x1b[" in drawn  # cursor movement: redrawn in place, not appended line by line
+    assert set(kubelets(lab).values()) == {"v1.31.2"}
 
 
 def _pdb_min_available(lab: topology.Lab, value: int) -> None:
@@ -116,11 +181,26 @@ def test_refusals_dry_run_window_pause_and_abandon(labs: Labs, tmp_path: Path) -
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
     plan_id = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)["id"]
 
+    # A plan with blockers is saved for review but never applied: w-1's kubelet four minors behind.
+    facts = json.loads(invoke("facts", "-c", cluster_yaml, "-o", "json").stdout)
+    next(n for n in facts["nodes"] if n["name"] == "w-1")["kubelet"] = "1.27.16"
+    (tmp_path / "facts.json").write_text(json.dumps(facts))
+    blocked = invoke("plan", "--facts", str(tmp_path / "facts.json"), "--to", "1.32", "--save", *db, "-o", "json")
+    assert blocked.exit_code == 3, blocked.output
+    refused = invoke("apply", json.loads(blocked.stdout)["id"], "-c", cluster_yaml, *db, "--yes")
+    assert refused.exit_code == 3 and "has blockers (" in refused.stderr, refused.output
+
+    # Another apply holds the cluster's lock: refused, naming the holder.
+    with store.Store.open(db[1]) as state, state.lock(lab.name, "apply 0123456789ab"):
+        locked = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--yes")
+    assert locked.exit_code == 3, locked.output
+    assert f"cluster {lab.name} is locked by" in locked.stderr and "apply 0123456789ab" in locked.stderr
+
     dry = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--dry-run", "-o", "json")
     assert dry.exit_code == 0, dry.output
     steps = json.loads(dry.stdout)["steps"]
     assert any("kubeadm upgrade apply v1.32" in a for s in steps for a in s["actions"])
-    assert json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout) == {"runs": []}
+    assert json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout) == {"runs": []}  # none ran
 
     paused = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--window", "5s", "--yes", "-o", "json")
     assert paused.exit_code == 6, paused.output
@@ -155,11 +235,30 @@ def test_a_pdb_that_blocks_a_drain_fails_the_step_and_resume_finishes_once_it_al
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
     plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
     _pdb_min_available(lab, 3)  # every web pod is needed: no eviction is allowed
-    failed = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "--drain-timeout", "6s")
+    # SIGTERM while the drain waits on the budget: the step is interrupted, the node stays cordoned
+    # (recorded as upgrader's), exit 5, resumable.
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "xdg")}
+    waiting = Apply([plan["id"], "-c", cluster_yaml, *db, "--yes", "--drain-timeout", "10m"], env)
+    try:
+        wait_for(
+            lambda: any(n.startswith("w-") for n in _cordoned(lab, strict=False)),
+            timeout=240,
+            what="a worker cordoned for its drain",
+        )
+        time.sleep(1)
+        waiting.process.send_signal(signal.SIGTERM)
+        _, stderr = waiting.process.communicate(timeout=60)
+    finally:
+        waiting.stop()
+    assert waiting.process.returncode == 5, stderr
+    assert "interrupted" in stderr and "cordoned by upgrader and still cordoned: w-" in stderr, stderr
+    run_id = json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["id"]
+    assert "interrupted" in _steps(tmp_path / "state.db")
+    # Resumed with a short drain timeout while the budget still allows nothing: the step fails and says why.
+    failed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "--drain-timeout", "6s")
     assert failed.exit_code == 1, failed.output
     assert "draining w-" in failed.stderr and "disruption budget web" in failed.stderr
     assert "cordoned by upgrader and still cordoned: w-" in failed.stderr
-    run_id = json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["id"]
     _pdb_min_available(lab, 2)
     resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
     assert resumed.exit_code == 0, why(resumed)

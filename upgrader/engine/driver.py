@@ -114,7 +114,7 @@ class Driver:
             }
             for record, step in zip(run.steps, steps, strict=True)
         ]
-        self.observe(Event("run-started", f"run {run.id}: {len(steps)} steps", data={"steps": outline}))
+        self.observe(Event("run-started", f"run {run.id}: {len(steps)} steps", data={"run": run.id, "steps": outline}))
         for record, step, after in zip(run.steps, steps, expected, strict=True):
             if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
                 continue
