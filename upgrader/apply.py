@@ -303,6 +303,7 @@ def _drive(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
+    journaling = Journaling(state, cluster.name, run.id, observe)
     engine = driver.Driver(
         state,
         ports(cluster, state, options, run.id),
@@ -311,7 +312,7 @@ def _drive(
             wait_timeout=options.wait_timeout, window_end=options.window_end, pause_after=options.pause_after
         ),
         estimate=estimator(state, cluster.name),
-        observe=Journaling(state, cluster.name, run.id, observe),
+        observe=journaling,
         cancel=cluster.cancel,
         facts=plan.facts,
     )
@@ -326,6 +327,7 @@ def _drive(
         )
     hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
     try:
+        _wait_for_leftovers(cluster, journaling)
         outcome = engine.run(run)
     except KeyboardInterrupt:
         raise RunStopped(
@@ -342,6 +344,18 @@ def _drive(
             f"run {run.id} paused: {done.stopped_reason}; continue with {hint}", done, errors.ExitCode.PAUSED
         )
     return done
+
+
+LEFTOVER_TIMEOUT = 1800.0  # the longest a playbook of a run may take
+
+
+def _wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[driver.Event], None]) -> None:
+    """A playbook a killed upgrader left running (its kubeadm may still be at work) ends before this
+    run looks at the cluster: the state it re-derives is then the state that stays."""
+    left = runner.leftovers()
+    if left:
+        observe(driver.Event("waiting", f"waiting for {left[0].describe()} to finish", data={"pids": left[0].pids}))
+        runner.wait_for_leftovers(LEFTOVER_TIMEOUT, cluster.cancel)
 
 
 def cordoned_by_us(run: records.RunRecord) -> list[str]:

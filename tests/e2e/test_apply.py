@@ -293,13 +293,15 @@ class Apply:
                 continue
         return False
 
-    def kill(self) -> None:
-        """SIGKILL, then wait until every process it started has ended (an orphaned playbook finishes)."""
+    def kill(self, *, wait_for_children: bool = True) -> str:
+        """SIGKILL; then, unless told not to, wait until every process it started has ended (an orphaned
+        playbook finishes on its own). Returns what it printed on stderr."""
         children = self.descendants()
         self.process.kill()
-        self.process.communicate(timeout=60)
-        for pid in children:
+        _, stderr = self.process.communicate(timeout=60)
+        for pid in children if wait_for_children else ():
             wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=120, what=f"pid {pid} to end")
+        return str(stderr)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -346,16 +348,44 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
     finally:
         for process in started:
             process.stop()
-    resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
+    # An ansible-playbook the killed run left behind (with a local connection it dies with its pty in a
+    # moment; over SSH it can take longer): the resume waits for it before it looks at the cluster.
+    leftover = _leftover_playbook(private_state_home / "ansible", owner=third.process.pid, seconds=4)
+    try:
+        resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
+    finally:
+        leftover.kill()
+        leftover.wait()
     assert resumed.exit_code == 0, why(resumed)
     body = json.loads(resumed.stdout)
     assert body["status"] == "succeeded" and body["cordoned_by_upgrader"] == []
+    with store.Store.open(f"sqlite:///{db_path}") as state:
+        events = [e for e in reversed(state.events(cluster=lab.name, limit=2000)) if e.run_id == run_id]
+    last = max(i for i, e in enumerate(events) if e.kind == "run-started")
+    waited = [i for i, e in enumerate(events) if e.kind == "waiting"]
+    assert waited and last - 1 == waited[-1], [e.kind for e in events[-20:]]  # right before the run went on
+    assert f"upgrade-node.yml (pid {leftover.pid}), left running by upgrader pid {third.process.pid}" in (
+        events[waited[-1]].message
+    )
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
     assert _cordoned(lab) == set()
     with store.Store.open(f"sqlite:///{db_path}") as state:
         run = state.run(run_id)
     assert all(s.status is records.StepStatus.SUCCEEDED for s in run.steps)
     assert max(s.attempts for s in run.steps) >= 2  # the steps that were killed ran again
+
+
+def _leftover_playbook(ansible_dir: Path, *, owner: int, seconds: float) -> subprocess.Popen[bytes]:
+    """A process marked as ``upgrader.executor.runner`` marks each ansible-playbook it starts, under the
+    private directory of ``owner`` (a killed upgrader): what a SIGKILL leaves running."""
+    import sys
+
+    from upgrader.executor import runner
+
+    private = ansible_dir / f"run-{owner}-leftover"
+    private.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, runner.MARK: f"{private}:upgrade-node.yml"}
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], env=env)
 
 
 class Watcher:

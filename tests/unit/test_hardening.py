@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -309,3 +310,57 @@ def test_db_upgrade_refuses_a_database_that_is_not_upgraders(tmp_path: Path) -> 
     assert result.exit_code == 3 and "not an upgrader state database" in result.stderr
     assert other.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]  # no tables added, no copy made
+
+
+def _marked_sleeper(private: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """A process carrying the mark the runner gives each ansible-playbook it starts."""
+    import subprocess
+    import sys
+
+    private.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, runner.MARK: f"{private}:upgrade-control-plane.yml"}
+    return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], env=env)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_playbook_left_by_a_killed_upgrader_is_found_and_waited_for(private_state_home: Path) -> None:
+    ansible_dir = private_state_home / "ansible"
+    owner = _dead_pid()
+    ours = _marked_sleeper(ansible_dir / f"run-{os.getpid()}-alive", 30)  # a live upgrader's: not a leftover
+    left = _marked_sleeper(ansible_dir / f"run-{owner}-dead", 1.5)
+    try:
+        time.sleep(0.3)  # let both processes exist with their environment
+        found = runner.leftovers()
+        assert [(x.playbook, x.pids, x.owner) for x in found] == [("upgrade-control-plane.yml", (left.pid,), owner)]
+        assert found[0].describe() == (
+            f"upgrade-control-plane.yml (pid {left.pid}), left running by upgrader pid {owner}, which is gone"
+        )
+        started = time.monotonic()
+        runner.wait_for_leftovers(timeout=30)
+        assert time.monotonic() - started >= 0.5 and left.poll() is not None
+        assert runner.leftovers() == []
+    finally:
+        for process in (ours, left):
+            process.kill()
+            process.wait()
+
+
+def test_a_leftover_that_does_not_end_stops_the_next_playbook_with_what_to_do(private_state_home: Path) -> None:
+    left = _marked_sleeper(private_state_home / "ansible" / f"run-{_dead_pid()}-dead", 30)
+    try:
+        time.sleep(0.3)
+        with pytest.raises(
+            errors.ExecutorError, match=rf"pid {left.pid}\).* is still running after 1s; .*kill {left.pid}"
+        ):
+            runner.wait_for_leftovers(timeout=1)
+    finally:
+        left.kill()
+        left.wait()

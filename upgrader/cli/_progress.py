@@ -103,7 +103,7 @@ class Board:
                 self.note = event.message
         elif event.kind in _NODE_EVENTS and line is not None and event.node:
             line.nodes[event.node] = event.message.removeprefix(f"{event.node}: ")
-        elif event.kind in ("run-paused", "run-succeeded"):
+        elif event.kind in ("run-paused", "run-succeeded", "waiting"):
             self.note = event.message
 
     def _line(self, position: int | None) -> StepLine | None:
@@ -173,7 +173,7 @@ def lines() -> Callable[[driver.Event], None]:
     """One timestamped line per step, node and run event on standard error: for logs and pipes."""
 
     def show(event: driver.Event) -> None:
-        if event.kind in ("step-started", "run-paused", "step-failed", "step-interrupted", "run-succeeded"):
+        if event.kind in ("step-started", "run-paused", "step-failed", "step-interrupted", "run-succeeded", "waiting"):
             _render.note(f"[{datetime.now(UTC):%H:%M:%S}] {event.message}")
         elif event.kind in ("node-done", "node-draining", "node-drained", "node-playbook"):
             _render.note(f"[{datetime.now(UTC):%H:%M:%S}]   {event.message}")

@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,10 +107,14 @@ def _message(result: Mapping[str, Any]) -> str:
 _KEEP = ("msg", "stat", "stdout", "stderr", "rc", "dest", "checksum", "files", "content", "changed", "failed")
 
 
-def _environment(request: PlaybookRequest) -> dict[str, str]:
+MARK = "UPGRADER_PLAYBOOK"  # in every ansible-playbook's environment: "<private dir>:<playbook>"
+
+
+def _environment(request: PlaybookRequest, private: Path) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
     env = {
+        MARK: f"{private}:{request.playbook}",  # how a later run finds it if upgrader is killed under it
         "PATH": bin_dir + (os.pathsep + path if path else ""),
         "ANSIBLE_NOCOLOR": "true",
         "ANSIBLE_DEPRECATION_WARNINGS": "false",
@@ -144,6 +149,58 @@ def _unsafe_node(value: Any) -> yaml.Node:
 def unsafe_yaml(extravars: Mapping[str, Any]) -> str:
     """The extra variables as a YAML document whose every string is tagged ``!unsafe``."""
     return str(yaml.serialize(_unsafe_node(extravars), Dumper=yaml.SafeDumper, width=1_000_000))
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """An ansible-playbook still running for an upgrader process that is gone (a SIGKILL skips the
+    cancel): it may still be changing nodes, so nothing else may start a playbook until it ends."""
+
+    playbook: str
+    pids: tuple[int, ...]  # ansible-playbook and its forks
+    owner: int  # the upgrader process that started it
+
+    def describe(self) -> str:
+        return f"{self.playbook} (pid {self.pids[0]}), left running by upgrader pid {self.owner}, which is gone"
+
+
+def leftovers() -> list[Leftover]:
+    """The playbooks of dead upgrader processes on this host that are still running (read from /proc)."""
+    parent = environment.data_dir() / "ansible"
+    dead = {
+        str(d): int(d.name.split("-")[1])
+        for d in parent.glob("run-*-*")
+        if d.name.split("-")[1].isdigit() and not pids.alive(int(d.name.split("-")[1]))
+    }
+    if not dead:
+        return []
+    found: dict[str, tuple[str, list[int]]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or another user's
+            continue
+        for entry in environ:
+            if entry.startswith(MARK.encode() + b"="):
+                directory, _, playbook = entry.decode(errors="replace").split("=", 1)[1].rpartition(":")
+                if directory in dead:
+                    found.setdefault(directory, (playbook, []))[1].append(int(proc.name))
+                break
+    return [Leftover(playbook, tuple(sorted(p)), dead[d]) for d, (playbook, p) in sorted(found.items())]
+
+
+def wait_for_leftovers(timeout: float, cancel: threading.Event | None = None) -> None:
+    """Returns once no leftover playbook runs; ``ExecutorError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while left := leftovers():
+        if cancel is not None and cancel.is_set():
+            raise KeyboardInterrupt("canceled")
+        if time.monotonic() > deadline:
+            raise errors.ExecutorError(
+                f"{left[0].describe()} is still running after {timeout:.0f}s; let it finish, or stop "
+                f"it (kill {left[0].pids[0]}) and check its nodes"
+            )
+        time.sleep(0.5)
 
 
 def _private_data_dir() -> Path:
@@ -206,6 +263,7 @@ def run(
             on_event(event)
         return True  # keep the event: without it runner keeps no stats
 
+    wait_for_leftovers(request.timeout, requested)  # never two playbooks on the same nodes
     private = _private_data_dir()
     try:
         if request.extravars:
@@ -218,7 +276,7 @@ def run(
                 inventory=str(request.inventory.source),
                 limit=",".join(request.limit) or None,
                 cmdline="--check --diff" if request.check else None,
-                envvars=_environment(request),
+                envvars=_environment(request, private),
                 timeout=request.timeout,
                 quiet=True,
                 event_handler=handle,
