@@ -6,8 +6,10 @@
   recreate it;
 - a pod with emptyDir volumes is refused unless ``delete_emptydir_data``
   (``kubectl drain --delete-emptydir-data``): its data is deleted with it;
-- an eviction a budget refuses (HTTP 429) is retried every few seconds until ``timeout``; then the
-  drain fails naming the pod and the budget's message;
+- an eviction a budget refuses (HTTP 429) is retried until ``timeout``, after 1 s, then 2 s, then
+  every ``retry`` seconds (``kubectl drain`` waits 5 s each time; a budget often allows the next
+  eviction as soon as the replacement is ready, seconds later); then the drain fails naming the pod
+  and the budget's message;
 - the drain is done when every evicted pod is gone from the node.
 """
 
@@ -31,7 +33,8 @@ class DrainPolicy:
     timeout: float = 600.0
     force: bool = False  # evict pods no controller would recreate
     delete_emptydir_data: bool = False  # kubectl drain's default: refuse, unless --delete-emptydir-data
-    retry: float = 5.0  # between evictions a budget refused
+    retry: float = 5.0  # the longest wait between evictions a budget refused (1 s, 2 s, 4 s, then this)
+    first_retry: float = 1.0
     poll: float = 1.0
 
 
@@ -89,6 +92,7 @@ class Drainer:
         deadline = time.monotonic() + self.policy.timeout
         waiting = list(pods)
         blocked: dict[str, str] = {}
+        pause = min(self.policy.first_retry, self.policy.retry)
         while waiting:
             self._check(deadline, node, blocked)
             still: list[writes.PodInfo] = []
@@ -101,7 +105,8 @@ class Drainer:
                     blocked.pop(pod.ref, None)
             waiting = still
             if waiting:
-                self._sleep(self.policy.retry, deadline)
+                self._sleep(pause, deadline)
+                pause = min(pause * 2, self.policy.retry)
         gone = list(pods)
         while gone:
             self._check(deadline, node, {p.ref: "still terminating" for p in gone})

@@ -80,3 +80,20 @@ def test_a_budget_that_refuses_is_retried_and_then_names_the_pod_and_budget() ->
     stuck = FakeWriter([pod("web-1")], blocked={"web-1": 10**6})
     with pytest.raises(drain.DrainFailed, match=r"timed out after 1s: demo/web-1: The disruption budget web"):
         drainer(stuck, timeout=1.0).drain("w-1")
+
+
+class RecordingDrainer(drain.Drainer):
+    """Records each wait between refused evictions instead of sleeping."""
+
+    pauses: list[float]
+
+    def _sleep(self, seconds: float, deadline: float) -> None:
+        self.pauses.append(seconds)
+
+
+def test_refused_evictions_are_retried_soon_then_every_few_seconds() -> None:
+    writer = FakeWriter([pod("web-1")], blocked={"web-1": 6})
+    recording = RecordingDrainer(writer, drain.DrainPolicy(timeout=60.0, poll=0.0), threading.Event())
+    recording.pauses = []
+    assert recording.drain("w-1") == 1
+    assert recording.pauses == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]  # kubectl drain waits 5 s every time
