@@ -92,6 +92,33 @@ def test_an_inventory_with_a_traversing_host_name_cannot_be_loaded(cluster_yaml:
     assert result.exit_code == 2 and "escaped" in result.stderr
 
 
+def test_a_static_inventory_is_read_by_ansible_once_per_content(cluster_yaml: Path, private_state_home: Path) -> None:
+    hosts = cluster_yaml.parent / "inventory" / "hosts.ini"
+    first = inventory.load(hosts)
+    kept = list((private_state_home / "inventories").glob("*.json"))
+    assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o600"
+    assert oct(kept[0].parent.stat().st_mode & 0o777) == "0o700"
+    assert "ansible_host" not in kept[0].read_text()  # group membership only, never host variables
+    assert inventory.load(hosts) == first
+    # other bytes, another reading: an edit is never hidden by what was kept
+    hosts.write_text(hosts.read_text().replace("cp-3 ansible_host", "../../../escaped ansible_host"))
+    with pytest.raises(errors.ConfigError, match="1 problem in the inventory"):
+        inventory.load(hosts)
+    # a damaged entry is read again from Ansible
+    kept[0].write_text("{not json")
+    hosts.write_text(hosts.read_text().replace("../../../escaped ansible_host", "cp-3 ansible_host"))
+    assert inventory.load(hosts) == first
+
+
+def test_an_inventory_script_is_run_every_time(cluster_yaml: Path, private_state_home: Path, tmp_path: Path) -> None:
+    script = tmp_path / "inventory.py"
+    groups = {"kube_control_plane": {"hosts": ["cp-1"]}, "etcd": {"hosts": ["cp-1"]}, "kube_node": {"hosts": ["w-1"]}}
+    script.write_text(f"#!/bin/sh\necho '{json.dumps({**groups, '_meta': {'hostvars': {}}})}'\n")
+    script.chmod(0o755)
+    assert inventory.load(script).all_hosts() == ("cp-1", "w-1")
+    assert not (private_state_home / "inventories").exists()
+
+
 def test_a_playbook_limit_names_only_inventory_hosts(cluster_yaml: Path) -> None:
     loaded = inventory.load(cluster_yaml.parent / "inventory" / "hosts.ini")
     with pytest.raises(errors.InputError, match="not in the inventory"):
@@ -239,9 +266,11 @@ def test_mutating_snapshot_commands_take_the_cluster_lock(cluster_yaml: Path, db
 
 def test_host_key_checking_is_ansibles_default_unless_the_config_turns_it_off(cluster_yaml: Path) -> None:
     loaded = inventory.load(cluster_yaml.parent / "inventory" / "hosts.ini")
-    assert "ANSIBLE_HOST_KEY_CHECKING" not in runner._environment(runner.PlaybookRequest("node-facts.yml", loaded))
+    private = Path("/nonexistent")
+    default = runner.PlaybookRequest("node-facts.yml", loaded)
+    assert "ANSIBLE_HOST_KEY_CHECKING" not in runner._environment(default, private)
     off = runner.PlaybookRequest("node-facts.yml", loaded, host_key_checking=False)
-    assert runner._environment(off)["ANSIBLE_HOST_KEY_CHECKING"] == "false"
+    assert runner._environment(off, private)["ANSIBLE_HOST_KEY_CHECKING"] == "false"
     assert config.load(cluster_yaml).ansible.host_key_checking is True
     edit(cluster_yaml, {"ansible.host_key_checking": False})
     result = invoke("config", "check", "-c", str(cluster_yaml))

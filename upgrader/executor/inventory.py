@@ -7,12 +7,19 @@ and it checks it first: the groups upgrader drives (Kubespray's names) have host
 name is a valid Kubernetes node name. Playbooks use host names in paths on the controller
 (``dest/{{ inventory_hostname }}/``), so a host called ``../../x`` must never reach one; the executor
 takes only an ``Inventory``, so no playbook runs on an unchecked one.
+
+``ansible-inventory`` costs about a second per command. What it said of a static inventory file (INI,
+or YAML without a ``plugin:``) is kept under upgrader's private state directory, keyed by the file's
+sha256 and the ansible-core version, and reused while both are unchanged: the same bytes parse to the
+same groups. Directories, scripts and plugins are read every time (their hosts can change without
+the file changing).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upgrader import errors, names
+from upgrader import environment, errors, files, names
 
 TIMEOUT_SECONDS = 120
 GROUPS = ("kube_control_plane", "kube_node", "etcd")  # Kubespray's names
@@ -79,6 +86,69 @@ def _flatten(data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
 def load(path: Path) -> Inventory:
     """Parses and checks the inventory at ``path``: one Ansible cannot parse is an ``InputError``, one
     with a missing group or an invalid host name a ``ConfigError`` listing every problem."""
+    key = _static_key(path)
+    groups = _cached(key) if key else None
+    if groups is None:
+        groups = _flatten(_ansible_inventory(path))
+        if key:
+            _keep(key, groups)
+    inv = Inventory(source=path, groups=groups)
+    problems = _problems(inv)
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the inventory", tuple(problems))
+    return inv
+
+
+def _static_key(path: Path) -> str | None:
+    """The cache key of a static inventory file; None for anything whose hosts can change on their own."""
+    import hashlib
+    from importlib import metadata
+
+    try:
+        if not path.is_file() or os.access(path, os.X_OK):
+            return None
+        content = path.read_bytes()
+    except OSError:
+        return None
+    if path.suffix in (".yml", ".yaml", ".json") and re.search(rb"^plugin\s*:", content, re.MULTILINE):
+        return None
+    try:
+        ansible = metadata.version("ansible-core")
+    except metadata.PackageNotFoundError:
+        return None
+    digest = hashlib.sha256(content + b"\0" + ansible.encode() + b"\0" + path.suffix.encode()).hexdigest()
+    return digest
+
+
+def _cache_dir() -> Path:
+    return environment.data_dir() / "inventories"
+
+
+def _cached(key: str) -> dict[str, tuple[str, ...]] | None:
+    try:
+        data = json.loads((_cache_dir() / f"{key}.json").read_text())
+        return {str(g): tuple(str(h) for h in hosts) for g, hosts in data["groups"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _keep(key: str, groups: Mapping[str, tuple[str, ...]]) -> None:
+    """Best effort: a cache that cannot be written only costs the next command a second."""
+    try:
+        directory = files.private_dir(_cache_dir(), what="inventory cache")
+        tmp = directory / f".{key}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps({"groups": groups}))
+            out.flush()
+            os.fsync(out.fileno())
+        files.replace_durably(tmp, directory / f"{key}.json")
+    except (OSError, errors.UpgraderError):
+        pass
+
+
+def _ansible_inventory(path: Path) -> Mapping[str, Any]:
     env = dict(os.environ)
     env.update(
         ANSIBLE_INVENTORY_UNPARSED_FAILED="true",
@@ -104,12 +174,9 @@ def load(path: Path) -> Inventory:
         data = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
         raise errors.ExecutorError(f"ansible-inventory printed something other than JSON for {path}") from exc
-    inv = Inventory(source=path, groups=_flatten(data))
-    problems = _problems(inv)
-    if problems:
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise errors.ConfigError(f"{path}: {len(problems)} {noun} in the inventory", tuple(problems))
-    return inv
+    if not isinstance(data, Mapping):
+        raise errors.ExecutorError(f"ansible-inventory printed something other than a JSON object for {path}")
+    return data
 
 
 def _first_error(stderr: str) -> str:
