@@ -79,17 +79,23 @@ def _directory_path(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
+def seconds(text: str) -> int | None:
+    """Whole seconds (``600``) or ``90s``, ``10m``, ``1h`` as seconds; None if it is not a duration.
+    The one duration syntax, in ``cluster.yaml`` and on the command line alike."""
+    match = _DURATION.match(text)
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)] if match else None
+
+
 def _parse_duration(value: object) -> object:
-    """Accepts whole seconds (``600``) or ``90s``, ``10m``, ``1h``; returns seconds."""
     if isinstance(value, bool):
         return value  # let the int validator reject it
     if isinstance(value, int):
         return value
     if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
-        raise ValueError(f"not a duration: {value!r} (use seconds, or a number with s, m or h)")
+        parsed = seconds(value)
+        if parsed is None:
+            raise ValueError(f"not a duration: {value!r} (use seconds, or a number with s, m or h)")
+        return parsed
     return value
 
 

@@ -207,6 +207,36 @@ def test_insecure_transport_is_refused_then_allowed_and_recorded_with_insecure(
     with store.Store.open(db_url) as state:
         recorded = [e for e in state.events(cluster=shared_lab.name) if e.kind == "insecure-transport"]
     assert len(recorded) == 1 and recorded[0].data["snapshot"] == snapshot_id
+    # An apply run over the same connections records it too: in the run's options and as an event. A
+    # one-second window stops it before its first step, so the shared lab is not changed.
+    planned = cli_runner.invoke(
+        cli.app, ["plan", "-c", str(cluster_yaml), "--to", "1.32", "--save", "--db", db_url, "--insecure", "-o", "json"]
+    )
+    assert planned.exit_code == 0, planned.output
+    args = [
+        "apply",
+        json.loads(planned.stdout)["id"],
+        "-c",
+        str(cluster_yaml),
+        "--db",
+        db_url,
+        "--yes",
+        "--window",
+        "1s",
+    ]
+    assert cli_runner.invoke(cli.app, args).exit_code == 2  # refused without --insecure, before any run
+    paused = cli_runner.invoke(cli.app, [*args, "--insecure", "-o", "json"])
+    assert paused.exit_code == 6, paused.output
+    run_id = json.loads(paused.stdout)["run"]
+    with store.Store.open(db_url) as state:
+        run = state.run(run_id)
+        by_run = [e for e in state.events(cluster=shared_lab.name) if e.kind == "insecure-transport" and e.run_id]
+    assert any("insecure-skip-tls-verify" in allowed for allowed in run.options["insecure"])
+    assert [e.run_id for e in by_run] == [run_id]
+    abandoned = cli_runner.invoke(
+        cli.app, ["apply", "--abandon", run_id, "-c", str(cluster_yaml), "--db", db_url, "--yes"]
+    )
+    assert abandoned.exit_code == 0, abandoned.output
 
 
 def _secrets_of(lab: topology.Lab) -> dict[str, bytes]:

@@ -160,3 +160,19 @@ def test_lock_break_with_piped_stdin_needs_yes(db_url: str) -> None:
     # CliRunner's stdin is not a TTY, so a prompt is never shown: --yes is required.
     result = runner.invoke(cli.app, ["lock", "break", "--name", "c", "--db", db_url], input="y\n")
     assert_clean_error(result, 2, "refusing without --yes")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--window", "2 days"), "--window takes a duration like 90s, 30m or 2h, not '2 days'"),
+        (("--drain-timeout", "-5s"), "--drain-timeout takes a duration like 90s, 30m or 2h, not '-5s'"),
+        (("--window", "1h", "--window-end", "2026-12-02T05:00Z"), "give --window-end or --window, not both"),
+        (("--window-end", "tomorrow"), "--window-end takes an ISO 8601 time like 2026-12-02T05:00Z, not 'tomorrow'"),
+    ],
+)
+def test_apply_refuses_bad_durations_and_times_before_anything(
+    cluster_yaml: Path, flags: tuple[str, ...], message: str
+) -> None:
+    result = run("apply", "0123456789ab", "-c", str(cluster_yaml), *flags)
+    assert result.exit_code == 2 and message in result.stderr, result.output

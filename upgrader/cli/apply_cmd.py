@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -32,14 +31,13 @@ class PauseAfterChoice(enum.StrEnum):
     STEP = "step"
 
 
-_DURATION = re.compile(r"^(\d+)(s|m|h)$")
-
-
 def _seconds(text: str, flag: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
+    from upgrader import config
+
+    parsed = config.seconds(text)
+    if parsed is None:
         raise errors.UsageError(f"{flag} takes a duration like 90s, 30m or 2h, not {text!r}")
-    return float(int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)])
+    return float(parsed)
 
 
 def window_end(end: str | None, duration: str | None) -> datetime | None:
