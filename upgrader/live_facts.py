@@ -16,6 +16,7 @@ The result is the facts format ``plan --facts`` reads, plus ``warnings`` for wha
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -216,10 +217,16 @@ def collect(
     shipped one by default) says which API versions later releases stop serving."""
     collected = Collected(data={"cluster": cluster.name})
     warnings = collected.warnings
-    nodes = {n.name: n for n in cluster.api.nodes()}
-    members, metrics = _apiservers(cluster.api, warnings)
-    node_facts, node_warnings = _node_facts(cluster) if with_nodes else ({}, [])
-    warnings.extend(node_warnings)
+    api_warnings: list[str] = []
+    # The API reads go on in a thread while the node-facts playbook runs here (a playbook cancels
+    # through signal handlers, which only the main thread can install).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-facts") as pool:
+        reading = pool.submit(
+            lambda: ({n.name: n for n in cluster.api.nodes()}, _apiservers(cluster.api, api_warnings))
+        )
+        node_facts, node_warnings = _node_facts(cluster) if with_nodes else ({}, [])
+        nodes, (members, metrics) = reading.result()
+    warnings.extend(api_warnings + node_warnings)
     names = [m["name"] for m in members]
     collected.data["control_plane"] = [
         {**m, **_node_entry(m["name"], nodes.get(m["name"]), node_facts.get(m["name"], {}), warnings)} for m in members

@@ -9,6 +9,7 @@ HTTP status code, as the Kubernetes documentation says.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +68,12 @@ def _text(exc: BaseException) -> str:
 class Cluster:
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
-        self.core = client.CoreV1Api(api)
+
+    @functools.cached_property
+    def core(self) -> client.CoreV1Api:
+        """Made on first use: its module imports some 250 models (about a second on a small machine),
+        which a command can spend while a playbook runs."""
+        return client.CoreV1Api(self.api)
 
     @classmethod
     def connect(cls, kubeconfig: Path, context: str | None = None, timeout: float = 10.0) -> Cluster:
