@@ -17,7 +17,7 @@ from upgrader.rules import skew
 from upgrader.versions import Minor, Version
 
 
-def _plain(version: str) -> Version | None:
+def plain(version: str) -> Version | None:
     try:
         return Version.parse(version.lstrip("v").split("-")[0].split("+")[0])
     except errors.InputError:
@@ -46,7 +46,7 @@ class Live:
             live = self.cluster.api.version(endpoint)
         except kube.KubeUnavailable:
             return None
-        version = _plain(live.git_version)
+        version = plain(live.git_version)
         if version is None:
             return None
         return version, Minor.parse(live.emulation) if live.emulation else version.minor_version
@@ -58,7 +58,7 @@ class Live:
             return None, False
         if found is None:
             return None, False
-        return _plain(found.kubelet), found.ready
+        return plain(found.kubelet), found.ready
 
     def check(self, expected: Expected) -> list[str]:
         problems: list[str] = []
@@ -83,7 +83,7 @@ class Live:
         kubelets: dict[str, Version] = {}
         for name, wanted_kubelet in sorted(expected.kubelets.items()):
             node = nodes.get(name)
-            running = _plain(node.kubelet) if node else None
+            running = plain(node.kubelet) if node else None
             if node is None or running is None:
                 problems.append(f"node {name} has no Node object or no kubelet version")
                 continue

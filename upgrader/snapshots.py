@@ -60,13 +60,26 @@ def _archive(members: dict[str, bytes], dest: Path) -> str:
     return snapshot.file_sha256(dest)
 
 
-def check_archive(path: Path) -> None:
-    """Every file in the archive matches its line in SHA256SUMS, and every line has its file."""
+def _read_archive(path: Path) -> dict[str, bytes]:
     try:
         with tarfile.open(path, "r:gz") as archive:
-            contents = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}  # type: ignore[union-attr]
+            return {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}  # type: ignore[union-attr]
     except (OSError, tarfile.TarError, EOFError) as exc:
         raise snapshot.SnapshotCorrupt(f"{path}: not a readable archive ({exc})") from exc
+
+
+def archive_members(record: records.SnapshotRecord) -> dict[str, bytes]:
+    """The files of a snapshot's archive by name (``cp-1/manifests/kube-apiserver.yaml``, ...)."""
+    if not record.archive_path:
+        raise snapshot.SnapshotCorrupt(f"snapshot {record.id} has no archive")
+    contents = _read_archive(Path(record.archive_path))
+    contents.pop(SUMS, None)
+    return contents
+
+
+def check_archive(path: Path) -> None:
+    """Every file in the archive matches its line in SHA256SUMS, and every line has its file."""
+    contents = _read_archive(path)
     if SUMS not in contents:
         raise snapshot.SnapshotCorrupt(f"{path}: no {SUMS} in the archive")
     listed = {}
@@ -83,7 +96,7 @@ def check_archive(path: Path) -> None:
 _MANIFEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.yaml$")
 
 
-def _fetch_control_plane(cluster: session.ClusterSession) -> dict[str, bytes]:
+def fetch_control_plane(cluster: session.ClusterSession) -> dict[str, bytes]:
     """Each control-plane node's manifests and installed versions, as archive members under its name."""
     result = cluster.playbook("snapshot-fetch.yml", timeout=600)
     if result.status is not runner.Status.SUCCESSFUL:
@@ -147,7 +160,7 @@ def create(
         ]
         snapshot.check_file(db_path)  # read back: the stream proved what arrived, this proves what is on disk
         status = tools.status(db_path)
-        contents = _fetch_control_plane(cluster)
+        contents = fetch_control_plane(cluster)
         contents["cluster-configuration.yaml"] = (cluster.api.cluster_configuration() or "").encode()
         contents["facts.json"] = json.dumps(collected, indent=2, sort_keys=True).encode()
         archive_sha = _archive(contents, archive_path)

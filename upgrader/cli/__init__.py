@@ -23,6 +23,7 @@ from upgrader.cli import (
     plan_cmd,
     snapshot_cmd,
     status_cmd,
+    verify_cmd,
 )
 
 app = _options.group()
@@ -35,6 +36,7 @@ app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("apply", help="Carry out a saved plan on the cluster.", no_args_is_help=True)(apply_cmd.apply)
 app.add_typer(status_cmd.status_app, name="status")
 app.add_typer(status_cmd.history_app, name="history")
+app.add_typer(verify_cmd.app, name="verify")
 app.add_typer(lab_cmd.app, name="lab")
 
 

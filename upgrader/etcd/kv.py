@@ -239,6 +239,17 @@ class KV:
         response = self._call("range", lambda c: c.get_response("\0"))
         return int(response.header.revision)
 
+    def key_count(self) -> tuple[int, int]:
+        """(number of keys, revision) in one count-only read: no key or value is transferred."""
+        from etcd3 import etcdrpc
+
+        def count(c: Any) -> Any:
+            request = etcdrpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
+            return c.kvstub.Range(request, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
+
+        response = self._call("count", count)
+        return int(response.count), int(response.header.revision)
+
     def members(self) -> list[Member]:
         found = self._call("member list", lambda c: list(c.members))
         return [

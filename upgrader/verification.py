@@ -1,0 +1,159 @@
+"""``upgrader verify``: the apply gates on their own, and the proof that a cluster matches a snapshot.
+
+Without a reference the gate runs on the cluster as it is: every apiserver answers ``/readyz``, every
+node is Ready, etcd answers on every member with a leader, and the version-skew policy holds. With
+``--expect VERSION`` every apiserver must serve VERSION (emulating its own minor) and every kubelet
+run it. With ``--against SNAPSHOT`` the snapshot is verified first (a damaged one is no reference),
+then the cluster is compared with it: every apiserver's version and emulated version and every
+kubelet's version with the snapshot's facts; each control-plane node's static pod manifests with the
+archive, file by file (sha256); etcd's member count; etcd's revision, which may be higher than the
+snapshot's (a restore bumps it) but never lower. The key count is reported beside the snapshot's: a
+running cluster writes (leases, events), so it is information, not a check.
+
+Each check is one line naming what differs; the verdict holds only when every check does. Nothing
+is changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from upgrader import errors, gates, session, snapshots
+from upgrader.engine import expectations
+from upgrader.engine.ports import Expected
+from upgrader.kube import cluster as kube
+from upgrader.rules import catalog as catalog_mod
+from upgrader.state import records, store
+from upgrader.versions import Version
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reference: str  # "the live cluster", "v1.31.13", "snapshot ID"
+    checks: tuple[Check, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reference": self.reference,
+            "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+        }
+
+
+def _live_expected(cluster: session.ClusterSession) -> Expected:
+    """What the cluster runs now, so the gate checks health and skew but no particular version."""
+    probe = gates.Live(cluster, catalog_mod.load())
+    apiservers = {}
+    try:
+        for server in cluster.api.apiservers():
+            live = probe.apiserver(server.node)
+            if live is not None:
+                apiservers[server.node] = live
+        kubelets = {n.name: v for n in cluster.api.nodes() if (v := gates.plain(n.kubelet)) is not None}
+    except kube.KubeUnavailable:
+        kubelets = {}
+    return Expected(apiservers=apiservers, kubelets=kubelets)
+
+
+def _gate(cluster: session.ClusterSession, expected: Expected) -> list[Check]:
+    problems = gates.Live(cluster, catalog_mod.load()).check(expected)
+    checks = [Check("gate", False, problem) for problem in problems]
+    if not problems:
+        what = f"{len(expected.apiservers)} apiservers, {len(expected.kubelets)} kubelets, etcd, skew"
+        checks.append(Check("gate", True, what))
+    return checks
+
+
+def live(cluster: session.ClusterSession) -> Verdict:
+    return Verdict("the live cluster", tuple(_gate(cluster, _live_expected(cluster))))
+
+
+def expect(cluster: session.ClusterSession, version: Version) -> Verdict:
+    now = _live_expected(cluster)
+    wanted = Expected(
+        apiservers={node: (version, version.minor_version) for node in now.apiservers},
+        kubelets={node: version for node in now.kubelets},
+    )
+    return Verdict(f"v{version}", tuple(_gate(cluster, wanted)))
+
+
+def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: str) -> Verdict:
+    try:
+        record = state.snapshot(snapshot_id)
+    except errors.NotFound as exc:  # a reference the operator named: bad input, not a failed check
+        raise errors.InputError(f"{exc.message}; `upgrader snapshot list -c` shows this cluster's") from None
+    if record.cluster != cluster.name:
+        raise errors.Refused(f"snapshot {record.id} belongs to cluster {record.cluster}, not {cluster.name}")
+    verified = snapshots.verify_snapshot(state, record.id)
+    if not verified.ok:
+        bad = next(f"{name}: {why}" for name, why in verified.checks.items() if why != "ok")
+        raise errors.Refused(f"snapshot {record.id} fails its own verification ({bad}); it is no reference")
+    checks = _gate(cluster, expectations.initial(record.facts))
+    checks += _manifests(cluster, snapshots.archive_members(record))
+    checks += _etcd(cluster, record)
+    return Verdict(f"snapshot {record.id}", tuple(checks))
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifests(cluster: session.ClusterSession, archived: Mapping[str, bytes]) -> list[Check]:
+    """Each control-plane node's manifests now against the archive, file by file."""
+    then = {name: _digest(data) for name, data in archived.items() if "/manifests/" in name}
+    now = {
+        name: _digest(data) for name, data in snapshots.fetch_control_plane(cluster).items() if "/manifests/" in name
+    }
+    checks = []
+    for name in sorted(then.keys() | now.keys()):
+        if name not in now:
+            checks.append(Check("manifest", False, f"{name} is in the snapshot but not on the node"))
+        elif name not in then:
+            checks.append(Check("manifest", False, f"{name} is on the node but not in the snapshot"))
+        elif now[name] != then[name]:
+            checks.append(Check("manifest", False, f"{name} differs from the snapshot's (sha256 {now[name][:12]})"))
+    if not checks:
+        checks.append(Check("manifest", True, f"{len(then)} manifests match the snapshot's"))
+    return checks
+
+
+def _etcd(cluster: session.ClusterSession, record: records.SnapshotRecord) -> list[Check]:
+    try:
+        members = len(cluster.etcd.members())
+        keys, revision = cluster.etcd.key_count()
+    except errors.UpgraderError as exc:
+        return [Check("etcd", False, f"etcd does not answer: {exc}")]
+    wanted_members = len(record.members)
+    snapshot_revision = record.etcd_revision or 0
+    return [
+        Check(
+            "etcd members",
+            members == wanted_members,
+            f"{members} members" + ("" if members == wanted_members else f", the snapshot had {wanted_members}"),
+        ),
+        Check(
+            "etcd revision",
+            revision >= snapshot_revision,
+            f"revision {revision}, the snapshot's {snapshot_revision}"
+            + ("" if revision >= snapshot_revision else ": lower, so clients would see time go backwards"),
+        ),
+        Check("etcd keys", True, f"{keys} keys, {record.key_count} in the snapshot (information)"),
+    ]
