@@ -91,8 +91,11 @@ rehearse() {
   "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --dry-run
   log "apply: snapshots, three control-plane hops, each node drained once, a gate after every step"
   "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --yes
-  log "the final status"
+  log "the final status, and every apiserver and kubelet checked at the target once more"
   "$bin/upgrader" status -c "$work/lab/cluster.yaml"
+  target=$("$bin/upgrader" plan show "$plan" -o json | "$bin/python" -c \
+    'import json, sys; print(json.load(sys.stdin)["target"])')
+  "$bin/upgrader" verify -c "$work/lab/cluster.yaml" --expect "$target"
   "$bin/upgrader" lab down "$work/lab"
   trap - EXIT
   log "rehearsal done: the lab went from 1.30 to 1.33; rollback is not built yet"
