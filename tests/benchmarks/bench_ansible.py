@@ -88,8 +88,14 @@ def main() -> int:
     ):
         median = statistics.median(times[name])
         print(f"{label:58s} {median:7.2f} s  {median / floor_median:5.2f}x floor")
+    # snapshot create runs two playbooks: the node facts (for the facts it records) and the fetch
+    snapshot_ansible = statistics.median(times["node-facts"]) + statistics.median(times["fetch"])
+    print(
+        f"{'  the Ansible part of snapshot create (node facts + fetch)':58s} {snapshot_ansible:7.2f} s  "
+        f"{snapshot_ansible / floor_median:5.2f}x floor"
+    )
     facts_ok = statistics.median(times["facts"]) <= 2 * floor_median
-    fetch_ok = statistics.median(times["fetch"]) <= 2 * floor_median
+    fetch_ok = snapshot_ansible <= 2 * floor_median
     print(
         f"facts <= 2x floor: {'met' if facts_ok else 'NOT met'}; snapshot Ansible <= 2x floor: "
         f"{'met' if fetch_ok else 'NOT met'}"
