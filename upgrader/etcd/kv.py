@@ -211,6 +211,10 @@ class KV:
         self._call("put", lambda c: c.put(key, value))
         return self._written(key)
 
+    def write(self, key: str, value: bytes) -> None:
+        """One put, not read back (a retried put writes twice: two revisions, never a lost one)."""
+        self._call("put", lambda c: c.put(key, value))
+
     def delete(self, key: str, *, mod_revision: int | None = None) -> bool:
         """Deletes ``key`` (only if unchanged since ``mod_revision``, when given); False if absent."""
         if mod_revision is None:
@@ -249,6 +253,26 @@ class KV:
 
         response = self._call("count", count)
         return int(response.count), int(response.header.revision)
+
+    def compact(self, revision: int) -> None:
+        """Compacts history up to ``revision``: a read or watch from an older revision is refused."""
+        self._call("compact", lambda c: c.compact(revision, physical=True))
+
+    def readable_at(self, revision: int) -> bool:
+        """Whether a read at ``revision`` is still served (False: it has been compacted away)."""
+        from etcd3 import etcdrpc
+
+        def read(c: Any) -> bool:
+            request = etcdrpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True, revision=revision)
+            try:
+                c.kvstub.Range(request, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() is grpc.StatusCode.OUT_OF_RANGE:  # "required revision has been compacted"
+                    return False
+                raise
+            return True
+
+        return bool(self._call("read", read))
 
     def members(self) -> list[Member]:
         found = self._call("member list", lambda c: list(c.members))
