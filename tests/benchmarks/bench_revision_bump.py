@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,42 +18,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader.etcd import kv, revisions, tools
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for tests.integration
 
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start(base: Path, members: int) -> tuple[list[subprocess.Popen[bytes]], tuple[str, ...]]:
-    binary = tools.find("etcd")
-    if binary is None:
-        raise SystemExit("no etcd binary")
-    names = [f"m{i}" for i in range(members)]
-    peers = {n: f"http://127.0.0.1:{_free_port()}" for n in names}
-    clients = {n: f"http://127.0.0.1:{_free_port()}" for n in names}
-    cluster = ",".join(f"{n}={peers[n]}" for n in names)
-    processes = [
-        subprocess.Popen(
-            [
-                binary,
-                f"--name={n}",
-                f"--data-dir={base / n}",
-                f"--listen-client-urls={clients[n]}",
-                f"--advertise-client-urls={clients[n]}",
-                f"--listen-peer-urls={peers[n]}",
-                f"--initial-advertise-peer-urls={peers[n]}",
-                f"--initial-cluster={cluster}",
-                "--initial-cluster-state=new",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for n in names
-    ]
-    return processes, tuple(clients[n] for n in names)
+from tests.integration.etcd_cluster import EtcdCluster
+from upgrader.etcd import revisions, tools
 
 
 def main() -> int:
@@ -63,18 +30,9 @@ def main() -> int:
     parser.add_argument("--gap", type=int, default=100_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="upgrader-bench-revisions-") as tmp:
-        processes, endpoints = start(Path(tmp), args.members)
-        store = kv.KV(kv.Target(endpoints=endpoints, timeout=10.0))
+        cluster = EtcdCluster(Path(tmp), members=args.members)
+        store = cluster.start()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    store.revision()
-                    break
-                except kv.EtcdUnavailable:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.3)
             rows = []
             for gap in (10_000, args.gap):
                 start_revision = store.revision()
@@ -87,14 +45,7 @@ def main() -> int:
             rows.append(("the same writes from one writer, 10,000", single_writes, time.monotonic() - began))
         finally:
             store.close()
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            cluster.stop()
     version = subprocess.run([tools.find("etcd") or "etcd", "--version"], capture_output=True, text=True, check=False)
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "

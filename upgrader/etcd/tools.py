@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,26 +94,73 @@ def status(path: Path, near: Path | None = None) -> SnapshotStatus:
     )
 
 
-def restore(path: Path, data_dir: Path, near: Path | None = None) -> None:
-    """Restores a snapshot into a new data directory (with the sha256 check); starts nothing."""
+BUMP_FLAGS = ("--bump-revision", "--mark-compacted")  # etcdutl 3.5.10+, etcdctl/etcdutl 3.4.27+
+
+
+def restore_flags(near: Path | None = None) -> frozenset[str]:
+    """Which of ``--bump-revision`` and ``--mark-compacted`` this restore tool has, read from its own
+    help (never assumed from a version number)."""
     tool, env = _tool(near)
-    done = _run(
-        [
-            *tool,
-            "snapshot",
-            "restore",
-            str(path),
-            "--data-dir",
-            str(data_dir),
-            "--name",
-            "restore-test",
-            "--initial-cluster",
-            "restore-test=http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-        ],
-        env,
+    done = _run([*tool, "snapshot", "restore", "--help"], env)
+    text = done.stdout + done.stderr
+    return frozenset(flag for flag in BUMP_FLAGS if flag in text)
+
+
+def restore(path: Path, data_dir: Path, near: Path | None = None) -> None:
+    """Restores a snapshot into a new data directory as a one-member cluster (the restore test)."""
+    restore_member(
+        path,
+        data_dir,
+        member="restore-test",
+        cluster={"restore-test": ("http://127.0.0.1:2380",)},
+        token="restore-test",  # noqa: S106 - etcd's cluster token is a name, not a secret
+        near=near,
     )
+
+
+def restore_member(
+    path: Path,
+    data_dir: Path,
+    *,
+    member: str,
+    cluster: Mapping[str, tuple[str, ...]],
+    token: str,
+    bump: int | None = None,
+    near: Path | None = None,
+) -> bool:
+    """Restores a snapshot (with its sha256 check) into ``data_dir``, which must not exist, as
+    ``member`` of a new cluster: every member's name and peer URLs, and a new cluster token, so the
+    restored members form a cluster of their own and never join the old one. Starts nothing.
+
+    With ``bump``, the revision is raised by that much and everything older marked compacted, if the
+    tool can (``restore_flags``); returns whether it did, so the caller knows to fall back on
+    ``revisions.advance_past``."""
+    if data_dir.exists():
+        raise errors.Refused(f"{data_dir} already exists: a restore never writes over a data directory")
+    if member not in cluster:
+        raise errors.UsageError(f"member {member} is not in the restored cluster {sorted(cluster)}")
+    tool, env = _tool(near)
+    argv = [
+        *tool,
+        "snapshot",
+        "restore",
+        str(path),
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        member,
+        "--initial-cluster",
+        ",".join(f"{name}={url}" for name, urls in cluster.items() for url in urls),
+        "--initial-cluster-token",
+        token,
+        "--initial-advertise-peer-urls",
+        ",".join(cluster[member]),
+    ]
+    bumped = bump is not None and set(BUMP_FLAGS) <= restore_flags(near)
+    if bumped:
+        argv += ["--bump-revision", str(bump), "--mark-compacted"]
+    done = _run(argv, env)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise errors.OperationFailed(f"restoring {path} failed: {(lines[-1] if lines else 'no detail')[:300]}")
+    return bumped
