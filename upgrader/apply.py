@@ -358,11 +358,6 @@ def _wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[driv
         runner.wait_for_leftovers(LEFTOVER_TIMEOUT, cluster.cancel)
 
 
-def cordoned_by_us(run: records.RunRecord) -> list[str]:
-    """The nodes this run cordoned and has not uncordoned, from the journal."""
-    return sorted(key.split(":", 1)[1] for step in run.steps for key in step.detail if key.startswith("cordoned:"))
-
-
 def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[str, Any]]:
     """For every step: what would run, where, with which variables. Changes nothing."""
     out: list[dict[str, Any]] = []

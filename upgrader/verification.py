@@ -58,23 +58,28 @@ class Verdict:
         }
 
 
-def _live_expected(cluster: session.ClusterSession) -> Expected:
+def _probe(cluster: session.ClusterSession) -> gates.Live:
+    return gates.Live(cluster, catalog_mod.load())
+
+
+def _live_expected(probe: gates.Live) -> Expected:
     """What the cluster runs now, so the gate checks health and skew but no particular version."""
-    probe = gates.Live(cluster, catalog_mod.load())
+    api = probe.cluster.api
     apiservers = {}
     try:
-        for server in cluster.api.apiservers():
-            live = probe.apiserver(server.node)
+        endpoints = {server.node: server.endpoint for server in api.apiservers()}  # listed once, not per node
+        for node in endpoints:
+            live = probe.apiserver(node, endpoints)
             if live is not None:
-                apiservers[server.node] = live
-        kubelets = {n.name: v for n in cluster.api.nodes() if (v := gates.plain(n.kubelet)) is not None}
+                apiservers[node] = live
+        kubelets = {n.name: v for n in api.nodes() if (v := gates.plain(n.kubelet)) is not None}
     except kube.KubeUnavailable:
         kubelets = {}
     return Expected(apiservers=apiservers, kubelets=kubelets)
 
 
-def _gate(cluster: session.ClusterSession, expected: Expected) -> list[Check]:
-    problems = gates.Live(cluster, catalog_mod.load()).check(expected)
+def _gate(probe: gates.Live, expected: Expected) -> list[Check]:
+    problems = probe.check(expected)
     checks = [Check("gate", False, problem) for problem in problems]
     if not problems:
         what = f"{len(expected.apiservers)} apiservers, {len(expected.kubelets)} kubelets, etcd, skew"
@@ -83,16 +88,18 @@ def _gate(cluster: session.ClusterSession, expected: Expected) -> list[Check]:
 
 
 def live(cluster: session.ClusterSession) -> Verdict:
-    return Verdict("the live cluster", tuple(_gate(cluster, _live_expected(cluster))))
+    probe = _probe(cluster)
+    return Verdict("the live cluster", tuple(_gate(probe, _live_expected(probe))))
 
 
 def expect(cluster: session.ClusterSession, version: Version) -> Verdict:
-    now = _live_expected(cluster)
+    probe = _probe(cluster)
+    now = _live_expected(probe)
     wanted = Expected(
         apiservers={node: (version, version.minor_version) for node in now.apiservers},
         kubelets={node: version for node in now.kubelets},
     )
-    return Verdict(f"v{version}", tuple(_gate(cluster, wanted)))
+    return Verdict(f"v{version}", tuple(_gate(probe, wanted)))
 
 
 def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: str) -> Verdict:
@@ -106,7 +113,7 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
     if not verified.ok:
         bad = next(f"{name}: {why}" for name, why in verified.checks.items() if why != "ok")
         raise errors.Refused(f"snapshot {record.id} fails its own verification ({bad}); it is no reference")
-    checks = _gate(cluster, expectations.initial(record.facts))
+    checks = _gate(_probe(cluster), expectations.initial(record.facts))
     checks += _manifests(cluster, snapshots.archive_members(record))
     checks += _etcd(cluster, record)
     return Verdict(f"snapshot {record.id}", tuple(checks))

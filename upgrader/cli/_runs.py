@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 
 def as_dict(run: records.RunRecord) -> dict[str, Any]:
-    from upgrader import apply as apply_mod
+    from upgrader.engine import driver
 
     return {
         "id": run.id,
@@ -23,7 +23,7 @@ def as_dict(run: records.RunRecord) -> dict[str, Any]:
         "pid": run.pid,
         "stopped_reason": run.stopped_reason,
         "error": run.error,
-        "cordoned_by_upgrader": apply_mod.cordoned_by_us(run),
+        "cordoned_by_upgrader": driver.cordoned_by_us(run),
         "steps": [
             {
                 "step": s.position + 1,

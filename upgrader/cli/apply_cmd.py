@@ -175,9 +175,9 @@ def _finished(summary: dict[str, object], output: _render.OutputFormat, log_form
 
 def _stopped(stopped: apply_mod.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
-    from upgrader import apply as apply_mod
+    from upgrader.engine import driver
 
-    cordoned = apply_mod.cordoned_by_us(stopped.run)
+    cordoned = driver.cordoned_by_us(stopped.run)
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
         _render.emit_json({"ok": False, **_summary(stopped.run), "message": stopped.message})
     elif cordoned:

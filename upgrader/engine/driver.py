@@ -51,6 +51,16 @@ class Lease(Protocol):
     def check(self) -> None: ...
 
 
+# A step's detail key, written before upgrader cordons a schedulable node and removed once it uncordons
+# it: the nodes upgrader itself left cordoned, and so may uncordon.
+CORDONED = "cordoned:"
+
+
+def cordoned_by_us(run: records.RunRecord) -> list[str]:
+    """The nodes this run cordoned and has not uncordoned, from the journal."""
+    return sorted(key.removeprefix(CORDONED) for step in run.steps for key in step.detail if key.startswith(CORDONED))
+
+
 @dataclass(frozen=True)
 class Event:
     kind: str  # run-started, step-started, node-done, step-succeeded, step-failed, run-paused, ...
@@ -229,13 +239,13 @@ class Driver:
         version = step.version
         earlier = self.journal.step(run_id, position).detail  # what an interrupted attempt cordoned
         state = {node: self.ports.probe.kubelet(node) for node in step.nodes}
-        ours = {node: bool(earlier.get(f"cordoned:{node}")) for node in step.nodes}
+        ours = {node: bool(earlier.get(f"{CORDONED}{node}")) for node in step.nodes}
         todo = []
         for node in step.nodes:
             running, ready = state[node]
             if running == version and ready and (not ours[node] or not self.ports.drainer.cordoned(node)):
                 if ours[node]:
-                    self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
+                    self.journal.step_progress(run_id, position, {f"{CORDONED}{node}": None})
                 self._node_done(run_id, position, node, "already there")
             else:
                 todo.append(node)
@@ -261,7 +271,7 @@ class Driver:
             )
             if ours[node]:
                 self.ports.drainer.uncordon(node)
-                self.journal.step_progress(run_id, position, {f"cordoned:{node}": None})
+                self.journal.step_progress(run_id, position, {f"{CORDONED}{node}": None})
             self._node_done(run_id, position, node, f"upgraded ({evicted[node]} pods evicted)")
 
     def _drain(self, run_id: str, position: int, node: str, ours: dict[str, bool]) -> int:
@@ -270,7 +280,7 @@ class Driver:
         the node is its own to uncordon on resume. A node someone else cordoned stays cordoned."""
         drainer = self.ports.drainer
         if not ours[node] and not drainer.cordoned(node):
-            self.journal.step_progress(run_id, position, {f"cordoned:{node}": "by upgrader, to drain it"})
+            self.journal.step_progress(run_id, position, {f"{CORDONED}{node}": "by upgrader, to drain it"})
             ours[node] = True
         drainer.cordon(node)
         self.observe(Event("node-draining", f"{node}: cordoned, draining", position=position, node=node))

@@ -89,6 +89,14 @@ def _convert(exc: BaseException, endpoint: str) -> errors.UpgraderError:
     return EtcdUnavailable(f"etcd at {endpoint} is unavailable: {text.splitlines()[0] if text else type(exc).__name__}")
 
 
+def _count_every_key(client: Any, *, revision: int) -> Any:
+    """A count-only range over every key, at ``revision`` (0: now); the raw response."""
+    from etcd3 import etcdrpc
+
+    request = etcdrpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True, revision=revision)
+    return client.kvstub.Range(request, client.timeout, credentials=client.call_credentials, metadata=client.metadata)
+
+
 class KV:
     """A client for one cluster; tries each endpoint in order until one answers."""
 
@@ -245,13 +253,7 @@ class KV:
 
     def key_count(self) -> tuple[int, int]:
         """(number of keys, revision) in one count-only read: no key or value is transferred."""
-        from etcd3 import etcdrpc
-
-        def count(c: Any) -> Any:
-            request = etcdrpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True)
-            return c.kvstub.Range(request, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
-
-        response = self._call("count", count)
+        response = self._call("count", lambda c: _count_every_key(c, revision=0))
         return int(response.count), int(response.header.revision)
 
     def compact(self, revision: int) -> None:
@@ -260,12 +262,10 @@ class KV:
 
     def readable_at(self, revision: int) -> bool:
         """Whether a read at ``revision`` is still served (False: it has been compacted away)."""
-        from etcd3 import etcdrpc
 
         def read(c: Any) -> bool:
-            request = etcdrpc.RangeRequest(key=b"\0", range_end=b"\0", count_only=True, revision=revision)
             try:
-                c.kvstub.Range(request, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
+                _count_every_key(c, revision=revision)
             except grpc.RpcError as exc:
                 if exc.code() is grpc.StatusCode.OUT_OF_RANGE:  # "required revision has been compacted"
                     return False

@@ -166,12 +166,7 @@ class Leftover:
 
 def leftovers() -> list[Leftover]:
     """The playbooks of dead upgrader processes on this host that are still running (read from /proc)."""
-    parent = environment.data_dir() / "ansible"
-    dead = {
-        str(d): int(d.name.split("-")[1])
-        for d in parent.glob("run-*-*")
-        if d.name.split("-")[1].isdigit() and not pids.alive(int(d.name.split("-")[1]))
-    }
+    dead = {str(directory): owner for directory, owner in _dead_runs(environment.data_dir() / "ansible").items()}
     if not dead:
         return []
     found: dict[str, tuple[str, list[int]]] = {}
@@ -203,14 +198,22 @@ def wait_for_leftovers(timeout: float, cancel: threading.Event | None = None) ->
         time.sleep(0.5)
 
 
+def _dead_runs(parent: Path) -> dict[Path, int]:
+    """The private directories (``run-PID-*``) whose upgrader process is gone, with that pid."""
+    dead = {}
+    for directory in parent.glob("run-*-*"):
+        pid = directory.name.split("-")[1]
+        if pid.isdigit() and not pids.alive(int(pid)):
+            dead[directory] = int(pid)
+    return dead
+
+
 def _private_data_dir() -> Path:
     """A fresh 0700 directory for one run under upgrader's state directory; removes the ones of dead
     processes (a SIGKILL skips every ``finally``)."""
     parent = files.private_dir(environment.data_dir() / "ansible", what="Ansible working directory")
-    for stale in parent.glob("run-*-*"):
-        pid = stale.name.split("-")[1]
-        if pid.isdigit() and not pids.alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+    for stale in _dead_runs(parent):
+        shutil.rmtree(stale, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=parent))
 
 
