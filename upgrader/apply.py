@@ -150,6 +150,30 @@ class SnapshotTaker:
         return created.record.id
 
 
+def task_recorder(
+    state: store.Store, cluster: str, run_id: records.RunId | None
+) -> Callable[[str, runner.TaskResult], None]:
+    def record(playbook: str, task: runner.TaskResult) -> None:
+        """Every Ansible task of the run in the journal: host, task, outcome, duration (never its output)."""
+        outcome = "failed" if not task.ok else ("changed" if task.changed else "ok")
+        state.record_event(
+            kind="ansible-task",
+            message=f"{task.host}: {task.task}: {outcome}",
+            cluster=cluster,
+            run_id=run_id,
+            level=records.EventLevel.INFO if task.ok else records.EventLevel.ERROR,
+            data={
+                "playbook": playbook,
+                "host": task.host,
+                "task": task.task,
+                "outcome": outcome,
+                "seconds": task.duration,
+            },
+        )
+
+    return record
+
+
 def ports(
     cluster: session.ClusterSession, state: store.Store, options: Options, run_id: records.RunId | None = None
 ) -> Ports:
@@ -163,23 +187,7 @@ def ports(
         delete_emptydir_data=options.delete_emptydir_data,
     )
 
-    def record(playbook: str, task: runner.TaskResult) -> None:
-        """Every Ansible task of the run in the journal: host, task, outcome, duration (never its output)."""
-        outcome = "failed" if not task.ok else ("changed" if task.changed else "ok")
-        state.record_event(
-            kind="ansible-task",
-            message=f"{task.host}: {task.task}: {outcome}",
-            cluster=cluster.name,
-            run_id=run_id,
-            level=records.EventLevel.INFO if task.ok else records.EventLevel.ERROR,
-            data={
-                "playbook": playbook,
-                "host": task.host,
-                "task": task.task,
-                "outcome": outcome,
-                "seconds": task.duration,
-            },
-        )
+    record = task_recorder(state, cluster.name, run_id)
 
     return Ports(
         executor=rollout.Rollout(cluster, writer, record),
@@ -327,7 +335,7 @@ def _drive(
         )
     hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
     try:
-        _wait_for_leftovers(cluster, journaling)
+        wait_for_leftovers(cluster, journaling)
         outcome = engine.run(run)
     except KeyboardInterrupt:
         raise RunStopped(
@@ -349,7 +357,7 @@ def _drive(
 LEFTOVER_TIMEOUT = 1800.0  # the longest a playbook of a run may take
 
 
-def _wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[driver.Event], None]) -> None:
+def wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[driver.Event], None]) -> None:
     """A playbook a killed upgrader left running (its kubeadm may still be at work) ends before this
     run looks at the cluster: the state it re-derives is then the state that stays."""
     left = runner.leftovers()

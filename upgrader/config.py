@@ -147,6 +147,9 @@ class EtcdSettings(_Section):
     ca: ExistingFile | None = None
     cert: ExistingFile | None = None
     key: ExistingFile | None = None
+    # A rollback's full restore moves the revision past the highest one served; without etcdutl's
+    # --bump-revision it writes that many revisions (about 4 s per 10,000 here), so a larger gap is refused.
+    max_revision_gap: int = Field(default=1_000_000, ge=0)
 
     @model_validator(mode="after")
     def _tls_is_complete(self) -> EtcdSettings:

@@ -73,7 +73,10 @@ class Rollout:
         self._playbook("upgrade-node.yml", nodes, version)
 
     def _playbook(self, playbook: str, nodes: tuple[str, ...], version: Version, **extra: Any) -> None:
-        variables = {**rendering.package_vars(self.cluster.cfg.packages, version), **extra}
+        self.run(playbook, nodes, {**rendering.package_vars(self.cluster.cfg.packages, version), **extra})
+
+    def run(self, playbook: str, nodes: tuple[str, ...], variables: dict[str, Any]) -> runner.PlaybookResult:
+        """One of upgrader's playbooks on ``nodes``, every task recorded; raises unless it succeeded."""
         result = self.cluster.playbook(playbook, extravars=variables, limit=rendering.node_limit(*nodes), timeout=1800)
         where = ", ".join(nodes)
         if self.record is not None:
@@ -84,3 +87,4 @@ class Rollout:
             if result.status is runner.Status.CANCELED:
                 raise KeyboardInterrupt(f"{playbook} on {where} canceled")
             raise errors.ExecutorError(f"{playbook} on {where} failed: {detail}")
+        return result

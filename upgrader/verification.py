@@ -5,7 +5,8 @@ node is Ready, etcd answers on every member with a leader, and the version-skew 
 ``--expect VERSION`` every apiserver must serve VERSION (emulating its own minor) and every kubelet
 run it. With ``--against SNAPSHOT`` the snapshot is verified first (a damaged one is no reference),
 then the cluster is compared with it: every apiserver's version and emulated version and every
-kubelet's version with the snapshot's facts; each control-plane node's static pod manifests with the
+kubelet's version with the snapshot's facts (a kubelet newer than the snapshot's but not newer than
+the snapshot's control plane is allowed, and named); each control-plane node's static pod manifests with the
 archive, file by file (sha256); etcd's member count; etcd's revision, which may be higher than the
 snapshot's (a restore bumps it) but never lower. The key count is reported beside the snapshot's: a
 running cluster writes (leases, events), so it is information, not a check.
@@ -62,8 +63,8 @@ def _probe(cluster: session.ClusterSession) -> gates.Live:
     return gates.Live(cluster, catalog_mod.load())
 
 
-def _live_expected(probe: gates.Live) -> Expected:
-    """What the cluster runs now, so the gate checks health and skew but no particular version."""
+def live_versions(probe: gates.Live) -> Expected:
+    """What the cluster runs now (what answers), so the gate checks health and skew but no particular version."""
     api = probe.cluster.api
     apiservers = {}
     try:
@@ -89,12 +90,12 @@ def _gate(probe: gates.Live, expected: Expected) -> list[Check]:
 
 def live(cluster: session.ClusterSession) -> Verdict:
     probe = _probe(cluster)
-    return Verdict("the live cluster", tuple(_gate(probe, _live_expected(probe))))
+    return Verdict("the live cluster", tuple(_gate(probe, live_versions(probe))))
 
 
 def expect(cluster: session.ClusterSession, version: Version) -> Verdict:
     probe = _probe(cluster)
-    now = _live_expected(probe)
+    now = live_versions(probe)
     wanted = Expected(
         apiservers={node: (version, version.minor_version) for node in now.apiservers},
         kubelets={node: version for node in now.kubelets},
@@ -113,10 +114,35 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
     if not verified.ok:
         bad = next(f"{name}: {why}" for name, why in verified.checks.items() if why != "ok")
         raise errors.Refused(f"snapshot {record.id} fails its own verification ({bad}); it is no reference")
-    checks = _gate(_probe(cluster), expectations.initial(record.facts))
+    probe = _probe(cluster)
+    then = expectations.initial(record.facts)
+    kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
+    checks = _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes
     checks += _manifests(cluster, snapshots.archive_members(record))
     checks += _etcd(cluster, record)
     return Verdict(f"snapshot {record.id}", tuple(checks))
+
+
+def _kubelets(then: Expected, now: Mapping[str, Version]) -> tuple[dict[str, Version], list[Check]]:
+    """The kubelet versions to expect: the snapshot's, except a kubelet newer than the snapshot's but not
+    newer than the snapshot's control plane, which the skew policy allows and a rollback leaves as is
+    (rolling it back would drain the node for nothing); each such node is named."""
+    ceiling = max(v for v, _ in then.apiservers.values())
+    wanted = dict(then.kubelets)
+    notes = []
+    for node, snapshot_kubelet in sorted(then.kubelets.items()):
+        running = now.get(node)
+        if running is not None and snapshot_kubelet < running <= ceiling:
+            wanted[node] = running
+            notes.append(
+                Check(
+                    "kubelet",
+                    True,
+                    f"{node} runs kubelet v{running}, the snapshot's v{snapshot_kubelet}: not newer than the "
+                    f"snapshot's control plane (v{ceiling}), so allowed",
+                )
+            )
+    return wanted, notes
 
 
 def _digest(data: bytes) -> str:

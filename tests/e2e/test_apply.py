@@ -267,13 +267,13 @@ def test_a_pdb_that_blocks_a_drain_fails_the_step_and_resume_finishes_once_it_al
 
 
 class Apply:
-    """``upgrader apply`` as its own process, killed with SIGKILL at a chosen point."""
+    """``upgrader apply`` (or ``command``) as its own process, killed with SIGKILL at a chosen point."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], command: str = "apply") -> None:
         import sys
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "upgrader", "apply", *args],
+            [sys.executable, "-m", "upgrader", command, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -21,6 +21,7 @@ from upgrader.cli import (
     lab_cmd,
     lock_cmd,
     plan_cmd,
+    rollback_cmd,
     snapshot_cmd,
     status_cmd,
     verify_cmd,
@@ -34,6 +35,7 @@ app.add_typer(facts_cmd.app, name="facts")
 app.add_typer(plan_cmd.app, name="plan")
 app.add_typer(snapshot_cmd.app, name="snapshot")
 app.command("apply", help="Carry out a saved plan on the cluster.", no_args_is_help=True)(apply_cmd.apply)
+app.command("rollback", help="Roll the cluster back to a known-good snapshot, verified.")(rollback_cmd.rollback)
 app.add_typer(status_cmd.status_app, name="status")
 app.add_typer(status_cmd.history_app, name="history")
 app.add_typer(verify_cmd.app, name="verify")

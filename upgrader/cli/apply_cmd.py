@@ -25,13 +25,18 @@ class LogFormat(enum.StrEnum):
     JSON = "json"
 
 
+class OnFailure(enum.StrEnum):
+    STOP = "stop"  # leave the run failed, resumable
+    ROLLBACK = "rollback"  # roll back to the run's last snapshot and verify (exit 4)
+
+
 class PauseAfterChoice(enum.StrEnum):
     EMULATION = "emulation"
     HOP = "hop"
     STEP = "step"
 
 
-def _seconds(text: str, flag: str) -> float:
+def seconds(text: str, flag: str) -> float:
     from upgrader import config
 
     parsed = config.seconds(text)
@@ -45,7 +50,7 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
     if end and duration:
         raise errors.UsageError("give --window-end or --window, not both")
     if duration:
-        return datetime.now(UTC) + timedelta(seconds=_seconds(duration, "--window"))
+        return datetime.now(UTC) + timedelta(seconds=seconds(duration, "--window"))
     if end:
         try:
             parsed = datetime.fromisoformat(end.strip())
@@ -58,7 +63,7 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
 
 
 @contextlib.contextmanager
-def _observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
+def observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
     """JSON events on stdout with --log-format json; else live progress on a terminal; else lines."""
     from upgrader.cli import _progress
 
@@ -103,6 +108,10 @@ def apply(
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
         LogFormat.TEXT
     ),
+    on_failure: Annotated[
+        OnFailure,
+        typer.Option("--on-failure", help="rollback: when a step fails, roll back to the run's last snapshot."),
+    ] = OnFailure.STOP,
     insecure: _options.InsecureOption = False,
     yes: _options.YesOption = False,
     db: _options.DbOption = None,
@@ -111,7 +120,8 @@ def apply(
     """Apply a saved plan: snapshots, control-plane hops, drains and kubelets, a gate after every step.
 
     Exit codes: 0 done, 1 a step failed (resumable), 2 bad input, 3 refused (nothing changed),
-    5 stopped (interrupted or the lock lost; resumable), 6 paused at a safe point (resumable).
+    4 a step failed and --on-failure rollback put the cluster back (verified), 5 stopped (interrupted
+    or the lock lost; resumable), 6 paused at a safe point (resumable).
     """
     from upgrader import apply as apply_mod
     from upgrader import config, session
@@ -127,7 +137,7 @@ def apply(
         pause_after=driver.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
-        drain_timeout=_seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
+        drain_timeout=seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
     )
     with store.Store.open(db) as state:
         if abandon:
@@ -144,7 +154,7 @@ def apply(
             options = dataclasses.replace(options, insecure=opened.insecure)
             try:
                 if resume:
-                    with _observer(log_format, f"{cfg.name}: resuming run {resume}") as observe:
+                    with observer(log_format, f"{cfg.name}: resuming run {resume}") as observe:
                         done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=observe)
                 else:
                     assert plan_id is not None
@@ -159,30 +169,36 @@ def apply(
                     )
                     _options.confirm(f"Apply plan {prepared.plan_id} to {cfg.name}?", yes=yes)
                     title = f"{cfg.name}: plan {prepared.plan_id} to v{prepared.plan.target}"
-                    with _observer(log_format, title) as observe:
+                    with observer(log_format, title) as observe:
                         done = apply_mod.execute(opened, state, prepared, options, lease=lease, observe=observe)
-            except apply_mod.RunStopped as stopped:
-                _stopped(stopped, output, log_format)
-    _finished(_summary(done), output, log_format)
+            except apply_mod.RunStopped as halted:
+                if on_failure is OnFailure.ROLLBACK and halted.exit_code is errors.ExitCode.FAILURE:
+                    from upgrader.cli import rollback_cmd
+
+                    rollback_cmd.after_failed_apply(
+                        opened, state, halted, lease=lease, log_format=log_format, output=output
+                    )
+                stopped(halted, output, log_format)
+    finished(_summary(done), output, log_format)
 
 
-def _finished(summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat) -> None:
+def finished(summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat) -> None:
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
         _render.emit_json({"ok": True, **summary})
     else:
         _render.note(f"run {summary['run']} {summary['status']}")
 
 
-def _stopped(stopped: apply_mod.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
+def stopped(halted: apply_mod.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
     from upgrader.engine import driver
 
-    cordoned = driver.cordoned_by_us(stopped.run)
+    cordoned = driver.cordoned_by_us(halted.run)
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
-        _render.emit_json({"ok": False, **_summary(stopped.run), "message": stopped.message})
+        _render.emit_json({"ok": False, **_summary(halted.run), "message": halted.message})
     elif cordoned:
         _render.warn(f"cordoned by upgrader and still cordoned: {', '.join(cordoned)}")
-    _errors.exit_with(stopped.exit_code, f"error: {stopped.message}" if stopped.exit_code != 6 else stopped.message)
+    _errors.exit_with(halted.exit_code, f"error: {halted.message}" if halted.exit_code != 6 else halted.message)
 
 
 def _show_dry_run(plan_id: str, actions: list[dict[str, object]], output: _render.OutputFormat) -> None:

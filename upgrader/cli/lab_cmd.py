@@ -135,7 +135,7 @@ def fault(
 
     if kind is None and not clear:
         raise errors.UsageError(
-            "name a fault (apiserver-crash, etcd-stop, kubelet-notready, disk-full, slow) or --clear"
+            "name a fault (apiserver-crash, etcd-stop, kubelet-notready, disk-full, slow, kubeadm-fail) or --clear"
         )
     try:
         chosen = faults.Fault(kind) if kind else None

@@ -18,7 +18,9 @@ def _next(run: records.RunRecord | None, held_by_live_process: bool, cluster: st
     if run is not None and not run.status.finished:
         if held_by_live_process:
             return f"run {run.id} is in progress (pid {run.pid} on {run.host}); watch `upgrader status -c {cluster}`"
-        return f"upgrader apply --resume {run.id} -c {cluster}"
+        verb = "rollback" if run.kind.value == "rollback" else "apply"
+        again = f"upgrader {verb} --resume {run.id} -c {cluster}"
+        return again if verb == "rollback" else f"{again} (or roll it back: upgrader rollback -c {cluster} --dry-run)"
     return f"upgrader plan -c {cluster} --to MINOR --save, then upgrader apply PLAN_ID -c {cluster}"
 
 

@@ -113,18 +113,7 @@ class Driver:
     def run(self, run: records.RunRecord) -> Outcome:
         steps = [Step.from_dict(s.spec) for s in run.steps]
         expected = expectations.each(self.facts, steps)
-        self.journal.set_run(run.id, records.RunStatus.RUNNING, at=_now())
-        outline = [
-            {
-                "position": record.position,
-                "description": _describe(step),
-                "status": record.status.value,
-                "seconds": record.seconds,
-                "estimate": self.estimate(record),
-            }
-            for record, step in zip(run.steps, steps, strict=True)
-        ]
-        self.observe(Event("run-started", f"run {run.id}: {len(steps)} steps", data={"run": run.id, "steps": outline}))
+        self.start(run, [_describe(step) for step in steps])
         for record, step, after in zip(run.steps, steps, expected, strict=True):
             if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
                 continue
@@ -134,9 +123,29 @@ class Driver:
             self._step(run.id, record, step, after)
             if self._pause_here(step):
                 return self._pause(run.id, f"paused after step {record.position + 1} (--pause-after)")
-        self.journal.set_run(run.id, records.RunStatus.SUCCEEDED, at=_now())
-        self.observe(Event("run-succeeded", f"run {run.id} succeeded"))
+        self.succeed(run.id)
         return Outcome.SUCCEEDED
+
+    def start(self, run: records.RunRecord, descriptions: list[str]) -> None:
+        """The run is running; observers get its outline (each step's description, status and estimate)."""
+        self.journal.set_run(run.id, records.RunStatus.RUNNING, at=_now())
+        outline = [
+            {
+                "position": record.position,
+                "description": description,
+                "status": record.status.value,
+                "seconds": record.seconds,
+                "estimate": self.estimate(record),
+            }
+            for record, description in zip(run.steps, descriptions, strict=True)
+        ]
+        self.observe(
+            Event("run-started", f"run {run.id}: {len(outline)} steps", data={"run": run.id, "steps": outline})
+        )
+
+    def succeed(self, run_id: str) -> None:
+        self.journal.set_run(run_id, records.RunStatus.SUCCEEDED, at=_now())
+        self.observe(Event("run-succeeded", f"run {run_id} succeeded"))
 
     def _no_room(self, record: records.StepRecord) -> bool:
         end = self.settings.window_end
@@ -167,19 +176,27 @@ class Driver:
 
     def _step(self, run_id: str, record: records.StepRecord, step: Step, after: Expected) -> None:
         position = record.position
-        self.journal.start_step(run_id, position, at=_now())
-        self.observe(Event("step-started", _describe(step), position=position))
-        try:
-            handler = {
-                StepKind.SNAPSHOT: self._snapshot,
-                StepKind.CONTROL_PLANE: self._control_plane,
-                StepKind.EMULATION_COMMIT: self._commit,
-                StepKind.NODES: self._nodes,
-            }[step.kind]
+        handler = {
+            StepKind.SNAPSHOT: self._snapshot,
+            StepKind.CONTROL_PLANE: self._control_plane,
+            StepKind.EMULATION_COMMIT: self._commit,
+            StepKind.NODES: self._nodes,
+        }[step.kind]
+
+        def act() -> None:
             handler(run_id, position, step, after)
             problems = self.ports.gate.check(after)
             if problems:
                 raise GateFailed(f"gate after step {position + 1}: {problems[0]}" + _more(problems))
+
+        self.journaled(run_id, position, _describe(step), act)
+
+    def journaled(self, run_id: str, position: int, description: str, act: Callable[[], None]) -> None:
+        """One step: journaled as running before ``act``, and as succeeded, failed or interrupted after."""
+        self.journal.start_step(run_id, position, at=_now())
+        self.observe(Event("step-started", description, position=position))
+        try:
+            act()
         except KeyboardInterrupt:
             self.cancel.set()
             self.journal.finish_step(run_id, position, records.StepStatus.INTERRUPTED, at=_now(), error="interrupted")
@@ -192,7 +209,7 @@ class Driver:
             self.observe(Event("step-failed", exc.message, position=position))
             raise
         self.journal.finish_step(run_id, position, records.StepStatus.SUCCEEDED, at=_now())
-        self.observe(Event("step-succeeded", f"step {position + 1} done: {_describe(step)}", position=position))
+        self.observe(Event("step-succeeded", f"step {position + 1} done: {description}", position=position))
 
     # -- step kinds ----------------------------------------------------------------------------
 
@@ -217,36 +234,38 @@ class Driver:
         for index, node in enumerate(step.nodes):
             wanted = after.apiservers[node]
             if self.ports.probe.apiserver(node) == wanted:
-                self._node_done(run_id, position, node, "already there")
+                self.node_done(run_id, position, node, "already there")
                 continue
             self.lease.check()
             self.observe(Event("node-playbook", f"{node}: control-plane playbook", position=position, node=node))
             self.ports.executor.control_plane(node, step.version, first=index == 0)
             self.observe(Event("node-waiting", f"{node}: waiting for its apiserver", position=position, node=node))
             self._wait_apiserver(node, wanted)
-            self._node_done(run_id, position, node, "upgraded")
+            self.node_done(run_id, position, node, "upgraded")
 
     def _wait_apiserver(self, node: str, wanted: tuple[Version, Minor]) -> None:
-        self._wait(
+        self.wait(
             lambda: self.ports.probe.apiserver(node) == wanted, f"the apiserver on {node} to serve {_version(wanted)}"
         )
 
     def _nodes(self, run_id: str, position: int, step: Step, after: Expected) -> None:
+        assert step.version is not None
+        self.batch(run_id, position, step.nodes, step.version)
+
+    def batch(self, run_id: str, position: int, nodes: tuple[str, ...], version: Version) -> None:
         """A batch: every node cordoned and drained in parallel, then one playbook run for the nodes whose
         kubelet is not at the version yet (one Ansible process for the batch, not one per node), then
-        each Ready at the version and uncordoned."""
-        assert step.version is not None
-        version = step.version
+        each Ready at the version and uncordoned. Also a rollback's way to put kubelets back."""
         earlier = self.journal.step(run_id, position).detail  # what an interrupted attempt cordoned
-        state = {node: self.ports.probe.kubelet(node) for node in step.nodes}
-        ours = {node: bool(earlier.get(f"{CORDONED}{node}")) for node in step.nodes}
+        state = {node: self.ports.probe.kubelet(node) for node in nodes}
+        ours = {node: bool(earlier.get(f"{CORDONED}{node}")) for node in nodes}
         todo = []
-        for node in step.nodes:
+        for node in nodes:
             running, ready = state[node]
             if running == version and ready and (not ours[node] or not self.ports.drainer.cordoned(node)):
                 if ours[node]:
                     self.journal.step_progress(run_id, position, {f"{CORDONED}{node}": None})
-                self._node_done(run_id, position, node, "already there")
+                self.node_done(run_id, position, node, "already there")
             else:
                 todo.append(node)
         if not todo:
@@ -265,14 +284,14 @@ class Driver:
             self.ports.executor.kubelet(stale, version)
         for node in todo:
             self.observe(Event("node-waiting", f"{node}: waiting for Ready", position=position, node=node))
-            self._wait(
+            self.wait(
                 lambda node=node: self.ports.probe.kubelet(node) == (version, True),  # type: ignore[misc]
                 f"{node} to be Ready with kubelet v{version}",
             )
             if ours[node]:
                 self.ports.drainer.uncordon(node)
                 self.journal.step_progress(run_id, position, {f"{CORDONED}{node}": None})
-            self._node_done(run_id, position, node, f"upgraded ({evicted[node]} pods evicted)")
+            self.node_done(run_id, position, node, f"upgraded ({evicted[node]} pods evicted)")
 
     def _drain(self, run_id: str, position: int, node: str, ours: dict[str, bool]) -> int:
         """Cordons and drains one node. upgrader uncordons only what it cordoned: it journals that it is
@@ -306,11 +325,11 @@ class Driver:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _node_done(self, run_id: str, position: int, node: str, how: str) -> None:
+    def node_done(self, run_id: str, position: int, node: str, how: str) -> None:
         self.journal.step_progress(run_id, position, {f"node:{node}": how})
         self.observe(Event("node-done", f"{node}: {how}", position=position, node=node))
 
-    def _wait(self, condition: Callable[[], bool], what: str) -> None:
+    def wait(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + self.settings.wait_timeout
         while not condition():
             if self.cancel.is_set():

@@ -100,7 +100,10 @@ class PlaybookResult:
 
 
 def _message(result: Mapping[str, Any]) -> str:
-    text = str(result.get("msg") or result.get("stderr") or result.get("reason") or "failed")
+    stderr = [line for line in str(result.get("stderr") or "").splitlines() if line.strip()]
+    if stderr and result.get("msg") in (None, "", "non-zero return code"):  # a raw command: say what it said
+        return f"{stderr[-1].strip()[:300]} (rc {result.get('rc')})"
+    text = str(result.get("msg") or result.get("reason") or "failed")
     return text.strip().splitlines()[0][:300] if text.strip() else "failed"
 
 

@@ -2,7 +2,8 @@
 
 Each fault belongs to a node. The lab's components read the file as they go: the kubelet stops
 etcd or reports NotReady, the apiserver stand-in crashes or slows down, the supervisor raises etcd's
-NOSPACE alarm for ``disk-full``.
+NOSPACE alarm for ``disk-full``, and the kubeadm stand-in fails its upgrade commands for
+``kubeadm-fail``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class Fault(enum.StrEnum):
     KUBELET_NOTREADY = "kubelet-notready"
     DISK_FULL = "disk-full"
     SLOW = "slow"
+    KUBEADM_FAIL = "kubeadm-fail"
 
 
 FILE = "faults.json"

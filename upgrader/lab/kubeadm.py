@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from upgrader import errors
-from upgrader.lab import http, manifests
+from upgrader.lab import faults, http, manifests
 from upgrader.lab.apiserver.server import json_patch, merge_patch
 from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_version(kubeadm, args.output)
         if args.upgrade == "plan":
             return cmd_plan(node, kubeadm)
+        if faults.Fault.KUBEADM_FAIL in faults.View(node.root.parent.parent / "run", node.root.name):
+            # as when a preflight check or an image pull fails: nothing on the node has changed yet
+            raise KubeadmError(f"[upgrade/{args.upgrade}] FATAL: lab fault kubeadm-fail on this node")
         if args.upgrade == "apply":
             return cmd_apply(node, kubeadm, args)
         return cmd_node(node, kubeadm, args)
