@@ -136,6 +136,20 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
     return per_host, warnings
 
 
+def installed_kubelets(cluster: session.ClusterSession) -> dict[str, Version | None]:
+    """Each node's own answer to ``kubelet --version`` (None where it gave none). After an etcd restore the
+    Node objects say what the snapshot said until each kubelet posts its status again: this does not."""
+    per_host, _ = _node_facts(cluster)
+    out: dict[str, Version | None] = {}
+    for host in dict.fromkeys(cluster.inventory.hosts("kube_control_plane") + cluster.inventory.hosts("kube_node")):
+        text = per_host.get(host, {}).get("installed_kubelet")
+        try:
+            out[host] = Version.parse(text) if text else None
+        except errors.InputError:
+            out[host] = None
+    return out
+
+
 def _apiservers(api: kube.Cluster, warnings: list[str]) -> tuple[list[dict[str, Any]], set[tuple[str, str, str]]]:
     """Each apiserver's live version and emulation, checked against its manifest; the deprecated APIs requested."""
     servers = api.apiservers()

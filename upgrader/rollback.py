@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from upgrader import apply, errors, gates, rendering, rollout, session, snapshots, verification
+from upgrader import apply, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.etcd import snapshot as etcd_snapshot
@@ -826,12 +826,19 @@ class Steps:
         position = record.position
         then = expectations.initial(self.snapshot.facts).kubelets
         ours = {k.removeprefix(driver.CORDONED) for k in record.detail if k.startswith(driver.CORDONED)}
-        live = verification.live_versions(self.probe).kubelets
-        todo = sorted(n for n, v in live.items() if v > self.version and n in then) + sorted(ours)
+        if self.route is Route.FULL_RESTORE:
+            # The restored Node objects say what the snapshot said: ask the nodes, then wait until each one
+            # to change has posted its real status (a write after the restore), so drains and waits read it.
+            running = {n: v for n, v in live_facts.installed_kubelets(self.cluster).items() if v is not None}
+            todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
+            self._wait_for_status(position, todo)
+        else:
+            running = dict(verification.live_versions(self.probe).kubelets)
+            todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
         if self.options.allow_revision_regression and any(
             s.detail.get("how", "").startswith("not moved") for s in self.state.run(self.run_id).steps
         ):
-            self._playbook(position, "rollback-restart-kubelets.yml", {}, sorted(live))
+            self._playbook(position, "rollback-restart-kubelets.yml", {}, sorted(running))
         if not todo:
             self.state.step_progress(self.run_id, position, {"nodes": "none newer than allowed"})
             return
@@ -848,6 +855,23 @@ class Steps:
             batches += [workers[i : i + size] for i in range(0, len(workers), size)]
             for batch in batches:
                 self.engine.batch(self.run_id, position, tuple(batch), version)
+
+    def _wait_for_status(self, position: int, nodes: list[str]) -> None:
+        since = max(
+            [int(s.detail.get("revision", 0)) for s in self.state.run(self.run_id).steps if s.kind == Kind.REVISION]
+            + [self.snapshot.etcd_revision or 0]
+        )
+
+        def posted(node: str) -> bool:
+            try:
+                found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
+            except errors.UpgraderError:
+                return False
+            return found is not None and found.revision > since
+
+        for node in nodes:
+            self._event("node-waiting", f"{node}: waiting for its kubelet to post its status", position, node)
+            self.engine.wait(lambda n=node: posted(n), f"{node}'s kubelet to post its status after the restore")  # type: ignore[misc]
 
     def verify(self, record: records.StepRecord) -> None:
         """``verify --against`` the snapshot, again until it passes or the wait runs out (nodes report Ready

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from upgrader import errors, gates, session, snapshots
+from upgrader import errors, gates, live_facts, session, snapshots
 from upgrader.engine import expectations
 from upgrader.engine.ports import Expected
 from upgrader.kube import cluster as kube
@@ -118,6 +118,7 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
     then = expectations.initial(record.facts)
     kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
     checks = _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes
+    checks += _installed(live_facts.installed_kubelets(cluster), kubelets)
     checks += _manifests(cluster, snapshots.archive_members(record))
     checks += _etcd(cluster, record)
     return Verdict(f"snapshot {record.id}", tuple(checks))
@@ -143,6 +144,17 @@ def _kubelets(then: Expected, now: Mapping[str, Version]) -> tuple[dict[str, Ver
                 )
             )
     return wanted, notes
+
+
+def _installed(installed: Mapping[str, Version | None], wanted: Mapping[str, Version]) -> list[Check]:
+    """Each node's own ``kubelet --version`` (the Node objects of a restored etcd say what the snapshot
+    said until every kubelet posts its status again)."""
+    checks = [
+        Check("installed kubelet", False, f"{node} has kubelet v{installed.get(node)} installed, expected v{version}")
+        for node, version in sorted(wanted.items())
+        if installed.get(node) != version
+    ]
+    return checks or [Check("installed kubelet", True, f"{len(wanted)} nodes, as expected")]
 
 
 def _digest(data: bytes) -> str:

@@ -230,7 +230,11 @@ def _write_extravars(private: Path, extravars: Mapping[str, Any]) -> None:
 
 def _tail(runner: Any, lines: int) -> tuple[str, ...]:
     try:
-        text = runner.stdout.read()
+        handle = runner.stdout  # ansible-runner opens the file anew on each access: close it
+        try:
+            text = handle.read()
+        finally:
+            handle.close()
     except (OSError, AttributeError, ValueError):
         return ()
     kept = [line.strip() for line in str(text).splitlines() if line.strip()]

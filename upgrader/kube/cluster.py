@@ -40,6 +40,7 @@ class NodeInfo:
     ready: bool
     unschedulable: bool
     control_plane: bool
+    revision: int = 0  # the Node object's resourceVersion: etcd's revision of its last write
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class Cluster:
                     ready=conditions.get("Ready") == "True",
                     unschedulable=bool(item.spec.unschedulable) if item.spec else False,
                     control_plane="node-role.kubernetes.io/control-plane" in labels,
+                    revision=int(item.metadata.resource_version or 0),
                 )
             )
         return out
