@@ -149,11 +149,13 @@ def _kubelets(then: Expected, now: Mapping[str, Version]) -> tuple[dict[str, Ver
 def _installed(installed: Mapping[str, Version | None], wanted: Mapping[str, Version]) -> list[Check]:
     """Each node's own ``kubelet --version`` (the Node objects of a restored etcd say what the snapshot
     said until every kubelet posts its status again)."""
-    checks = [
-        Check("installed kubelet", False, f"{node} has kubelet v{installed.get(node)} installed, expected v{version}")
-        for node, version in sorted(wanted.items())
-        if installed.get(node) != version
-    ]
+    checks = []
+    for node, version in sorted(wanted.items()):
+        found = installed.get(node)
+        if found is None:
+            checks.append(Check("installed kubelet", False, f"{node}: `kubelet --version` gave no answer"))
+        elif found != version:
+            checks.append(Check("installed kubelet", False, f"{node} has kubelet v{found} installed, not v{version}"))
     return checks or [Check("installed kubelet", True, f"{len(wanted)} nodes, as expected")]
 
 

@@ -12,9 +12,10 @@ from upgrader.cli import _errors, _options, _render, apply_cmd
 
 if TYPE_CHECKING:
     from upgrader import apply as apply_mod
-    from upgrader import rollback as rollback_mod
     from upgrader import session
     from upgrader.engine import driver
+    from upgrader.rollback import model as rollback_model
+    from upgrader.rollback import service as rollback_mod
     from upgrader.state import records, store
 
 
@@ -65,13 +66,14 @@ def rollback(
     (nothing changed), 5 stopped (interrupted or the lock lost; resumable).
     """
     from upgrader import config, session
-    from upgrader import rollback as rollback_mod
+    from upgrader.rollback import model as rollback_model
+    from upgrader.rollback import service as rollback_mod
     from upgrader.state import store
 
     if resume and (to or dry_run):
         raise errors.UsageError("--resume continues a run as it was planned: give it without --to or --dry-run")
     cfg = config.load(cluster)
-    options = rollback_mod.Options(
+    options = rollback_model.Options(
         allow_revision_regression=allow_revision_regression,
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
@@ -112,12 +114,12 @@ def run_prepared(
     opened: session.ClusterSession,
     state: store.Store,
     prepared: rollback_mod.Prepared,
-    options: rollback_mod.Options,
+    options: rollback_model.Options,
     *,
     lease: driver.Lease,
     log_format: apply_cmd.LogFormat,
 ) -> records.RunRecord:
-    from upgrader import rollback as rollback_mod
+    from upgrader.rollback import service as rollback_mod
 
     title = f"{opened.name}: rollback to {prepared.snapshot.id} ({prepared.route.value})"
     with apply_cmd.observer(log_format, title) as observe:
@@ -125,9 +127,9 @@ def run_prepared(
 
 
 def _question(prepared: rollback_mod.Prepared, cluster: str) -> str:
-    from upgrader import rollback as rollback_mod
+    from upgrader.rollback import model as rollback_model
 
-    if prepared.route is rollback_mod.Route.WINDOW:
+    if prepared.route is rollback_model.Route.WINDOW:
         return f"Roll {cluster} back to snapshot {prepared.snapshot.id} (v{prepared.version}); nothing is lost?"
     return f"Restore etcd of {cluster} from snapshot {prepared.snapshot.id}: {_lost(prepared)} are lost. Go on?"
 
@@ -140,7 +142,7 @@ def _lost(prepared: rollback_mod.Prepared) -> str:
 
 def _describe(prepared: rollback_mod.Prepared, output: _render.OutputFormat) -> None:
     """The route and what it loses, on stderr (stdout is kept for the result)."""
-    from upgrader import rollback as rollback_mod
+    from upgrader.rollback import model as rollback_model
 
     for passed in prepared.passed_over:
         _render.warn(f"passed over, fails verification: {passed}")
@@ -148,7 +150,7 @@ def _describe(prepared: rollback_mod.Prepared, output: _render.OutputFormat) -> 
         return
     _render.note(f"snapshot {prepared.snapshot.id} (v{prepared.version}), route: {prepared.route.value}")
     _render.note(f"  because {prepared.why}")
-    if prepared.route is rollback_mod.Route.FULL_RESTORE:
+    if prepared.route is rollback_model.Route.FULL_RESTORE:
         _render.warn(f"a full restore: {_lost(prepared)} are lost")
     if prepared.ends is not None:
         _render.note(f"  it ends run {prepared.ends.id} ({prepared.ends.status.value}), marked rolled-back")
@@ -178,12 +180,13 @@ def after_failed_apply(
     """``apply --on-failure rollback``: back to the last snapshot the failed run took (else the default
     choice), without asking (the option is the consent), then exit 4 once verified. If the rollback
     cannot be prepared or stops, its own error and exit code are what the caller sees."""
-    from upgrader import rollback as rollback_mod
+    from upgrader.rollback import model as rollback_model
+    from upgrader.rollback import service as rollback_mod
 
     taken = [s.detail["snapshot"] for s in halted.run.steps if s.kind == "snapshot" and s.detail.get("snapshot")]
     _render.warn(f"error: {halted.message}")
     _render.warn(f"--on-failure rollback: rolling back to {taken[-1] if taken else 'the last known-good snapshot'}")
-    options = rollback_mod.Options(insecure=opened.insecure)
+    options = rollback_model.Options(insecure=opened.insecure)
     try:
         prepared = rollback_mod.prepare(opened, state, taken[-1] if taken else None, options)
         _describe(prepared, output)

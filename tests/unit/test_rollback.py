@@ -1,0 +1,237 @@
+"""The rollback's decisions without a cluster: which snapshot (on real files in a real SQLite store), which
+route, what the archive may put on a command line, and what verify allows of a kubelet."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tarfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.test_snapshot_files import snapshot_file
+from upgrader import errors, snapshots, verification
+from upgrader.engine.ports import Expected
+from upgrader.etcd import snapshot as etcd_snapshot
+from upgrader.rollback import archive, choice, model
+from upgrader.state import records, store
+from upgrader.versions import Minor, Version
+
+V = Version.parse
+
+
+def facts(apiserver: str, emulated: str | None = None, kubelet: str | None = None) -> dict[str, Any]:
+    minor = emulated or apiserver.rsplit(".", 1)[0]
+    return {
+        "control_plane": [
+            {"name": n, "apiserver": apiserver, "emulated": minor, "kubelet": kubelet or apiserver}
+            for n in ("cp-1", "cp-2")
+        ],
+        "nodes": [{"name": "w-1", "kubelet": kubelet or apiserver}],
+    }
+
+
+def etcd_manifest(name: str = "cp-1", data_dir: str = "/var/lib/etcd", image: str = "3.5.15-0") -> bytes:
+    command = [
+        "etcd",
+        f"--name={name}",
+        f"--data-dir={data_dir}",
+        "--initial-advertise-peer-urls=https://10.0.0.1:2380",
+        "--advertise-client-urls=https://10.0.0.1:2379",
+    ]
+    pod = {"spec": {"containers": [{"image": f"registry.k8s.io/etcd:{image}", "command": command}]}}
+    return yaml.safe_dump(pod).encode()
+
+
+def apiserver_manifest() -> bytes:
+    command = ["kube-apiserver", "--advertise-address=10.0.0.1", "--secure-port=6443"]
+    return yaml.safe_dump({"spec": {"containers": [{"image": "x/kube-apiserver:v1.31.13", "command": command}]}}).encode()
+
+
+def members(image: str = "3.5.15-0") -> dict[str, bytes]:
+    out = {}
+    for node in ("cp-1", "cp-2"):
+        out[f"{node}/manifests/etcd.yaml"] = etcd_manifest(node, image=image)
+        out[f"{node}/manifests/kube-apiserver.yaml"] = apiserver_manifest()
+        out[f"{node}/manifests/kube-scheduler.yaml"] = b"scheduler"
+    return out
+
+
+def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") -> model.Live:
+    return model.Live(
+        apiservers={n: (V(v), Minor.parse(e)) for n, (v, e) in apiservers.items()},
+        kubelets={},
+        revision=100,
+        etcd_version=V(etcd) if etcd else None,
+    )
+
+
+SNAPSHOT_131 = records.SnapshotRecord(
+    id=records.SnapshotId("s"),
+    cluster="c",
+    created_at=datetime(2026, 12, 1, tzinfo=UTC),
+    label=None,
+    etcd_revision=50,
+    key_count=10,
+    members=[],
+    etcd_path="x",
+    etcd_size=1,
+    etcd_sha256="x",
+    archive_path=None,
+    archive_sha256=None,
+    facts=facts("1.31.13"),
+    healthy=True,
+    known_good=True,
+    verified_at=None,
+)
+
+
+@pytest.mark.parametrize(
+    ("now", "etcd", "expected", "why"),
+    [
+        ({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.31.13", "1.31")}, "3.5.15", model.Route.WINDOW, "never committed"),
+        ({"cp-1": ("1.31.13", "1.31"), "cp-2": ("1.31.13", "1.31")}, "3.5.15", model.Route.WINDOW, "never committed"),
+        ({"cp-1": ("1.32.9", "1.32"), "cp-2": ("1.32.9", "1.32")}, "3.5.15", model.Route.FULL_RESTORE, "committed"),
+        ({"cp-1": ("1.32.9", "1.31")}, "3.5.15", model.Route.FULL_RESTORE, "not every apiserver answers (cp-2)"),
+        ({"cp-1": ("1.33.5", "1.31"), "cp-2": ("1.31.13", "1.31")}, "3.5.15", model.Route.FULL_RESTORE, "more than"),
+        ({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.32.9", "1.31")}, "3.6.4", model.Route.FULL_RESTORE, "another minor"),
+    ],
+)
+def test_the_window_route_only_when_every_apiserver_still_emulates_the_snapshots_minor(
+    now: dict[str, tuple[str, str]], etcd: str, expected: model.Route, why: str
+) -> None:
+    chosen, reason = choice.route(SNAPSHOT_131, live(now, etcd), members())
+    assert chosen is expected and why in reason, reason
+
+
+def test_a_snapshot_taken_mid_change_is_restored_in_full() -> None:
+    mid = SNAPSHOT_131.__class__(**{**SNAPSHOT_131.__dict__, "facts": facts("1.32.9", emulated="1.31")})
+    chosen, reason = choice.route(mid, live({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.32.9", "1.31")}), members())
+    assert chosen is model.Route.FULL_RESTORE and "while the control plane was changing" in reason
+
+
+class Catalog:
+    """Snapshot records with real files (a stand-in bbolt file with its trailer, a real archive) in a real
+    SQLite state database."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.dir = tmp_path
+        self.state = store.Store.open(f"sqlite:///{tmp_path / 'state.db'}")
+        self.minutes = 0
+
+    def add(self, version: str, *, cluster: str = "c", good: bool = True) -> records.SnapshotRecord:
+        self.minutes += 1
+        name = f"{cluster}-{self.minutes}"
+        db = snapshot_file(self.dir / f"{name}.db")
+        tar = self.dir / f"{name}.tar.gz"
+        sha = snapshots._archive(members(), tar)
+        record = records.SnapshotRecord(
+            id=records.SnapshotId(name),
+            cluster=cluster,
+            created_at=datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=self.minutes),
+            label=None,
+            etcd_revision=10,
+            key_count=5,
+            members=[],
+            etcd_path=str(db),
+            etcd_size=db.stat().st_size,
+            etcd_sha256=etcd_snapshot.check_file(db),
+            archive_path=str(tar),
+            archive_sha256=sha,
+            facts=facts(version),
+            healthy=good,
+            known_good=good,
+            verified_at=None,
+        )
+        self.state.add_snapshot(record)
+        return record
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    made = Catalog(tmp_path)
+    made.state.ensure_cluster("c")
+    made.state.ensure_cluster("other")
+    return made
+
+
+def test_the_newest_good_snapshot_at_an_older_minor_and_a_damaged_one_passed_over_for_good(catalog: Catalog) -> None:
+    oldest = catalog.add("1.30.6")
+    older = catalog.add("1.30.6")
+    catalog.add("1.31.13")  # the cluster's own minor: no rollback to it by default
+    catalog.add("1.30.6", good=False)  # newer, but never known-good
+    damaged = Path(older.etcd_path)
+    damaged.write_bytes(damaged.read_bytes()[:-5] + b"xxxxx")
+    chosen, passed = choice.choose(catalog.state, "c", None, Minor.parse("1.31"))
+    assert chosen.id == oldest.id
+    assert len(passed) == 1 and passed[0].startswith(f"{older.id}: etcd database:")
+    assert not catalog.state.snapshot(older.id).known_good  # failed once: never used again
+    with pytest.raises(errors.Refused, match=r"no known-good snapshot of cluster c at a minor older than 1.30"):
+        choice.choose(catalog.state, "c", None, Minor.parse("1.30"))
+
+
+def test_a_named_snapshot_is_refused_unless_it_is_this_clusters_known_good_not_newer_and_intact(
+    catalog: Catalog,
+) -> None:
+    good = catalog.add("1.30.6")
+    newer = catalog.add("1.32.9")
+    foreign = catalog.add("1.30.6", cluster="other")
+    bad = catalog.add("1.30.6", good=False)
+    assert choice.choose(catalog.state, "c", good.id, Minor.parse("1.31"))[0].id == good.id
+    with pytest.raises(errors.InputError, match="no snapshot 'nosuch'"):
+        choice.choose(catalog.state, "c", "nosuch", None)
+    with pytest.raises(errors.Refused, match="newer than the cluster"):
+        choice.choose(catalog.state, "c", newer.id, Minor.parse("1.31"))
+    with pytest.raises(errors.Refused, match="belongs to cluster other"):
+        choice.choose(catalog.state, "c", foreign.id, None)
+    with pytest.raises(errors.Refused, match="is not known-good"):
+        choice.choose(catalog.state, "c", bad.id, None)
+    Path(good.archive_path or "").write_bytes(b"tampered")
+    with pytest.raises(errors.Refused, match=r"fails verification \(archive:"):
+        choice.choose(catalog.state, "c", good.id, None)
+
+
+def test_the_archive_gives_each_members_restore_flags_and_refuses_what_could_reach_a_shell() -> None:
+    found = archive.etcd_members(members())
+    assert found["cp-2"] == {
+        "member": "cp-2",
+        "peer_urls": "https://10.0.0.1:2380",
+        "data_dir": "/var/lib/etcd",
+        "client_urls": "https://10.0.0.1:2379",
+    }
+    for bad in ("/var/lib/etcd;rm -rf /", "/var/lib/../../etc", "relative/etcd"):
+        broken = {**members(), "cp-1/manifests/etcd.yaml": etcd_manifest(data_dir=bad)}
+        with pytest.raises(errors.Refused, match="cp-1 has a name, URL or path upgrader refuses"):
+            archive.etcd_members(broken)
+    with pytest.raises(errors.Refused, match="no etcd manifest for cp-2"):
+        archive.etcd_members({k: v for k, v in members().items() if k != "cp-2/manifests/etcd.yaml"})
+
+
+def test_a_nodes_manifests_travel_as_plain_names_only_the_ones_asked_for() -> None:
+    packed = archive.manifest_tar(members(), "cp-2", ("etcd",))
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(packed))) as tar:
+        assert [(m.name, m.mode) for m in tar.getmembers()] == [("etcd.yaml", 0o600)]
+        extracted = tar.extractfile("etcd.yaml")
+        assert extracted is not None and extracted.read() == etcd_manifest("cp-2")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(archive.manifest_tar(members(), "cp-1", None)))) as tar:
+        assert sorted(m.name for m in tar.getmembers()) == ["etcd.yaml", "kube-apiserver.yaml", "kube-scheduler.yaml"]
+
+
+def test_verify_allows_a_kubelet_newer_than_the_snapshots_only_up_to_its_control_plane() -> None:
+    then = Expected(
+        apiservers={"cp-1": (V("1.32.9"), Minor.parse("1.32"))},
+        kubelets={"cp-1": V("1.30.6"), "w-1": V("1.30.6"), "w-2": V("1.30.6")},
+    )
+    wanted, notes = verification._kubelets(then, {"cp-1": V("1.30.6"), "w-1": V("1.32.9"), "w-2": V("1.33.5")})
+    assert wanted == {"cp-1": V("1.30.6"), "w-1": V("1.32.9"), "w-2": V("1.30.6")}  # w-2 must go back
+    assert [n.detail.split(" ")[0] for n in notes] == ["w-1"]
+    installed = verification._installed({"cp-1": V("1.31.13"), "w-1": None, "w-2": V("1.30.6")}, wanted)
+    assert [c.detail for c in installed if not c.ok] == [
+        "cp-1 has kubelet v1.31.13 installed, not v1.30.6",
+        "w-1: `kubelet --version` gave no answer",
+    ]
+    assert [c.ok for c in verification._installed(dict(wanted), wanted)] == [True]

@@ -1,0 +1,370 @@
+"""The steps of a rollback run on one cluster; each is safe to run again after a kill."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from upgrader import apply, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
+from upgrader.engine import driver, expectations
+from upgrader.etcd import revisions
+from upgrader.etcd import snapshot as etcd_snapshot
+from upgrader.kube import writes
+from upgrader.planner.model import MaxUnavailable
+from upgrader.rollback.archive import apiserver_endpoint, control_plane_hosts, etcd_members, manifest_tar
+from upgrader.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Options, Route, snapshot_version
+from upgrader.rules import catalog as catalog_mod
+from upgrader.state import records, store
+from upgrader.versions import Version
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something listens at host:port (a stopped component's port refuses)."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or 2379
+
+
+class Steps:
+    """The rollback's steps on one cluster; each is safe to run again after a kill."""
+
+    def __init__(
+        self,
+        cluster: session.ClusterSession,
+        state: store.Store,
+        *,
+        run: records.RunRecord,
+        snapshot: records.SnapshotRecord,
+        options: Options,
+        engine: driver.Driver,
+    ) -> None:
+        self.cluster = cluster
+        self.state = state
+        self.run_record = run
+        self.snapshot = snapshot
+        self.options = options
+        self.engine = engine
+        self.archived = snapshots.archive_members(snapshot)
+        self.hosts = control_plane_hosts(self.archived)
+        self.version = snapshot_version(snapshot)
+        self.route = Route(str(run.options["route"]))
+        recorder = apply.task_recorder(state, cluster.name, run.id)
+        self.rollout = rollout.Rollout(cluster, writes.Writer(cluster.api), recorder)
+        self.probe = gates.Live(cluster, catalog_mod.load())
+
+    @property
+    def run_id(self) -> records.RunId:
+        return self.run_record.id
+
+    def run(self) -> None:
+        engine = self.engine
+        engine.start(self.run_record, [self.describe(s.spec) for s in self.run_record.steps])
+        for record in self.run_record.steps:
+            if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
+                continue
+            engine.lease.check()
+            act = functools.partial(self._handler(Kind(record.kind)), record)
+            engine.journaled(self.run_id, record.position, self.describe(record.spec), act)
+        engine.succeed(self.run_id)
+
+    def describe(self, spec: Mapping[str, Any]) -> str:
+        kind = Kind(str(spec["kind"]))
+        text = DESCRIPTIONS[kind]
+        if kind is Kind.CONTROL_PLANE:
+            text = f"kubeadm v{spec['version']} and the snapshot's control-plane manifests"
+        return f"{kind.value}: {text}"
+
+    def _handler(self, kind: Kind) -> Callable[[records.StepRecord], None]:
+        return {
+            Kind.HOLD_CONTROL_PLANE: self.hold_control_plane,
+            Kind.HOLD_ETCD: self.hold_etcd,
+            Kind.RESTORE_ETCD: self.restore_etcd,
+            Kind.START_ETCD: self.start_etcd,
+            Kind.REVISION: self.advance_revision,
+            Kind.KUBEADM_CONFIG: self.kubeadm_config,
+            Kind.CONTROL_PLANE: self.control_plane,
+            Kind.KUBELETS: self.kubelets,
+            Kind.VERIFY: self.verify,
+            Kind.CLEAN_UP: self.clean_up,
+        }[kind]
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _event(self, kind: str, message: str, position: int, node: str | None = None, **data: Any) -> None:
+        self.engine.observe(driver.Event(kind, message, position=position, node=node, data=data))
+
+    def _playbook(self, position: int, playbook: str, variables: dict[str, Any], nodes: list[str]) -> Any:
+        for node in nodes:
+            self._event("node-playbook", f"{node}: {playbook}", position, node)
+        return self.rollout.run(playbook, tuple(nodes), {"run": self.run_id, **variables})
+
+    def _detail(self, position: int) -> dict[str, Any]:
+        return self.state.step(self.run_id, position).detail
+
+    def _hold(self, position: int, components: tuple[str, ...]) -> None:
+        self._playbook(position, "rollback-hold.yml", {"components": list(components)}, self.hosts)
+
+    # -- full restore ---------------------------------------------------------------------------------
+
+    def hold_control_plane(self, record: records.StepRecord) -> None:
+        position = record.position
+        self._hold(position, STOPPED)
+        for host in self.hosts:
+            address = apiserver_endpoint(self.archived[f"{host}/manifests/kube-apiserver.yaml"])
+            self._event("node-waiting", f"{host}: waiting for its apiserver to stop", position, host)
+            self.engine.wait(lambda a=address: not _answers(*a), f"the apiserver on {host} to stop")  # type: ignore[misc]
+            self.engine.node_done(self.run_id, position, host, "apiserver stopped")
+        earlier = self._detail(position).get("highest_revision")
+        try:
+            served: int | None = self.cluster.etcd.revision()
+        except errors.UpgraderError as exc:
+            # etcd stopped answering after the rollback was prepared: what it served then, with a margin
+            start = self.run_record.options.get("revision_at_start")
+            served = int(start) + BUMP_MARGIN if start is not None else None
+            if served is None and earlier is None and not self.options.allow_revision_regression:
+                raise driver.StepFailed(
+                    f"etcd does not answer ({exc.message}), so the highest revision served cannot be read; "
+                    "fix etcd, or go on with --allow-revision-regression"
+                ) from exc
+        values = [int(v) for v in (served, earlier) if v is not None]
+        highest = max(values) if values else None
+        self.state.step_progress(self.run_id, position, {"highest_revision": highest})
+
+    def hold_etcd(self, record: records.StepRecord) -> None:
+        position = record.position
+        self._hold(position, ("etcd",))
+        for host, member in etcd_members(self.archived).items():
+            for url in member["client_urls"].split(","):
+                self._event("node-waiting", f"{host}: waiting for etcd to stop", position, host)
+                self.engine.wait(lambda u=url: not _answers(*_address(u)), f"etcd on {host} to stop")  # type: ignore[misc]
+            self.engine.node_done(self.run_id, position, host, "etcd stopped")
+
+    def _highest(self) -> int | None:
+        for step in self.state.run(self.run_id).steps:
+            if step.kind == Kind.HOLD_CONTROL_PLANE.value and step.detail.get("highest_revision") is not None:
+                return int(step.detail["highest_revision"])
+        return None
+
+    def restore_etcd(self, record: records.StepRecord) -> None:
+        position = record.position
+        members = etcd_members(self.archived)
+        highest = self._highest()
+        gap = (highest - (self.snapshot.etcd_revision or 0)) if highest is not None else 0
+        result = self._playbook(
+            position,
+            "rollback-etcd.yml",
+            {
+                "snapshot_file": self.snapshot.etcd_path,
+                "snapshot_name": f"{self.snapshot.id}.db",
+                "snapshot_sha256": etcd_snapshot.file_sha256(Path(self.snapshot.etcd_path)),  # the file, trailer too
+                "members": {h: {k: m[k] for k in ("member", "peer_urls", "data_dir")} for h, m in members.items()},
+                "initial_cluster": ",".join(
+                    f"{m['member']}={url}" for m in members.values() for url in m["peer_urls"].split(",")
+                ),
+                "cluster_token": f"upgrader-{self.run_id[-6:]}",
+                "bump": max(gap, 0) + BUMP_MARGIN,
+            },
+            self.hosts,
+        )
+        printed = result.by_host("upgrader: restore etcd")
+        bumped = all("bumps=yes" in str(printed.get(h, {}).get("stdout", "")) for h in self.hosts)
+        self.state.step_progress(self.run_id, position, {"bumped_by_restore": bumped})
+        for host in self.hosts:
+            self.engine.node_done(self.run_id, position, host, "restored (old data kept aside)")
+
+    def start_etcd(self, record: records.StepRecord) -> None:
+        position = record.position
+        self._place(position, self.hosts, ("etcd",), install_kubeadm=False)
+        members = etcd_members(self.archived)
+        urls = [url for m in members.values() for url in m["client_urls"].split(",")]
+
+        def healthy() -> bool:
+            leaders = set()
+            for url in urls:
+                try:
+                    leaders.add(self.cluster.etcd.status_of(url)[1])
+                except errors.UpgraderError:
+                    return False
+            return len(leaders) == 1 and None not in leaders
+
+        self._event("node-waiting", "waiting for every etcd member and a leader", position)
+        self.engine.wait(healthy, "every etcd member to answer with one leader")
+        count = len(self.cluster.etcd.members())
+        if count != len(members):
+            raise driver.StepFailed(f"the restored etcd has {count} members, the snapshot's {len(members)}")
+        for host in self.hosts:
+            self.engine.node_done(self.run_id, position, host, "etcd started")
+
+    def advance_revision(self, record: records.StepRecord) -> None:
+        position = record.position
+        restore = next(s for s in self.state.run(self.run_id).steps if s.kind == Kind.RESTORE_ETCD.value)
+        highest = self._highest()
+        if restore.detail.get("bumped_by_restore"):
+            now = self.cluster.etcd.revision()
+            self.state.step_progress(self.run_id, position, {"how": "etcdutl --bump-revision", "revision": now})
+            return
+        limit = self.cluster.cfg.etcd.max_revision_gap
+        if highest is None or (
+            self.options.allow_revision_regression and highest + 1 - self.cluster.etcd.revision() > limit
+        ):
+            self.state.step_progress(self.run_id, position, {"how": "not moved (--allow-revision-regression)"})
+            self.state.record_event(
+                kind="revision-regression",
+                cluster=self.cluster.name,
+                run_id=self.run_id,
+                level=records.EventLevel.WARNING,
+                message="the revision was not moved past the highest served: clients may see it go backwards; "
+                "every control-plane component and kubelet is restarted so their caches list again",
+                data={"highest_served": highest},
+            )
+            return
+
+        def progress(done: int, total: int) -> None:
+            self._event("revision-progress", f"{done} of {total} revisions written", position, done=done, total=total)
+
+        moved = revisions.advance_past(self.cluster.etcd, highest, max_gap=limit, progress=progress)
+        self.state.step_progress(
+            self.run_id,
+            position,
+            {"how": "no-op writes", "from": moved.start, "revision": moved.reached, "seconds": round(moved.seconds, 1)},
+        )
+
+    # -- both routes ----------------------------------------------------------------------------------
+
+    def _place(self, position: int, hosts: list[str], names: tuple[str, ...] | None, *, install_kubeadm: bool) -> None:
+        variables = {
+            **rendering.package_vars(self.cluster.cfg.packages, self.version),
+            "install_kubeadm": install_kubeadm,
+            "manifests": {h: manifest_tar(self.archived, h, names) for h in hosts},
+        }
+        self._playbook(position, "rollback-control-plane.yml", variables, hosts)
+
+    def kubeadm_config(self, record: records.StepRecord) -> None:
+        text = self.archived.get("cluster-configuration.yaml", b"").decode()
+        if not text.strip():
+            raise driver.StepFailed(f"snapshot {self.snapshot.id} has no kubeadm ClusterConfiguration to put back")
+        changed = writes.Writer(self.cluster.api).edit_cluster_configuration(lambda _: text)
+        self.state.step_progress(self.run_id, record.position, {"changed": changed})
+
+    def control_plane(self, record: records.StepRecord) -> None:
+        position = record.position
+        wanted = (self.version, self.version.minor_version)
+        if self.route is Route.WINDOW:
+            batches = [[host] for host in self.hosts]  # one at a time: the others keep serving
+            names: tuple[str, ...] | None = None  # every manifest (etcd's only changes within its minor)
+        else:
+            batches = [self.hosts]  # nothing serves yet: all at once
+            names = STOPPED
+        for batch in batches:
+            self.engine.lease.check()
+            self._place(position, batch, names, install_kubeadm=True)
+            for host in batch:
+                self._event("node-waiting", f"{host}: waiting for its apiserver at v{self.version}", position, host)
+                self.engine.wait(
+                    lambda h=host: self.probe.apiserver(h) == wanted,  # type: ignore[misc]
+                    f"the apiserver on {host} to serve v{self.version}",
+                )
+                self.engine.node_done(self.run_id, position, host, f"v{self.version}")
+
+    def kubelets(self, record: records.StepRecord) -> None:
+        """Every kubelet newer than the restored control plane goes back to the snapshot's version for its
+        node, drained as apply drains: control-plane nodes one at a time, then workers by max_unavailable.
+        A node this step cordoned in an earlier attempt is taken up again so it is uncordoned."""
+        position = record.position
+        then = expectations.initial(self.snapshot.facts).kubelets
+        ours = {k.removeprefix(driver.CORDONED) for k in record.detail if k.startswith(driver.CORDONED)}
+        if self.route is Route.FULL_RESTORE:
+            # The restored Node objects say what the snapshot said: ask the nodes, then wait until each one
+            # to change has posted its real status (a write after the restore), so drains and waits read it.
+            running = {n: v for n, v in live_facts.installed_kubelets(self.cluster).items() if v is not None}
+            todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
+            self._wait_for_status(position, todo)
+        else:
+            running = dict(verification.live_versions(self.probe).kubelets)
+            todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
+        if self.options.allow_revision_regression and any(
+            s.detail.get("how", "").startswith("not moved") for s in self.state.run(self.run_id).steps
+        ):
+            self._playbook(position, "rollback-restart-kubelets.yml", {}, sorted(running))
+        if not todo:
+            self.state.step_progress(self.run_id, position, {"nodes": "none newer than allowed"})
+            return
+        control_plane = set(self.hosts)
+        size = MaxUnavailable.parse(self.cluster.cfg.upgrade.max_unavailable).batch_size(
+            len([n for n in then if n not in control_plane])
+        )
+        by_version: dict[Version, list[str]] = {}
+        for node in dict.fromkeys(todo):
+            by_version.setdefault(then[node], []).append(node)
+        for version, nodes in sorted(by_version.items()):
+            batches = [[n] for n in nodes if n in control_plane]
+            workers = [n for n in nodes if n not in control_plane]
+            batches += [workers[i : i + size] for i in range(0, len(workers), size)]
+            for batch in batches:
+                self.engine.batch(self.run_id, position, tuple(batch), version)
+
+    def _wait_for_status(self, position: int, nodes: list[str]) -> None:
+        since = max(
+            [int(s.detail.get("revision", 0)) for s in self.state.run(self.run_id).steps if s.kind == Kind.REVISION]
+            + [self.snapshot.etcd_revision or 0]
+        )
+
+        def posted(node: str) -> bool:
+            try:
+                found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
+            except errors.UpgraderError:
+                return False
+            return found is not None and found.revision > since
+
+        for node in nodes:
+            self._event("node-waiting", f"{node}: waiting for its kubelet to post its status", position, node)
+            self.engine.wait(lambda n=node: posted(n), f"{node}'s kubelet to post its status after the restore")  # type: ignore[misc]
+
+    def verify(self, record: records.StepRecord) -> None:
+        """``verify --against`` the snapshot, again until it passes or the wait runs out (nodes report Ready
+        a heartbeat after their kubelet restarts)."""
+        position = record.position
+        deadline = time.monotonic() + self.options.wait_timeout
+        while True:
+            verdict = verification.against(self.cluster, self.state, self.snapshot.id)
+            if verdict.ok or time.monotonic() > deadline:
+                break
+            if self.cluster.cancel.is_set():
+                raise KeyboardInterrupt("canceled")
+            time.sleep(3.0)
+        self.state.step_progress(self.run_id, position, {"verified": verdict.ok, "verdict": verdict.as_dict()})
+        self.state.record_event(
+            kind="rollback-verified" if verdict.ok else "rollback-verify-failed",
+            cluster=self.cluster.name,
+            run_id=self.run_id,
+            level=records.EventLevel.INFO if verdict.ok else records.EventLevel.ERROR,
+            message=f"the cluster {'matches' if verdict.ok else 'does not match'} snapshot {self.snapshot.id}",
+            data=verdict.as_dict(),
+        )
+        if not verdict.ok:
+            first = verdict.failures[0]
+            raise driver.StepFailed(f"the cluster does not match snapshot {self.snapshot.id}: {first.detail}")
+
+    def clean_up(self, record: records.StepRecord) -> None:
+        full = self.route is Route.FULL_RESTORE
+        data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
+        self._playbook(
+            record.position,
+            "rollback-clean-up.yml",
+            {"data_dirs": data_dirs, "snapshot_name": f"{self.snapshot.id}.db"},
+            self.hosts,
+        )
+        for host in self.hosts:
+            self.engine.node_done(self.run_id, record.position, host, "cleaned up")
