@@ -49,7 +49,8 @@ def etcd_manifest(name: str = "cp-1", data_dir: str = "/var/lib/etcd", image: st
 
 def apiserver_manifest() -> bytes:
     command = ["kube-apiserver", "--advertise-address=10.0.0.1", "--secure-port=6443"]
-    return yaml.safe_dump({"spec": {"containers": [{"image": "x/kube-apiserver:v1.31.13", "command": command}]}}).encode()
+    container = {"image": "x/kube-apiserver:v1.31.13", "command": command}
+    return yaml.safe_dump({"spec": {"containers": [container]}}).encode()
 
 
 def members(image: str = "3.5.15-0") -> dict[str, bytes]:
