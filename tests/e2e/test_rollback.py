@@ -8,9 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import Labs, wait_for
 from tests.e2e.test_apply import Apply, invoke, kubelets, why
+from tests.e2e.test_hardening import lab_config
 from upgrader import config
 from upgrader.etcd import kv
 from upgrader.kube import cluster as kube
@@ -98,6 +100,15 @@ def test_a_committed_minor_is_rolled_back_by_a_full_restore_with_the_revision_mo
     assert kinds[:5] == ["hold-control-plane", "hold-etcd", "restore-etcd", "start-etcd", "revision"], kinds
     assert any("w-1: drain, kubelet v1.31.13 -> v1.30.6" in a for s in plan["steps"] for a in s["actions"])
     assert json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["kind"] == "upgrade"
+
+    # A gap over etcd.max_revision_gap is refused before anything changes, unless accepted.
+    tight = yaml.safe_load(lab_config(lab, tmp_path).read_text())
+    tight["etcd"]["max_revision_gap"] = 10
+    (tmp_path / "tight.yaml").write_text(yaml.safe_dump(tight))
+    over = invoke("rollback", "-c", str(tmp_path / "tight.yaml"), *db, "--dry-run")
+    assert over.exit_code == 3 and "--allow-revision-regression" in over.stderr, over.output
+    accepted = invoke("rollback", "-c", str(tmp_path / "tight.yaml"), *db, "--dry-run", "--allow-revision-regression")
+    assert accepted.exit_code == 0, accepted.output
 
     store_ = _etcd(lab)
     served = store_.revision()  # a watcher's last seen revision
