@@ -215,8 +215,9 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db_path = tmp_path / "state.db"
     db = ("--db", f"sqlite:///{db_path}")
-    _, code, applied = _apply(cluster_yaml, db, "1.31")
+    _, code, applied = _apply(cluster_yaml, db, "1.32")  # nodes last: 1.30 kubelets until the end
     assert code == 0, applied
+    # The default target: the snapshot before the last hop, control plane at 1.31 and kubelets at 1.30.
     env = {**os.environ, "XDG_DATA_HOME": str(private_state_home.parent)}
     killed = Apply(["-c", cluster_yaml, *db, "--yes"], env, command="rollback")
     data = lab.root("cp-1") / "var" / "lib"
@@ -236,7 +237,9 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
     assert resumed.exit_code == 0, why(resumed)
     body = json.loads(resumed.stdout)
     assert body["status"] == "succeeded" and max(s["attempts"] for s in body["steps"]) >= 2
+    # kubelets back to 1.30 under a 1.31 control plane: a worker's kubeadm at 1.31 does its part
     assert set(kubelets(lab).values()) == {"v1.30.6"}
     with store.Store.open(db[1]) as state:
         target = state.run(run_id).options["snapshot"]
+        assert str(state.snapshot(target).facts["control_plane"][0]["apiserver"]) == "1.31.13"
     assert invoke("verify", "-c", cluster_yaml, *db, "--against", target).exit_code == 0

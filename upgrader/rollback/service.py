@@ -21,6 +21,7 @@ rollback resumes (``--resume``) from the step it was in.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Callable
@@ -28,13 +29,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import apply, errors, session, snapshots
+from upgrader import apply, errors, rollout, session, snapshots
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
+from upgrader.kube import writes
 from upgrader.rollback.archive import control_plane_hosts, etcd_members
 from upgrader.rollback.choice import choose, read_live, route, verified
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
-from upgrader.rollback.steps import Steps
+from upgrader.rollback.steps import KubeletsBack, Steps
 from upgrader.state import records, store
 from upgrader.versions import Version
 
@@ -266,9 +268,14 @@ def _drive(
 ) -> records.RunRecord:
     snapshot = state.snapshot(str(run.options["snapshot"]))
     journaling = apply.Journaling(state, cluster.name, run.id, observe)
+    ports = apply.ports(cluster, state, options.for_apply(), run.id)
+    recorder = apply.task_recorder(state, cluster.name, run.id)
+    back = KubeletsBack(
+        cluster, rollout.Rollout(cluster, writes.Writer(cluster.api), recorder), snapshot_version(snapshot)
+    )
     engine = driver.Driver(
         state,
-        apply.ports(cluster, state, options.for_apply(), run.id),
+        dataclasses.replace(ports, executor=back),
         lease=lease,
         settings=driver.Settings(wait_timeout=options.wait_timeout),
         estimate=apply.estimator(state, cluster.name),
@@ -294,12 +301,4 @@ def _drive(
         raise RollbackStopped(
             f"rollback {run.id} stopped: {exc.message}; after fixing it, {hint}", state.run(run.id), code
         ) from exc
-    ended = run.options.get("ends_run")
-    if ended:
-        state.set_run(
-            str(ended),
-            records.RunStatus.ROLLED_BACK,
-            stopped_reason=f"rolled back to snapshot {snapshot.id} by run {run.id}",
-            at=datetime.now(UTC),
-        )
     return state.run(run.id)

@@ -6,6 +6,7 @@ import functools
 import socket
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from upgrader.rollback.archive import apiserver_endpoint, control_plane_hosts, e
 from upgrader.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Options, Route, snapshot_version
 from upgrader.rules import catalog as catalog_mod
 from upgrader.state import records, store
-from upgrader.versions import Version
+from upgrader.versions import Minor, Version
 
 
 def _answers(host: str, port: int) -> bool:
@@ -35,6 +36,29 @@ def _answers(host: str, port: int) -> bool:
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "", parts.port or 2379
+
+
+class KubeletsBack:
+    """The engine's executor port during a rollback: only kubelets, put back with ``rollback-node.yml``
+    (the node's kubelet at its snapshot version, a worker's kubeadm at the restored control plane's)."""
+
+    def __init__(self, cluster: session.ClusterSession, rollout_: rollout.Rollout, control_plane: Version) -> None:
+        self.packages = cluster.cfg.packages
+        self.rollout = rollout_
+        self.control_plane_version = control_plane
+
+    def set_emulation(self, minor: Minor | None) -> None:
+        raise errors.OperationFailed("a rollback does not change --emulated-version through the engine")
+
+    def control_plane(self, node: str, version: Version, *, first: bool) -> None:
+        raise errors.OperationFailed("a rollback puts control planes back with their manifests, not kubeadm upgrade")
+
+    def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
+        variables = {
+            "kubelet_packages": rendering.package_vars(self.packages, version),
+            "kubeadm_packages": rendering.package_vars(self.packages, self.control_plane_version),
+        }
+        self.rollout.run("rollback-node.yml", nodes, variables)
 
 
 class Steps:
@@ -77,6 +101,14 @@ class Steps:
             engine.lease.check()
             act = functools.partial(self._handler(Kind(record.kind)), record)
             engine.journaled(self.run_id, record.position, self.describe(record.spec), act)
+        ended = self.run_record.options.get("ends_run")
+        if ended:  # before this run succeeds: a kill in between leaves this run to resume, which does it again
+            self.state.set_run(
+                str(ended),
+                records.RunStatus.ROLLED_BACK,
+                stopped_reason=f"rolled back to snapshot {self.snapshot.id} by run {self.run_id}",
+                at=datetime.now(UTC),
+            )
         engine.succeed(self.run_id)
 
     def describe(self, spec: Mapping[str, Any]) -> str:
@@ -146,9 +178,11 @@ class Steps:
         position = record.position
         self._hold(position, ("etcd",))
         for host, member in etcd_members(self.archived).items():
-            for url in member["client_urls"].split(","):
-                self._event("node-waiting", f"{host}: waiting for etcd to stop", position, host)
-                self.engine.wait(lambda u=url: not _answers(*_address(u)), f"etcd on {host} to stop")  # type: ignore[misc]
+            # A stopping member closes its client port first and its peer port last, once its data is
+            # closed (after a leadership transfer that can take seconds): both must refuse.
+            self._event("node-waiting", f"{host}: waiting for etcd to stop", position, host)
+            for url in [*member["client_urls"].split(","), *member["peer_urls"].split(",")]:
+                self.engine.wait(lambda u=url: not _answers(*_address(u)), f"etcd on {host} to stop ({url})")  # type: ignore[misc]
             self.engine.node_done(self.run_id, position, host, "etcd stopped")
 
     def _highest(self) -> int | None:
@@ -280,7 +314,8 @@ class Steps:
 
     def kubelets(self, record: records.StepRecord) -> None:
         """Every kubelet newer than the restored control plane goes back to the snapshot's version for its
-        node, drained as apply drains: control-plane nodes one at a time, then workers by max_unavailable.
+        node, drained as apply drains: control-plane nodes (together after a full restore, else one at a
+        time), then workers by max_unavailable.
         A node this step cordoned in an earlier attempt is taken up again so it is uncordoned."""
         position = record.position
         then = expectations.initial(self.snapshot.facts).kubelets
@@ -309,7 +344,10 @@ class Steps:
         for node in dict.fromkeys(todo):
             by_version.setdefault(then[node], []).append(node)
         for version, nodes in sorted(by_version.items()):
-            batches = [[n] for n in nodes if n in control_plane]
+            masters = [n for n in nodes if n in control_plane]
+            # After a full restore the control plane has just come back on every node: its kubelets go
+            # back together. In the window the control plane serves: one node at a time, as apply does.
+            batches = [masters] if masters and self.route is Route.FULL_RESTORE else [[n] for n in masters]
             workers = [n for n in nodes if n not in control_plane]
             batches += [workers[i : i + size] for i in range(0, len(workers), size)]
             for batch in batches:
