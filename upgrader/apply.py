@@ -240,6 +240,19 @@ class Journaling:
             self.observe(event)
 
 
+def record_insecure(state: store.Store, cluster: str, run_id: records.RunId, allowed: tuple[str, ...]) -> None:
+    """A run that goes on over connections only --insecure allowed says so in its journal."""
+    if allowed:
+        state.record_event(
+            kind="insecure-transport",
+            cluster=cluster,
+            run_id=run_id,
+            level=records.EventLevel.WARNING,
+            message=f"run {run_id} went on over connections allowed only by --insecure",
+            data={"allowed": list(allowed)},
+        )
+
+
 def new_run_id(cluster: str) -> records.RunId:
     return records.RunId(f"{cluster[:40]}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}")
 
@@ -324,15 +337,7 @@ def _drive(
         cancel=cluster.cancel,
         facts=plan.facts,
     )
-    if options.insecure:
-        state.record_event(
-            kind="insecure-transport",
-            cluster=cluster.name,
-            run_id=run.id,
-            level=records.EventLevel.WARNING,
-            message=f"run {run.id} went on over connections allowed only by --insecure",
-            data={"allowed": list(options.insecure)},
-        )
+    record_insecure(state, cluster.name, run.id, options.insecure)
     hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
     try:
         wait_for_leftovers(cluster, journaling)

@@ -283,6 +283,7 @@ def _drive(
         cancel=cluster.cancel,
         facts=snapshot.facts,
     )
+    apply.record_insecure(state, cluster.name, run.id, options.insecure)
     hint = f"`upgrader rollback --resume {run.id} -c CLUSTER.yaml`"
     try:
         apply.wait_for_leftovers(cluster, journaling)
