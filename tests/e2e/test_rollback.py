@@ -218,8 +218,14 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
     _, code, applied = _apply(cluster_yaml, db, "1.32")  # nodes last: 1.30 kubelets until the end
     assert code == 0, applied
     # The default target: the snapshot before the last hop, control plane at 1.31 and kubelets at 1.30.
+    # etcd.max_revision_gap is tiny and the regression accepted: the revision is left where the restore put
+    # it, and every kubelet is restarted instead.
+    tight = yaml.safe_load(lab_config(lab, tmp_path).read_text())
+    tight["etcd"]["max_revision_gap"] = 10
+    cluster_yaml = str(tmp_path / "tight.yaml")
+    Path(cluster_yaml).write_text(yaml.safe_dump(tight))
     env = {**os.environ, "XDG_DATA_HOME": str(private_state_home.parent)}
-    killed = Apply(["-c", cluster_yaml, *db, "--yes"], env, command="rollback")
+    killed = Apply(["-c", cluster_yaml, *db, "--yes", "--allow-revision-regression"], env, command="rollback")
     data = lab.root("cp-1") / "var" / "lib"
     try:
         # Killed while etcd is down and the members are being restored: the worst moment.
@@ -233,7 +239,9 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
         assert (lib / "etcd").is_dir() or any(p.name.startswith("etcd.before-") for p in lib.iterdir())
     fresh = invoke("rollback", "-c", cluster_yaml, *db, "--yes")
     assert fresh.exit_code == 3 and f"rollback --resume {run_id}" in fresh.stderr, fresh.output
-    resumed = invoke("rollback", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
+    resumed = invoke(
+        "rollback", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json", "--allow-revision-regression"
+    )
     assert resumed.exit_code == 0, why(resumed)
     body = json.loads(resumed.stdout)
     assert body["status"] == "succeeded" and max(s["attempts"] for s in body["steps"]) >= 2
@@ -242,4 +250,10 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
     with store.Store.open(db[1]) as state:
         target = state.run(run_id).options["snapshot"]
         assert str(state.snapshot(target).facts["control_plane"][0]["apiserver"]) == "1.31.13"
+        run = state.run(run_id)
+        events = [e for e in state.events(cluster=lab.name, limit=3000) if e.run_id == run_id]
+    assert run.steps[4].detail["how"] == "not moved (--allow-revision-regression)"
+    assert any(e.kind == "revision-regression" for e in events)
+    restarted = {e.data["host"] for e in events if e.data.get("playbook") == "rollback-restart-kubelets.yml"}
+    assert restarted == {"cp-1", "cp-2", "cp-3", "w-1"}
     assert invoke("verify", "-c", cluster_yaml, *db, "--against", target).exit_code == 0
