@@ -15,6 +15,7 @@ from upgrader import apply, errors, gates, live_facts, rendering, rollout, sessi
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.etcd import snapshot as etcd_snapshot
+from upgrader.executor import runner
 from upgrader.kube import writes
 from upgrader.planner.model import MaxUnavailable
 from upgrader.rollback.archive import apiserver_endpoint, control_plane_hosts, etcd_members, manifest_tar
@@ -137,7 +138,9 @@ class Steps:
     def _event(self, kind: str, message: str, position: int, node: str | None = None, **data: Any) -> None:
         self.engine.observe(driver.Event(kind, message, position=position, node=node, data=data))
 
-    def _playbook(self, position: int, playbook: str, variables: dict[str, Any], nodes: list[str]) -> Any:
+    def _playbook(
+        self, position: int, playbook: str, variables: dict[str, Any], nodes: list[str]
+    ) -> runner.PlaybookResult:
         for node in nodes:
             self._event("node-playbook", f"{node}: {playbook}", position, node)
         return self.rollout.run(playbook, tuple(nodes), {"run": self.run_id, **variables})
@@ -247,6 +250,8 @@ class Steps:
         highest = self._highest()
         if restore.detail.get("bumped_by_restore"):
             now = self.cluster.etcd.revision()
+            if highest is not None and now <= highest:
+                raise driver.StepFailed(f"the restore bumped etcd to revision {now}, not above {highest} served")
             self.state.step_progress(self.run_id, position, {"how": "etcdutl --bump-revision", "revision": now})
             return
         limit = self.cluster.cfg.etcd.max_revision_gap
