@@ -45,6 +45,16 @@ YesOption = Annotated[
     typer.Option("--yes", "-y", help="Do not ask for confirmation (required when stdin is not a terminal)."),
 ]
 
+ForceDrainOption = Annotated[
+    bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
+]
+DeleteEmptydirOption = Annotated[
+    bool, typer.Option("--delete-emptydir-data", help="Evict pods with emptyDir volumes (their data is deleted).")
+]
+DrainTimeoutOption = Annotated[
+    str | None, typer.Option("--drain-timeout", help="How long a drain may wait for PodDisruptionBudgets: 90s, 10m.")
+]
+
 
 def group(help_text: str | None = None) -> typer.Typer:
     """A command group with the settings every group shares (plain help, no pretty tracebacks).

@@ -94,17 +94,9 @@ def apply(
     pause_after: Annotated[
         PauseAfterChoice | None, typer.Option("--pause-after", help="Stop at this kind of safe point, for a soak.")
     ] = None,
-    force_drain: Annotated[
-        bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
-    ] = False,
-    delete_emptydir_data: Annotated[
-        bool,
-        typer.Option("--delete-emptydir-data", help="Evict pods with emptyDir volumes (their data is deleted)."),
-    ] = False,
-    drain_timeout: Annotated[
-        str | None,
-        typer.Option("--drain-timeout", help="How long a drain may wait for PodDisruptionBudgets: 90s, 10m."),
-    ] = None,
+    force_drain: _options.ForceDrainOption = False,
+    delete_emptydir_data: _options.DeleteEmptydirOption = False,
+    drain_timeout: _options.DrainTimeoutOption = None,
     log_format: Annotated[LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
         LogFormat.TEXT
     ),

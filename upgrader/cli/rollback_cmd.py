@@ -37,17 +37,9 @@ def rollback(
             help="Go on when the revision gap is over etcd.max_revision_gap; every kubelet is restarted.",
         ),
     ] = False,
-    force_drain: Annotated[
-        bool, typer.Option("--force-drain", help="Evict pods no controller would recreate (kubectl drain --force).")
-    ] = False,
-    delete_emptydir_data: Annotated[
-        bool,
-        typer.Option("--delete-emptydir-data", help="Evict pods with emptyDir volumes (their data is deleted)."),
-    ] = False,
-    drain_timeout: Annotated[
-        str | None,
-        typer.Option("--drain-timeout", help="How long a drain may wait for PodDisruptionBudgets: 90s, 10m."),
-    ] = None,
+    force_drain: _options.ForceDrainOption = False,
+    delete_emptydir_data: _options.DeleteEmptydirOption = False,
+    drain_timeout: _options.DrainTimeoutOption = None,
     log_format: Annotated[
         apply_cmd.LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")
     ] = apply_cmd.LogFormat.TEXT,
