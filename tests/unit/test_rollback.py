@@ -4,6 +4,7 @@ route, what the archive may put on a command line, and what verify allows of a k
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import tarfile
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.unit.test_snapshot_files import snapshot_file
+from tests.unit.test_snapshot_files import record, snapshot_file
 from upgrader import errors, snapshots, verification
 from upgrader.engine.ports import Expected
 from upgrader.etcd import snapshot as etcd_snapshot
@@ -71,24 +72,7 @@ def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") ->
     )
 
 
-SNAPSHOT_131 = records.SnapshotRecord(
-    id=records.SnapshotId("s"),
-    cluster="c",
-    created_at=datetime(2026, 12, 1, tzinfo=UTC),
-    label=None,
-    etcd_revision=50,
-    key_count=10,
-    members=[],
-    etcd_path="x",
-    etcd_size=1,
-    etcd_sha256="x",
-    archive_path=None,
-    archive_sha256=None,
-    facts=facts("1.31.13"),
-    healthy=True,
-    known_good=True,
-    verified_at=None,
-)
+SNAPSHOT_131 = dataclasses.replace(record("s", 0, True), facts=facts("1.31.13"))
 
 
 @pytest.mark.parametrize(
@@ -110,7 +94,7 @@ def test_the_window_route_only_when_every_apiserver_still_emulates_the_snapshots
 
 
 def test_a_snapshot_taken_mid_change_is_restored_in_full() -> None:
-    mid = SNAPSHOT_131.__class__(**{**SNAPSHOT_131.__dict__, "facts": facts("1.32.9", emulated="1.31")})
+    mid = dataclasses.replace(SNAPSHOT_131, facts=facts("1.32.9", emulated="1.31"))
     chosen, reason = choice.route(mid, live({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.32.9", "1.31")}), members())
     assert chosen is model.Route.FULL_RESTORE and "while the control plane was changing" in reason
 
