@@ -78,7 +78,11 @@ def descendants(root: int) -> set[int]:
     frontier = [root]
     while frontier:
         pid = frontier.pop()
-        for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:  # the process ended while we walked the tree
+            continue
+        for task in tasks:
             try:
                 children = {int(c) for c in (task / "children").read_text().split()}
             except OSError:
