@@ -147,6 +147,18 @@ class SnapshotTaker:
         if not created.record.known_good:
             problem = created.health.problems[0] if created.health.problems else "a check failed"
             raise driver.StepFailed(f"snapshot {created.record.id} is not known-good ({problem}): not going on")
+        if missing := created.missing_required(self.cluster.cfg.snapshots):
+            raise driver.StepFailed(
+                f"snapshot {created.record.id} lacks a required tier (snapshots.require): {missing[0]}"
+            )
+        for tier, problem in created.failed.items():
+            self.state.record_event(
+                kind="snapshot-tier-failed",
+                cluster=self.cluster.name,
+                level=records.EventLevel.WARNING,
+                message=f"snapshot {created.record.id}: {problem}",
+                data={"snapshot": created.record.id, "tier": tier.value},
+            )
         return created.record.id
 
 

@@ -188,11 +188,99 @@ class AnsibleSettings(_Section):
     pipelining: bool = True
 
 
+class Tier(enum.StrEnum):
+    """Where a snapshot's copies live: the controller, every control-plane node, an object store."""
+
+    LOCAL = "local"
+    PEER = "peer"
+    S3 = "s3"
+
+
+class PeerSettings(_Section):
+    """Copies on every control-plane node, under /var/lib/upgrader/snapshots."""
+
+    keep: int = Field(default=2, ge=1, le=100)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^(?:[A-Za-z0-9._-]+/)*$")
+_CREDENTIALS = ("access_key", "secret", "session_token", "password", "credentials", "aws_")
+
+
+class ObjectStoreSettings(_Section):
+    """An S3-compatible bucket. Credentials come from the AWS chain (environment, profile), never from here."""
+
+    bucket: str
+    endpoint: HttpUrl | None = None  # AWS itself when unset
+    region: str | None = Field(default=None, pattern=r"^[a-z0-9-]{2,32}$")
+    prefix: str = ""
+    encrypt: bool = True
+    key_file: ExistingFile | None = None
+    keep: int = Field(default=30, ge=1, le=10000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in data:
+                if any(word in str(key).lower() for word in _CREDENTIALS):
+                    raise ValueError(
+                        f"{key}: credentials never go in cluster.yaml; upgrader uses the AWS chain "
+                        "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role)"
+                    )
+        return data
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, value: str) -> str:
+        if not _BUCKET.match(value) or ".." in value:
+            raise ValueError(f"not an S3 bucket name: {value!r} (3-63 of a-z, 0-9, '.', '-')")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_form(cls, value: str) -> str:
+        value = value if not value or value.endswith("/") else value + "/"
+        if not _PREFIX.match(value) or any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"not a key prefix: {value!r} (path segments of A-Z, a-z, 0-9, '.', '_', '-')")
+        return value
+
+    @model_validator(mode="after")
+    def _key_when_encrypting(self) -> ObjectStoreSettings:
+        if self.encrypt and self.key_file is None:
+            raise ValueError(
+                "key_file is required while encrypt is true (a snapshot holds every Secret of the cluster); "
+                "`upgrader snapshot keygen FILE` writes one"
+            )
+        return self
+
+
 class SnapshotSettings(_Section):
-    """Where snapshots go and how many known-good ones ``snapshot prune`` keeps."""
+    """Where snapshots go, which tiers hold copies, and how many known-good ones ``snapshot prune`` keeps."""
 
     dir: DirectoryPath
     keep: int = Field(default=5, ge=1, le=1000)
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.LOCAL])
+    require: list[Tier] = Field(default_factory=lambda: [Tier.LOCAL])
+    peer: PeerSettings = Field(default_factory=PeerSettings)
+    s3: ObjectStoreSettings | None = None
+
+    @model_validator(mode="after")
+    def _tiers_consistent(self) -> SnapshotSettings:
+        if Tier.LOCAL not in self.tiers:
+            raise ValueError("tiers must include local: every other tier is copied from the verified local copy")
+        if missing := [t.value for t in self.require if t not in self.tiers]:
+            raise ValueError(f"require names tiers that are not in tiers: {', '.join(missing)}")
+        if Tier.S3 in self.tiers and self.s3 is None:
+            raise ValueError("tiers includes s3 but there is no s3 section (bucket, endpoint, key_file)")
+        return self
+
+    def keep_for(self, tier: Tier) -> int:
+        if tier is Tier.PEER:
+            return self.peer.keep
+        if tier is Tier.S3 and self.s3 is not None:
+            return self.s3.keep
+        return self.keep
 
 
 def _max_unavailable(value: object) -> object:
@@ -402,7 +490,20 @@ def describe(config: ClusterConfig) -> dict[str, object]:
             "method": config.packages.method.value,
             "mirror": redaction.url(config.packages.mirror) if config.packages.mirror else None,
         },
-        "snapshots": {"dir": str(config.snapshots.dir), "keep": config.snapshots.keep},
+        "snapshots": {
+            "dir": str(config.snapshots.dir),
+            "keep": config.snapshots.keep,
+            "tiers": [t.value for t in config.snapshots.tiers],
+            "require": [t.value for t in config.snapshots.require],
+            "s3": (
+                {
+                    **config.snapshots.s3.model_dump(mode="json", exclude={"endpoint"}),
+                    "endpoint": redaction.url(config.snapshots.s3.endpoint) if config.snapshots.s3.endpoint else None,
+                }
+                if config.snapshots.s3
+                else None
+            ),
+        },
         "upgrade": config.upgrade.model_dump(),
         "ansible": config.ansible.model_dump(),
     }

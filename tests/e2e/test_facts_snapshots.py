@@ -180,7 +180,7 @@ def test_a_snapshot_round_trips_through_a_restore_test(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not list(Path(record.etcd_path).parent.glob("*.part"))
-    verified = snapshots.verify_snapshot(state_db, record.id, restore_test=True)
+    verified = snapshots.verify(state_db, record.id, restore_test=True)
     assert verified.ok, verified.checks
     assert set(verified.checks) == {"etcd database", "archive", "restore test"}
     import tarfile
@@ -215,7 +215,7 @@ def test_a_damaged_snapshot_fails_verification_and_loses_known_good(
     assert result.exit_code == 1 and "failed verification and is no longer known-good" in result.stderr
     assert not state_db.snapshot(record.id).known_good
     path.write_bytes(original)  # even repaired, it never becomes known-good again
-    assert snapshots.verify_snapshot(state_db, record.id).ok
+    assert snapshots.verify(state_db, record.id).ok
     assert not state_db.snapshot(record.id).known_good
 
 

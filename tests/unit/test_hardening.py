@@ -17,8 +17,9 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from tests.unit.test_plan_cli import FACTS
-from upgrader import cli, config, errors, files, redaction, snapshots
+from upgrader import cli, config, errors, files, redaction
 from upgrader.executor import inventory, runner
+from upgrader.snapshots import local as local_tier
 from upgrader.state import store
 
 cli_runner = CliRunner()
@@ -231,7 +232,7 @@ def test_the_archive_rename_is_followed_by_a_directory_fsync(tmp_path: Path, mon
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(os, "fsync", fsync)
     dest = tmp_path / "s.tar.gz"
-    snapshots._archive({"facts.json": b"{}"}, dest)
+    local_tier._archive({"facts.json": b"{}"}, dest)
     rename = order.index(("rename", str(dest)))
     assert ("fsync", str(tmp_path)) in order[rename + 1 :]
 

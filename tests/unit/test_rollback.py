@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from tests.unit.test_snapshot_files import record, snapshot_file
-from upgrader import errors, snapshots, verification
+from upgrader import errors, verification
 from upgrader.engine.ports import Expected
 from upgrader.etcd import snapshot as etcd_snapshot
 from upgrader.rollback import archive, choice, model
+from upgrader.snapshots import local as local_tier
 from upgrader.state import records, store
 from upgrader.versions import Minor, Version
 
@@ -75,6 +76,13 @@ def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") ->
 SNAPSHOT_131 = dataclasses.replace(record("s", 0, True), facts=facts("1.31.13"))
 
 
+def _choose(
+    catalog: Catalog, wanted: str | None, minor: Minor | None
+) -> tuple[records.SnapshotRecord, tuple[str, ...]]:
+    """The rollback's choice over the local tier alone (no cluster to reach the others)."""
+    return choice.choose(catalog.state, "c", wanted, minor, choice.verified_locally(catalog.state))
+
+
 @pytest.mark.parametrize(
     ("now", "etcd", "expected", "why"),
     [
@@ -113,7 +121,7 @@ class Catalog:
         name = f"{cluster}-{self.minutes}"
         db = snapshot_file(self.dir / f"{name}.db")
         tar = self.dir / f"{name}.tar.gz"
-        sha = snapshots._archive(members(), tar)
+        sha = local_tier._archive(members(), tar)
         record = records.SnapshotRecord(
             id=records.SnapshotId(name),
             cluster=cluster,
@@ -151,12 +159,14 @@ def test_the_newest_good_snapshot_at_an_older_minor_and_a_damaged_one_passed_ove
     catalog.add("1.30.6", good=False)  # newer, but never known-good
     damaged = Path(older.etcd_path)
     damaged.write_bytes(damaged.read_bytes()[:-5] + b"xxxxx")
-    chosen, passed = choice.choose(catalog.state, "c", None, Minor.parse("1.31"))
+    chosen, passed = choice.choose(
+        catalog.state, "c", None, Minor.parse("1.31"), choice.verified_locally(catalog.state)
+    )
     assert chosen.id == oldest.id
     assert len(passed) == 1 and passed[0].startswith(f"{older.id}: etcd database:")
     assert not catalog.state.snapshot(older.id).known_good  # failed once: never used again
     with pytest.raises(errors.Refused, match=r"no known-good snapshot of cluster c at a minor older than 1.30"):
-        choice.choose(catalog.state, "c", None, Minor.parse("1.30"))
+        _choose(catalog, None, Minor.parse("1.30"))
 
 
 def test_a_named_snapshot_is_refused_unless_it_is_this_clusters_known_good_not_newer_and_intact(
@@ -166,18 +176,18 @@ def test_a_named_snapshot_is_refused_unless_it_is_this_clusters_known_good_not_n
     newer = catalog.add("1.32.9")
     foreign = catalog.add("1.30.6", cluster="other")
     bad = catalog.add("1.30.6", good=False)
-    assert choice.choose(catalog.state, "c", good.id, Minor.parse("1.31"))[0].id == good.id
+    assert _choose(catalog, good.id, Minor.parse("1.31"))[0].id == good.id
     with pytest.raises(errors.InputError, match="no snapshot 'nosuch'"):
-        choice.choose(catalog.state, "c", "nosuch", None)
+        _choose(catalog, "nosuch", None)
     with pytest.raises(errors.Refused, match="newer than the cluster"):
-        choice.choose(catalog.state, "c", newer.id, Minor.parse("1.31"))
+        _choose(catalog, newer.id, Minor.parse("1.31"))
     with pytest.raises(errors.Refused, match="belongs to cluster other"):
-        choice.choose(catalog.state, "c", foreign.id, None)
+        _choose(catalog, foreign.id, None)
     with pytest.raises(errors.Refused, match="is not known-good"):
-        choice.choose(catalog.state, "c", bad.id, None)
+        _choose(catalog, bad.id, None)
     Path(good.archive_path or "").write_bytes(b"tampered")
     with pytest.raises(errors.Refused, match=r"fails verification \(archive:"):
-        choice.choose(catalog.state, "c", good.id, None)
+        _choose(catalog, good.id, None)
 
 
 def test_the_archive_gives_each_members_restore_flags_and_refuses_what_could_reach_a_shell() -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from upgrader import errors, live_facts, snapshots
 from upgrader.etcd import snapshot
+from upgrader.snapshots import local as local_tier
 from upgrader.state import records
 
 
@@ -50,7 +51,7 @@ def test_damage_is_caught(tmp_path: Path, damage: str) -> None:
 
 def test_archive_sums(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar.gz"
-    digest = snapshots._archive({"cp-1/manifests/etcd.yaml": b"etcd", "facts.json": b"{}"}, archive)
+    digest = local_tier._archive({"cp-1/manifests/etcd.yaml": b"etcd", "facts.json": b"{}"}, archive)
     assert digest == snapshot.file_sha256(archive) and archive.stat().st_mode & 0o777 == 0o600
     snapshots.check_archive(archive)
     broken = bytearray(archive.read_bytes())
@@ -127,11 +128,11 @@ def test_prune_keeps_the_newest_known_good_ones() -> None:
         record("g1", 10, True),
         record("b0", 0, False),
     ]
-    assert [s.id for s in snapshots.prune_candidates(found, keep=2)] == ["b3", "g1", "b0"]
-    assert [s.id for s in snapshots.prune_candidates(found, keep=0)] == ["b3", "g2", "g1", "b0"]  # never the newest
+    assert [s.id for s in local_tier.prune_candidates(found, keep=2)] == ["b3", "g1", "b0"]
+    assert [s.id for s in local_tier.prune_candidates(found, keep=0)] == ["b3", "g2", "g1", "b0"]  # never the newest
     newer_bad = [record("b9", 90, False), record("g1", 10, True)]
-    assert snapshots.prune_candidates(newer_bad, keep=1) == []  # newer than every known-good one: kept
-    assert snapshots.prune_candidates([record("b1", 1, False)], keep=1) == []  # nothing known-good: keep all
+    assert local_tier.prune_candidates(newer_bad, keep=1) == []  # newer than every known-good one: kept
+    assert local_tier.prune_candidates([record("b1", 1, False)], keep=1) == []  # nothing known-good: keep all
 
 
 def _printed(manifests: dict[str, bytes], *, kubelet: str = "Kubernetes v1.31.13") -> str:
@@ -151,7 +152,7 @@ def _printed(manifests: dict[str, bytes], *, kubelet: str = "Kubernetes v1.31.13
 
 
 def test_a_node_state_becomes_archive_members_under_the_node_name() -> None:
-    members = snapshots._node_state("cp-2", _printed({"kube-apiserver.yaml": b"a", "etcd.yaml": b"e"}))
+    members = local_tier._node_state("cp-2", _printed({"kube-apiserver.yaml": b"a", "etcd.yaml": b"e"}))
     assert members["cp-2/manifests/kube-apiserver.yaml"] == b"a"
     assert members["cp-2/manifests/etcd.yaml"] == b"e"
     assert json.loads(members["cp-2/versions.json"]) == {"kubelet": "Kubernetes v1.31.13", "kubeadm": "v1.31.13"}
@@ -168,11 +169,11 @@ def test_a_node_state_becomes_archive_members_under_the_node_name() -> None:
 )
 def test_a_bad_node_state_is_refused_naming_the_node(printed: str, message: str) -> None:
     with pytest.raises(errors.ExecutorError, match=message):
-        snapshots._node_state("cp-2", printed)
+        local_tier._node_state("cp-2", printed)
 
 
 def test_only_plain_manifest_names_are_taken_from_a_node() -> None:
-    members = snapshots._node_state(
+    members = local_tier._node_state(
         "cp-1", _printed({"kube-apiserver.yaml": b"a", "../../escape.yaml": b"x", "notes.txt": b"n"})
     )
     assert sorted(members) == ["cp-1/manifests/escape.yaml", "cp-1/manifests/kube-apiserver.yaml", "cp-1/versions.json"]

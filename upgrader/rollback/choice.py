@@ -1,13 +1,14 @@
 """Which snapshot a rollback goes to, and by which route.
 
 The snapshot is the one named, or the newest known-good one of the cluster at an older minor than the
-cluster runs, verified again now (trailer and archive); one that fails is never used and the next is
-tried. The route is the window when every apiserver still emulates the snapshot's minor (the two-step
-hop was never committed, so nothing was written in a newer format), else a full restore."""
+cluster runs, verified again now (trailer and archive, and the copies in the other tiers when the
+local one is not good); one that fails is never used and the next is tried. The route is the window
+when every apiserver still emulates the snapshot's minor (the two-step hop was never committed, so
+nothing was written in a newer format), else a full restore."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from upgrader import errors, gates, session, snapshots, verification
 from upgrader.engine import expectations
@@ -35,16 +36,33 @@ def read_live(cluster: session.ClusterSession) -> Live:
     return Live(apiservers=now.apiservers, kubelets=now.kubelets, revision=revision, etcd_version=etcd_version)
 
 
-def verified(state: store.Store, record: records.SnapshotRecord) -> str | None:
-    """None when the snapshot verifies again now; else what failed."""
-    checked = snapshots.verify_snapshot(state, record.id)
-    if checked.ok:
-        return None
-    return next(f"{name}: {why}" for name, why in checked.checks.items() if why != "ok")
+Usable = Callable[[records.SnapshotRecord], "str | None"]
+
+
+def usable(cluster: session.ClusterSession, state: store.Store, run_id: records.RunId | None = None) -> Usable:
+    """None when a rollback can use the snapshot now, its copies checked (and pulled back from
+    another tier where the local one is not good); else what failed. Each move is an event."""
+
+    def report(message: str) -> None:
+        state.record_event(kind="snapshot-copy", message=message, cluster=cluster.name, run_id=run_id)
+
+    return lambda record: snapshots.ready(cluster, state, record, report=report)
+
+
+def verified_locally(state: store.Store) -> Usable:
+    """The local copy alone, verified again: for a controller that has no other tier."""
+
+    def check(record: records.SnapshotRecord) -> str | None:
+        checked = snapshots.verify(state, record.id)
+        if checked.ok:
+            return None
+        return next(f"{name}: {why}" for name, why in checked.checks.items() if why != "ok")
+
+    return check
 
 
 def choose(
-    state: store.Store, cluster: str, wanted: str | None, minor: Minor | None
+    state: store.Store, cluster: str, wanted: str | None, minor: Minor | None, verified: Usable
 ) -> tuple[records.SnapshotRecord, tuple[str, ...]]:
     """The snapshot to roll back to, verified again, and the ones passed over with why."""
     if wanted is not None:
@@ -61,7 +79,7 @@ def choose(
                 f"snapshot {record.id} is at v{snapshot_version(record)}, newer than the cluster ({minor}): "
                 "that is an upgrade, not a rollback"
             )
-        failed = verified(state, record)
+        failed = verified(record)
         if failed:
             raise errors.Refused(f"snapshot {record.id} fails verification ({failed}): it is never used")
         return record, ()
@@ -76,7 +94,7 @@ def choose(
     )
     passed: list[str] = []
     for record in candidates:
-        failed = verified(state, record)
+        failed = verified(record)
         if failed is None:
             return record, tuple(passed)
         passed.append(f"{record.id}: {failed}")

@@ -34,7 +34,7 @@ from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.kube import writes
 from upgrader.rollback.archive import control_plane_hosts, etcd_members
-from upgrader.rollback.choice import choose, read_live, route, verified
+from upgrader.rollback.choice import choose, read_live, route, usable
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
 from upgrader.rollback.steps import KubeletsBack, Steps
 from upgrader.state import records, store
@@ -121,7 +121,7 @@ def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | N
     """Every check that may refuse (exit 2 or 3); changes nothing."""
     ends = refuse_unfinished_rollback(state, cluster.name)
     live = read_live(cluster)
-    record, passed = choose(state, cluster.name, wanted, live.minor)
+    record, passed = choose(state, cluster.name, wanted, live.minor, usable(cluster, state))
     archived = snapshots.archive_members(record)
     hosts = control_plane_hosts(archived)
     inventory = sorted(cluster.inventory.hosts("kube_control_plane"))
@@ -287,9 +287,10 @@ def _drive(
     hint = f"`upgrader rollback --resume {run.id} -c CLUSTER.yaml`"
     try:
         apply.wait_for_leftovers(cluster, journaling)
-        failed = verified(state, snapshot)  # the files are read again: never restore from a damaged copy
+        failed = usable(cluster, state, run.id)(snapshot)  # read again: never restore from a damaged copy
         if failed:
             raise errors.Refused(f"snapshot {snapshot.id} fails verification now ({failed}); the run cannot go on")
+        snapshot = state.snapshot(snapshot.id)
         Steps(cluster, state, run=run, snapshot=snapshot, options=options, engine=engine).run()
     except KeyboardInterrupt:
         raise RollbackStopped(

@@ -7,14 +7,12 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from upgrader import apply, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
-from upgrader.etcd import snapshot as etcd_snapshot
 from upgrader.executor import runner
 from upgrader.kube import writes
 from upgrader.planner.model import MaxUnavailable
@@ -205,7 +203,7 @@ class Steps:
             {
                 "snapshot_file": self.snapshot.etcd_path,
                 "snapshot_name": f"{self.snapshot.id}.db",
-                "snapshot_sha256": etcd_snapshot.file_sha256(Path(self.snapshot.etcd_path)),  # the file, trailer too
+                "snapshot_sha256": self.snapshot.etcd_file_sha256,  # the whole file, trailer too
                 "members": {h: {k: m[k] for k in ("member", "peer_urls", "data_dir")} for h, m in members.items()},
                 "initial_cluster": ",".join(
                     f"{m['member']}={url}" for m in members.values() for url in m["peer_urls"].split(",")

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from upgrader.config import Tier
 from upgrader.state import records
 
 NAMING_CONVENTION = {
@@ -93,6 +94,21 @@ class Snapshot(Base):
     healthy: Mapped[bool] = mapped_column(default=False)
     known_good: Mapped[bool] = mapped_column(default=False)
     verified_at: Mapped[datetime | None]
+    etcd_file_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class SnapshotCopy(Base):
+    __tablename__ = "snapshot_copies"
+    __table_args__ = (UniqueConstraint("snapshot_id", "tier", "place", name="uq_snapshot_copies_place"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id", ondelete="CASCADE"), index=True)
+    tier: Mapped[Tier] = mapped_column(_enum(Tier))
+    place: Mapped[str] = mapped_column(String(253), default="")
+    location: Mapped[str] = mapped_column(Text)
+    state: Mapped[records.CopyState] = mapped_column(_enum(records.CopyState))
+    detail: Mapped[str | None] = mapped_column(Text)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Plan(Base):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NewType
 
+from upgrader.config import Tier
+
 ClusterId = NewType("ClusterId", int)
 RunId = NewType("RunId", str)
 PlanId = NewType("PlanId", str)
@@ -150,14 +152,55 @@ class SnapshotRecord:
     members: list[Any]
     etcd_path: str
     etcd_size: int
-    etcd_sha256: str
+    etcd_sha256: str  # of the database, as its trailer says
     archive_path: str | None
     archive_sha256: str | None
     facts: dict[str, Any]
     healthy: bool
     known_good: bool
     verified_at: datetime | None
+    etcd_file_sha256: str | None = None  # of the whole file, trailer too: what a copy elsewhere must match
+    copies: tuple[CopyRecord, ...] = ()
+
+    def copy(self, tier: Tier, place: str = "") -> CopyRecord | None:
+        return next((c for c in self.copies if c.tier is tier and c.place == place), None)
 
     def summary(self) -> dict[str, Any]:
         """Everything but the facts, for listings."""
-        return {k: v for k, v in self.__dict__.items() if k != "facts"}
+        out = {k: v for k, v in self.__dict__.items() if k not in ("facts", "copies")}
+        out["copies"] = [c.summary() for c in self.copies]
+        return out
+
+
+class CopyState(enum.StrEnum):
+    OK = "ok"  # verified against the recorded sha256 when last checked
+    BAD = "bad"  # there, but not the recorded bytes: never used
+    MISSING = "missing"
+    UNCHECKED = "unchecked"  # recorded before copies were tracked
+
+
+@dataclass(frozen=True)
+class CopyRecord:
+    """One copy of a snapshot's files in one tier (``place`` is the node for a peer copy)."""
+
+    snapshot: SnapshotId
+    tier: Tier
+    place: str
+    location: str
+    state: CopyState
+    detail: str | None
+    checked_at: datetime
+
+    @property
+    def name(self) -> str:
+        return f"{self.tier.value}:{self.place}" if self.place else self.tier.value
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tier": self.tier.value,
+            "place": self.place or None,
+            "location": self.location,
+            "state": self.state.value,
+            "detail": self.detail,
+            "checked_at": self.checked_at,
+        }

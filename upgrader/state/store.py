@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upgrader import errors, redaction
+from upgrader.config import Tier
 from upgrader.state import db, lease, orm, records
 
 
@@ -368,12 +369,82 @@ class Store:
     # -- snapshots -----------------------------------------------------------------------------
 
     def add_snapshot(self, record: records.SnapshotRecord) -> None:
+        """The snapshot's row and its copies' rows, in one transaction."""
         cluster_id = self.ensure_cluster(record.cluster)
-        fields = {k: v for k, v in record.__dict__.items() if k not in ("cluster",)}
+        fields = {k: v for k, v in record.__dict__.items() if k not in ("cluster", "copies")}
         with self.session() as session:
             session.add(orm.Snapshot(cluster_id=cluster_id, **{**fields, "facts": redaction.scrub(record.facts)}))
+            session.flush()
+            for copy in record.copies:
+                session.add(self._copy_row(copy))
 
-    def _snapshot_record(self, row: orm.Snapshot, cluster: str) -> records.SnapshotRecord:
+    @staticmethod
+    def _copy_row(copy: records.CopyRecord) -> orm.SnapshotCopy:
+        return orm.SnapshotCopy(
+            snapshot_id=copy.snapshot,
+            tier=copy.tier,
+            place=copy.place,
+            location=copy.location,
+            state=copy.state,
+            detail=copy.detail,
+            checked_at=copy.checked_at,
+        )
+
+    def record_copy(self, copy: records.CopyRecord) -> None:
+        """Adds or replaces the copy of ``copy.snapshot`` in ``copy.tier`` at ``copy.place``."""
+        with self.session() as session:
+            row = session.execute(
+                select(orm.SnapshotCopy).where(
+                    orm.SnapshotCopy.snapshot_id == copy.snapshot,
+                    orm.SnapshotCopy.tier == copy.tier,
+                    orm.SnapshotCopy.place == copy.place,
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                if session.get(orm.Snapshot, copy.snapshot) is None:
+                    raise errors.NotFound(f"no snapshot {copy.snapshot!r} in this state database")
+                session.add(self._copy_row(copy))
+                return
+            row.location, row.state = copy.location, copy.state
+            row.detail, row.checked_at = copy.detail, copy.checked_at
+
+    def forget_copy(self, snapshot_id: str, tier: Tier, place: str = "") -> None:
+        with self.session() as session:
+            session.execute(
+                delete(orm.SnapshotCopy).where(
+                    orm.SnapshotCopy.snapshot_id == snapshot_id,
+                    orm.SnapshotCopy.tier == tier,
+                    orm.SnapshotCopy.place == place,
+                )
+            )
+
+    @staticmethod
+    def _copies(session: Session, snapshot_ids: list[str]) -> dict[str, list[records.CopyRecord]]:
+        found: dict[str, list[records.CopyRecord]] = {i: [] for i in snapshot_ids}
+        if not snapshot_ids:
+            return found
+        rows = session.execute(
+            select(orm.SnapshotCopy)
+            .where(orm.SnapshotCopy.snapshot_id.in_(snapshot_ids))
+            .order_by(orm.SnapshotCopy.tier, orm.SnapshotCopy.place)
+        ).scalars()
+        for row in rows:
+            found[row.snapshot_id].append(
+                records.CopyRecord(
+                    snapshot=records.SnapshotId(row.snapshot_id),
+                    tier=row.tier,
+                    place=row.place,
+                    location=row.location,
+                    state=row.state,
+                    detail=row.detail,
+                    checked_at=row.checked_at,
+                )
+            )
+        return found
+
+    def _snapshot_record(
+        self, row: orm.Snapshot, cluster: str, copies: list[records.CopyRecord]
+    ) -> records.SnapshotRecord:
         return records.SnapshotRecord(
             id=records.SnapshotId(row.id),
             cluster=cluster,
@@ -391,6 +462,8 @@ class Store:
             healthy=row.healthy,
             known_good=row.known_good,
             verified_at=row.verified_at,
+            etcd_file_sha256=row.etcd_file_sha256,
+            copies=tuple(copies),
         )
 
     @staticmethod
@@ -403,14 +476,23 @@ class Store:
             query = self._snapshot_query().order_by(orm.Snapshot.created_at.desc(), orm.Snapshot.id.desc())
             if cluster is not None:
                 query = query.where(orm.Cluster.name == cluster)
-            return [self._snapshot_record(row, name) for row, name in session.execute(query)]
+            rows = session.execute(query).all()
+            copies = self._copies(session, [row.id for row, _ in rows])
+            return [self._snapshot_record(row, name, copies[row.id]) for row, name in rows]
 
     def snapshot(self, snapshot_id: str) -> records.SnapshotRecord:
         with self.session() as session:
             found = session.execute(self._snapshot_query().where(orm.Snapshot.id == snapshot_id)).first()
             if found is None:
                 raise errors.NotFound(f"no snapshot {snapshot_id!r} in this state database")
-            return self._snapshot_record(found[0], found[1])
+            return self._snapshot_record(found[0], found[1], self._copies(session, [snapshot_id])[snapshot_id])
+
+    def record_file_sha256(self, snapshot_id: str, sha256: str) -> None:
+        """The whole etcd file's sha256, for a snapshot recorded before it was kept."""
+        with self.session() as session:
+            row = session.get(orm.Snapshot, snapshot_id)
+            if row is not None and row.etcd_file_sha256 is None:
+                row.etcd_file_sha256 = sha256
 
     def record_verification(self, snapshot_id: str, *, ok: bool, at: datetime) -> None:
         """A failed verification takes known-good away for good; a passed one only dates the check."""

@@ -1,4 +1,4 @@
-"""Snapshots good enough to bet a rollback on: ``snapshot create | list | show | verify | prune``.
+"""The local tier: a snapshot taken, written and checked in the controller's snapshot directory.
 
 A snapshot is two private files (0600, in a 0700 directory, as they hold every Secret of the
 cluster) and one row. ``ID.db`` is the etcd snapshot, streamed and checked against its sha256
@@ -135,7 +135,7 @@ class Created:
     health: health.Health
 
 
-def create(
+def take(
     cluster: session.ClusterSession,
     state: store.Store,
     *,
@@ -159,6 +159,7 @@ def create(
             for m in cluster.etcd.members()
         ]
         snapshot.check_file(db_path)  # read back: the stream proved what arrived, this proves what is on disk
+        file_sha = snapshot.file_sha256(db_path)
         status = tools.status(db_path)
         contents = fetch_control_plane(cluster)
         contents["cluster-configuration.yaml"] = (cluster.api.cluster_configuration() or "").encode()
@@ -182,6 +183,8 @@ def create(
             healthy=checked.ok,
             known_good=checked.ok,
             verified_at=datetime.now(UTC),
+            etcd_file_sha256=file_sha,
+            copies=(local_copy(snapshot_id, db_path, records.CopyState.OK, None),),
         )
         state.add_snapshot(record)
     except BaseException:
@@ -199,18 +202,26 @@ def create(
     return Created(record=record, health=checked)
 
 
-@dataclass(frozen=True)
-class Verified:
-    record: records.SnapshotRecord
-    checks: dict[str, str]  # check -> "ok" or what failed
-    ok: bool
+def local_copy(snapshot_id: str, db_path: Path, state: records.CopyState, detail: str | None) -> records.CopyRecord:
+    return records.CopyRecord(
+        snapshot=records.SnapshotId(snapshot_id),
+        tier=config.Tier.LOCAL,
+        place="",
+        location=str(db_path.parent),
+        state=state,
+        detail=detail,
+        checked_at=datetime.now(UTC),
+    )
 
 
-def verify_snapshot(state: store.Store, snapshot_id: str, *, restore_test: bool = False) -> Verified:
-    record = state.snapshot(snapshot_id)
+def check(record: records.SnapshotRecord) -> dict[str, str]:
+    """The local copy's checks: check -> "ok", "missing: ..." or what failed."""
     checks: dict[str, str] = {}
 
-    def attempt(name: str, check: Callable[[], None]) -> None:
+    def attempt(name: str, path: Path, check: Callable[[], None]) -> None:
+        if not path.exists():
+            checks[name] = f"missing: {path} is not there"
+            return
         try:
             check()
             checks[name] = "ok"
@@ -225,26 +236,28 @@ def verify_snapshot(state: store.Store, snapshot_id: str, *, restore_test: bool 
         if snapshot.check_file(db) != record.etcd_sha256:
             raise snapshot.SnapshotCorrupt(f"{db}: not the database recorded for this snapshot (sha256 differs)")
 
-    attempt("etcd database", database)
+    attempt("etcd database", db, database)
     if record.archive_path:
         archive = Path(record.archive_path)
 
         def archive_hash() -> None:
-            if not archive.exists():
-                raise snapshot.SnapshotCorrupt(f"{archive} is missing")
             if snapshot.file_sha256(archive) != record.archive_sha256:
                 raise snapshot.SnapshotCorrupt(f"{archive}: the archive changed since it was written (sha256 differs)")
             check_archive(archive)
 
-        attempt("archive", archive_hash)
-    if restore_test and all(v == "ok" for v in checks.values()):
-        attempt("restore test", lambda: _restore_test(record))
-    ok = all(v == "ok" for v in checks.values())
-    state.record_verification(record.id, ok=ok, at=datetime.now(UTC))
-    return Verified(record=state.snapshot(record.id), checks=checks, ok=ok)
+        attempt("archive", archive, archive_hash)
+    return checks
 
 
-def _restore_test(record: records.SnapshotRecord) -> None:
+def copy_state(checks: dict[str, str]) -> records.CopyState:
+    if all(v == "ok" for v in checks.values()):
+        return records.CopyState.OK
+    if all(v == "ok" or v.startswith("missing:") for v in checks.values()):
+        return records.CopyState.MISSING
+    return records.CopyState.BAD
+
+
+def restore_test(record: records.SnapshotRecord) -> None:
     with tempfile.TemporaryDirectory(prefix="upgrader-restore-test-") as tmp:
         data_dir = Path(tmp) / "data"
         tools.restore(Path(record.etcd_path), data_dir)
@@ -277,11 +290,10 @@ def prune_candidates(snapshots: list[records.SnapshotRecord], keep: int) -> list
     return out
 
 
-def delete(state: store.Store, record: records.SnapshotRecord) -> None:
+def delete_files(record: records.SnapshotRecord) -> None:
     for path in (record.etcd_path, record.archive_path):
         if path:
             Path(path).unlink(missing_ok=True)
-    state.delete_snapshot(record.id)
 
 
 def _own_file(cluster: str) -> re.Pattern[str]:

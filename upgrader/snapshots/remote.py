@@ -1,0 +1,203 @@
+"""The object-store tier: a snapshot's files in an S3-compatible bucket, sealed with the key file.
+
+Under ``PREFIX/CLUSTER/`` each snapshot has three objects: ``ID.db.sealed`` and ``ID.tar.gz.sealed``
+(``.db`` and ``.tar.gz`` when encryption is off), each carrying the plain file's sha256 in its
+metadata, and ``ID.json``, written last, which describes the snapshot well enough for a controller
+with an empty database to import it (``snapshot import --from s3``). Every download is checked
+against the sha256 before it is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from upgrader import config, errors, files
+from upgrader.objectstore import bucket, sealing
+from upgrader.state import records
+
+FORMAT = 1
+
+
+class RemoteError(errors.OperationFailed):
+    """The object-store tier failed: named in the message."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The configured bucket, the key that seals for it, and where one cluster's snapshots go."""
+
+    settings: config.ObjectStoreSettings
+    cluster: str
+    store: bucket.Bucket
+    key: sealing.Key | None
+
+    @classmethod
+    def open(cls, settings: config.ObjectStoreSettings, cluster: str) -> Remote:
+        place = bucket.Place(settings.bucket, settings.endpoint, settings.region)
+        key = sealing.Key.load(settings.key_file) if settings.encrypt and settings.key_file else None
+        return cls(settings, cluster, bucket.Bucket(place), key)
+
+    @property
+    def folder(self) -> str:
+        return f"{self.settings.prefix}{self.cluster}/"
+
+    def object_key(self, name: str) -> str:
+        return f"{self.folder}{name}{'.sealed' if self.key else ''}"
+
+    def location(self, snapshot_id: str) -> str:
+        return f"s3://{self.settings.bucket}/{self.folder}{snapshot_id}"
+
+
+def _names(record: records.SnapshotRecord) -> dict[str, str]:
+    """File name -> the plain file's sha256."""
+    if not record.etcd_file_sha256 or not record.archive_sha256:
+        raise RemoteError(f"snapshot {record.id} has no recorded file sha256: verify its local copy first")
+    return {f"{record.id}.db": record.etcd_file_sha256, f"{record.id}.tar.gz": record.archive_sha256}
+
+
+def _describe(record: records.SnapshotRecord, tier: Remote) -> bytes:
+    fields = {k: v for k, v in record.__dict__.items() if k not in ("etcd_path", "archive_path", "copies")}
+    body = {
+        "format": FORMAT,
+        "snapshot": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()},
+        "objects": {name: tier.object_key(name) for name in _names(record)},
+        "encryption": {"algorithm": sealing.ALGORITHM, "key_id": tier.key.fingerprint} if tier.key else None,
+    }
+    return json.dumps(body, indent=2, sort_keys=True).encode()
+
+
+def upload(tier: Remote, record: records.SnapshotRecord) -> str:
+    """Uploads both files (sealed when a key is configured), then the description; the location."""
+    tier.store.check()
+    paths = {f"{record.id}.db": Path(record.etcd_path), f"{record.id}.tar.gz": Path(record.archive_path or "")}
+    for name, sha in _names(record).items():
+        metadata = {"sha256": sha, "encryption": sealing.ALGORITHM if tier.key else "none"}
+        if tier.key:
+            metadata["key-id"] = tier.key.fingerprint
+        with paths[name].open("rb") as plain:
+            source: BinaryIO = plain
+            if tier.key:
+                source = sealing.SealingReader(plain, tier.key)  # type: ignore[assignment]
+            tier.store.upload(tier.object_key(name), source, metadata)
+    tier.store.put(f"{tier.folder}{record.id}.json", _describe(record, tier), {"format": str(FORMAT)})
+    return tier.location(record.id)
+
+
+def _plain(tier: Remote, source: BinaryIO, what: str) -> Iterator[bytes]:
+    if tier.key is None:
+        while piece := source.read(bucket.READ):
+            yield piece
+        return
+    yield from sealing.unseal(source, tier.key, what)
+
+
+def _object(tier: Remote, name: str, sha: str) -> str:
+    """The object's key after checking its metadata agrees with the record."""
+    key = tier.object_key(name)
+    metadata = tier.store.metadata(key)
+    if metadata is None:
+        raise RemoteError(f"s3: {key} is missing")
+    if metadata.get("sha256") != sha:
+        raise RemoteError(f"s3: {key} is not the file recorded for this snapshot (its sha256 differs)")
+    if tier.key and metadata.get("encryption") == "none":
+        raise RemoteError(f"s3: {key} is stored unencrypted, and this configuration expects it sealed")
+    return key
+
+
+def check(tier: Remote, record: records.SnapshotRecord) -> tuple[records.CopyState, str | None]:
+    """Downloads both files (streamed, never written) and checks each against its sha256."""
+    try:
+        for name, sha in _names(record).items():
+            key = _object(tier, name, sha)
+            digest = hashlib.sha256()
+            with tier.store.opened(key) as stream:
+                for piece in _plain(tier, stream, f"s3 object {key}"):
+                    digest.update(piece)
+            if digest.hexdigest() != sha:
+                return records.CopyState.BAD, f"s3: {key} does not match its sha256"
+        if tier.store.metadata(f"{tier.folder}{record.id}.json") is None:
+            return records.CopyState.BAD, f"s3: {tier.folder}{record.id}.json is missing"
+    except RemoteError as exc:
+        return (records.CopyState.MISSING if "is missing" in exc.message else records.CopyState.BAD), exc.message
+    except sealing.Unsealable as exc:
+        return records.CopyState.BAD, exc.message
+    return records.CopyState.OK, None
+
+
+def download(tier: Remote, key: str, sha: str, dest: Path) -> None:
+    """Downloads ``key`` to ``dest``: fetched whole (parallel ranges) to a private temporary file,
+    unsealed to ``dest.part`` while hashing, compared with ``sha``, then renamed."""
+    files.private_dir(dest.parent, what="snapshot directory")
+    sealed = dest.with_name(f".{dest.name}.fetched")
+    part = dest.with_name(f".{dest.name}.part")
+    try:
+        _create_private(sealed)
+        tier.store.download(key, sealed)
+        digest = hashlib.sha256()
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out, sealed.open("rb") as source:
+            for piece in _plain(tier, source, f"s3 object {key}"):
+                digest.update(piece)
+                out.write(piece)
+            out.flush()
+            os.fsync(out.fileno())
+        if digest.hexdigest() != sha:
+            raise RemoteError(f"s3: {key} does not match its sha256")
+        files.replace_durably(part, dest)
+    finally:
+        sealed.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+
+
+def _create_private(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+
+
+def pull(tier: Remote, record: records.SnapshotRecord, dest: dict[str, Path]) -> None:
+    """Downloads the named files (``ID.db``, ``ID.tar.gz`` -> local path), each checked."""
+    names = _names(record)
+    for name, path in dest.items():
+        download(tier, _object(tier, name, names[name]), names[name], path)
+
+
+def delete(tier: Remote, record: records.SnapshotRecord) -> None:
+    names = [f"{record.id}.db", f"{record.id}.tar.gz"]
+    # The description first: an import never finds a snapshot whose files are going.
+    tier.store.delete([f"{tier.folder}{record.id}.json"])
+    tier.store.delete([tier.object_key(n) for n in names] + [f"{tier.folder}{n}" for n in names])
+
+
+@dataclass(frozen=True)
+class Described:
+    """A snapshot found in the bucket: its record fields and where its objects are."""
+
+    fields: dict[str, Any]
+    key_id: str | None
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+
+def described(tier: Remote) -> list[Described]:
+    """Every snapshot of this cluster whose description is in the bucket, newest first."""
+    tier.store.check()
+    found = []
+    for key in tier.store.keys(tier.folder):
+        if not key.endswith(".json") or "/" in key[len(tier.folder) :]:
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            body = json.loads(tier.store.read(key))
+            if body.get("format") != FORMAT or body["snapshot"]["cluster"] != tier.cluster:
+                continue
+            encryption = body.get("encryption") or {}
+            found.append(Described(dict(body["snapshot"]), encryption.get("key_id")))
+    return sorted(found, key=lambda d: str(d.fields.get("created_at", "")), reverse=True)
