@@ -139,9 +139,11 @@ class Catalog:
             healthy=good,
             known_good=good,
             verified_at=None,
+            etcd_file_sha256=etcd_snapshot.file_sha256(db),
+            copies=(local_tier.local_copy(name, db, records.CopyState.OK, None),),
         )
         self.state.add_snapshot(record)
-        return record
+        return self.state.snapshot(name)
 
 
 @pytest.fixture

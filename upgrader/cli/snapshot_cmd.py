@@ -146,7 +146,7 @@ def show(
     with store.Store.open(db) as state:
         record = state.snapshot(snapshot_id)
     if output is _render.OutputFormat.JSON:
-        _render.emit_json(record.__dict__)
+        _render.emit_json({**record.summary(), "facts": record.facts})
         return
     for key, value in record.summary().items():
         if key in ("members", "copies"):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from upgrader import apply, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
+from upgrader import apply, config, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.executor import runner
@@ -401,10 +401,12 @@ class Steps:
     def clean_up(self, record: records.StepRecord) -> None:
         full = self.route is Route.FULL_RESTORE
         data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
+        # With the peer tier configured, the copy each node restored from stays: it is that tier's copy.
+        peer_tier = config.Tier.PEER in self.cluster.cfg.snapshots.tiers
         self._playbook(
             record.position,
             "rollback-clean-up.yml",
-            {"data_dirs": data_dirs, "snapshot_name": f"{self.snapshot.id}.db"},
+            {"data_dirs": data_dirs, "snapshot_name": "" if peer_tier else f"{self.snapshot.id}.db"},
             self.hosts,
         )
         for host in self.hosts:

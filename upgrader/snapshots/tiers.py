@@ -268,7 +268,7 @@ def ready(
     if archive_ok and (db_ok or not need_database):
         _conclude(state, record.id)
         return None
-    sources = _sources(cluster, record)
+    sources = _sources(cluster)
     if not sources:
         return next(f"{k}: {v}" for k, v in checks.items() if v != "ok")
     nodes: dict[str, peer.NodeCopy] = {}
@@ -299,10 +299,10 @@ def ready(
     return None
 
 
-def _sources(cluster: session.ClusterSession, record: records.SnapshotRecord) -> list[Tier]:
-    """The tiers other than local that hold (or held) a copy, nearest first."""
-    held = {c.tier for c in record.copies if c.state in GOOD}
-    return [t for t in (Tier.PEER, Tier.S3) if t in held and t in cluster.cfg.snapshots.tiers]
+def _sources(cluster: session.ClusterSession) -> list[Tier]:
+    """The configured tiers other than local, nearest first. Each is asked, whatever its recorded
+    copies say: an imported snapshot has no record of the copies on the nodes."""
+    return [t for t in (Tier.PEER, Tier.S3) if t in cluster.cfg.snapshots.tiers]
 
 
 # -- pruning -----------------------------------------------------------------------------------

@@ -1,0 +1,172 @@
+"""The object-store tier against a real S3-compatible server on loopback (moto's, its own process):
+sealed uploads, checked downloads, every fault named in one line, and the disaster path: a fresh
+database importing a cluster's snapshots from the bucket."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests import s3server
+from tests.unit.test_rollback import Catalog
+from upgrader import config, errors
+from upgrader.objectstore import bucket as bucket_mod
+from upgrader.objectstore import sealing
+from upgrader.snapshots import local as local_tier
+from upgrader.snapshots import remote, tiers
+from upgrader.state import records, store
+
+pytestmark = pytest.mark.usefixtures("s3_credentials")
+
+
+def settings(server: s3server.Server, tmp_path: Path, **extra: object) -> config.ObjectStoreSettings:
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    key = tmp_path / f"{name}.key"
+    sealing.Key.generate(key)
+    fields: dict[str, object] = {
+        "bucket": name,
+        "endpoint": server.endpoint,
+        "region": "us-east-1",
+        "prefix": "team/",
+        "key_file": str(key),
+    }
+    return config.ObjectStoreSettings.model_validate({**fields, **extra})
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Catalog:
+    (tmp_path / "controller").mkdir(mode=0o700)
+    return Catalog(tmp_path / "controller")
+
+
+def test_a_snapshot_goes_up_sealed_and_comes_back_checked(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path
+) -> None:
+    s3 = settings(s3_server, tmp_path)
+    tier = remote.Remote.open(s3, "c")
+    record = catalog.add("1.30.6")
+    where = remote.upload(tier, record)
+    assert where == f"s3://{s3.bucket}/team/c/{record.id}"
+    client = s3_server.client()
+    listed = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket)["Contents"])
+    assert listed == [f"team/c/{record.id}.db.sealed", f"team/c/{record.id}.json", f"team/c/{record.id}.tar.gz.sealed"]
+    head = client.head_object(Bucket=s3.bucket, Key=f"team/c/{record.id}.db.sealed")
+    assert head["Metadata"]["sha256"] == record.etcd_file_sha256
+    assert head["Metadata"]["key-id"] == tier.key.fingerprint  # type: ignore[union-attr]
+    plain = Path(record.etcd_path).read_bytes()
+    sealed = client.get_object(Bucket=s3.bucket, Key=f"team/c/{record.id}.db.sealed")["Body"].read()
+    assert plain[4096:4160] not in sealed  # nothing of the database in the clear
+
+    assert remote.check(tier, record) == (records.CopyState.OK, None)
+    pulled = {f"{record.id}.db": tmp_path / "back.db", f"{record.id}.tar.gz": tmp_path / "back.tar.gz"}
+    remote.pull(tier, record, pulled)
+    assert pulled[f"{record.id}.db"].read_bytes() == plain
+    assert pulled[f"{record.id}.db"].stat().st_mode & 0o777 == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_every_fault_is_one_line_naming_the_object_and_never_the_credentials(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3 = settings(s3_server, tmp_path)
+    tier = remote.Remote.open(s3, "c")
+    record = catalog.add("1.30.6")
+    remote.upload(tier, record)
+    client = s3_server.client()
+    key = f"team/c/{record.id}.db.sealed"
+    original = client.get_object(Bucket=s3.bucket, Key=key)
+    body, metadata = original["Body"].read(), original["Metadata"]
+    said: list[str] = []
+
+    tampered = bytearray(body)
+    tampered[len(tampered) // 2] ^= 0x01
+    client.put_object(Bucket=s3.bucket, Key=key, Body=bytes(tampered), Metadata=metadata)
+    state, detail = remote.check(tier, record)
+    assert state is records.CopyState.BAD and f"s3 object {key} fails authentication" in str(detail)
+    said.append(str(detail))
+    with pytest.raises(sealing.Unsealable):
+        remote.pull(tier, record, {f"{record.id}.db": tmp_path / "never.db"})
+    assert not (tmp_path / "never.db").exists()
+
+    other_key = tmp_path / "other.key"
+    sealing.Key.generate(other_key)
+    client.put_object(Bucket=s3.bucket, Key=key, Body=body, Metadata=metadata)
+    stranger = remote.Remote.open(s3.model_copy(update={"key_file": other_key}), "c")
+    state, detail = remote.check(stranger, record)
+    assert state is records.CopyState.BAD and "encrypted with another key" in str(detail)
+    said.append(str(detail))
+
+    client.delete_object(Bucket=s3.bucket, Key=key)
+    state, detail = remote.check(tier, record)
+    assert state is records.CopyState.MISSING and f"{key} is missing" in str(detail)
+    said.append(str(detail))
+
+    for place, expected in [
+        (bucket_mod.Place("no-such-bucket-here", s3_server.endpoint), "the bucket does not exist"),
+        (bucket_mod.Place(s3.bucket, f"http://127.0.0.1:{s3server.free_port()}"), "the endpoint cannot be reached"),
+    ]:
+        with pytest.raises(bucket_mod.BucketError, match=expected) as caught:
+            bucket_mod.Bucket(place).check()
+        said.append(caught.value.message)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(bucket_mod.BucketError, match="no credentials in the AWS chain") as caught:
+        bucket_mod.Bucket(bucket_mod.Place(s3.bucket, s3_server.endpoint)).check()
+    said.append(caught.value.message)
+    for line in said:
+        assert "\n" not in line and s3server.CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in line, line
+        assert s3server.CREDENTIALS["AWS_ACCESS_KEY_ID"] not in line, line
+
+
+def test_credentials_in_cluster_yaml_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"credentials never go in cluster\.yaml"):
+        config.ObjectStoreSettings.model_validate({"bucket": "abc", "secret_access_key": "x", "encrypt": False})
+    with pytest.raises(ValueError, match="key_file is required while encrypt is true"):
+        config.ObjectStoreSettings.model_validate({"bucket": "abc"})
+
+
+def test_a_fresh_database_imports_the_clusters_snapshots_from_the_bucket(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, cluster_yaml: Path
+) -> None:
+    s3 = settings(s3_server, tmp_path)
+    tier = remote.Remote.open(s3, "c")
+    older, newer = catalog.add("1.30.6"), catalog.add("1.31.13")
+    for record in (older, newer):
+        remote.upload(tier, record)
+    foreign = catalog.add("1.30.6", cluster="other")
+    remote.upload(remote.Remote.open(s3, "other"), foreign)
+
+    base = config.load(cluster_yaml)
+    fresh_dir = tmp_path / "fresh-controller"
+    cfg = base.model_copy(
+        update={
+            "name": "c",
+            "snapshots": config.SnapshotSettings(dir=fresh_dir, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3),
+        }
+    )
+    with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
+        result = tiers.import_from_s3(cfg, state)
+        assert [r.id for r in result.imported] == [newer.id, older.id] and result.skipped == {}
+        for record in result.imported:
+            assert record.known_good and Path(record.etcd_path).parent == fresh_dir
+            assert local_tier.check(record) == {"etcd database": "ok", "archive": "ok"}
+            assert {c.tier: c.state for c in record.copies} == {
+                config.Tier.LOCAL: records.CopyState.OK,
+                config.Tier.S3: records.CopyState.OK,
+            }
+            original = older if record.id == older.id else newer
+            assert (record.etcd_revision, record.facts, record.created_at) == (
+                original.etcd_revision,
+                original.facts,
+                original.created_at,
+            )
+        assert fresh_dir.stat().st_mode & 0o777 == 0o700
+        again = tiers.import_from_s3(cfg, state)
+        assert again.imported == [] and set(again.skipped.values()) == {"already in this database"}
+        with pytest.raises(errors.InputError, match="no snapshot nosuch"):
+            tiers.import_from_s3(cfg, state, ["nosuch"])
