@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, session, snapshots
+from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, session
 from upgrader.engine import driver, expectations
 from upgrader.engine.ports import Ports
 from upgrader.executor import runner
@@ -29,6 +29,7 @@ from upgrader.kube import writes
 from upgrader.planner.model import Plan, StepKind
 from upgrader.rules import catalog as catalog_mod
 from upgrader.rules import facts as facts_mod
+from upgrader.snapshots import tiers
 from upgrader.state import records, store
 
 # Until a cluster has history: a snapshot, one control-plane node, one commit node, one batch of nodes.
@@ -143,7 +144,7 @@ class SnapshotTaker:
         self.state = state
 
     def take(self, label: str) -> str:
-        created = snapshots.create(self.cluster, self.state, label=label)
+        created = tiers.create(self.cluster, self.state, label=label)
         if not created.record.known_good:
             problem = created.health.problems[0] if created.health.problems else "a check failed"
             raise driver.StepFailed(f"snapshot {created.record.id} is not known-good ({problem}): not going on")

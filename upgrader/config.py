@@ -217,6 +217,8 @@ class ObjectStoreSettings(_Section):
     encrypt: bool = True
     key_file: ExistingFile | None = None
     keep: int = Field(default=30, ge=1, le=10000)
+    # Parts of an upload in flight at once (8 MiB each, sealed as they are sent: about 1 MiB of memory each).
+    concurrency: int = Field(default=4, ge=1, le=32)
 
     @model_validator(mode="before")
     @classmethod

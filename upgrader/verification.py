@@ -22,11 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from upgrader import errors, gates, live_facts, session, snapshots
+from upgrader import errors, gates, live_facts, session
 from upgrader.engine import expectations
 from upgrader.engine.ports import Expected
 from upgrader.kube import cluster as kube
 from upgrader.rules import catalog as catalog_mod
+from upgrader.snapshots import local, tiers
 from upgrader.state import records, store
 from upgrader.versions import Version
 
@@ -112,7 +113,7 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
         raise errors.Refused(f"snapshot {record.id} belongs to cluster {record.cluster}, not {cluster.name}")
     # The comparison needs the archive only: a database restored from the peer tier's copies may be
     # absent from this controller.
-    bad = snapshots.ready(cluster, state, record, need_database=False)
+    bad = tiers.ready(cluster, state, record, need_database=False)
     if bad:
         raise errors.Refused(f"snapshot {record.id} fails its own verification ({bad}); it is no reference")
     probe = _probe(cluster)
@@ -120,7 +121,7 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
     kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
     checks = _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes
     checks += _installed(live_facts.installed_kubelets(cluster), kubelets)
-    checks += _manifests(cluster, snapshots.archive_members(record))
+    checks += _manifests(cluster, local.archive_members(record))
     checks += _etcd(cluster, record)
     return Verdict(f"snapshot {record.id}", tuple(checks))
 
@@ -167,9 +168,7 @@ def _digest(data: bytes) -> str:
 def _manifests(cluster: session.ClusterSession, archived: Mapping[str, bytes]) -> list[Check]:
     """Each control-plane node's manifests now against the archive, file by file."""
     then = {name: _digest(data) for name, data in archived.items() if "/manifests/" in name}
-    now = {
-        name: _digest(data) for name, data in snapshots.fetch_control_plane(cluster).items() if "/manifests/" in name
-    }
+    now = {name: _digest(data) for name, data in local.fetch_control_plane(cluster).items() if "/manifests/" in name}
     checks = []
     for name in sorted(then.keys() | now.keys()):
         if name not in now:

@@ -14,10 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs, state, wait_for
-from upgrader import cli, config, live_facts, session, snapshots
+from upgrader import cli, config, live_facts, session
 from upgrader.etcd import kv, snapshot
 from upgrader.lab import control, http, manifests, topology
 from upgrader.rules import facts as facts_mod
+from upgrader.snapshots import tiers
 from upgrader.state import store
 
 pytestmark = pytest.mark.slow
@@ -168,9 +169,7 @@ def test_a_snapshot_round_trips_through_a_restore_test(
     lab: topology.Lab, cluster: session.ClusterSession, state_db: store.Store
 ) -> None:
     progress: list[int] = []
-    created = snapshots.create(
-        cluster, state_db, label="before 1.32", progress=lambda done, total: progress.append(done)
-    )
+    created = tiers.create(cluster, state_db, label="before 1.32", progress=lambda done, total: progress.append(done))
     record = created.record
     assert created.health.ok and record.known_good and record.healthy
     assert progress and progress[-1] == record.etcd_size
@@ -180,7 +179,7 @@ def test_a_snapshot_round_trips_through_a_restore_test(
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert not list(Path(record.etcd_path).parent.glob("*.part"))
-    verified = snapshots.verify(state_db, record.id, restore_test=True)
+    verified = tiers.verify(state_db, record.id, restore_test=True)
     assert verified.ok, verified.checks
     assert set(verified.checks) == {"etcd database", "archive", "restore test"}
     import tarfile
@@ -199,7 +198,7 @@ def test_a_snapshot_round_trips_through_a_restore_test(
 def test_a_damaged_snapshot_fails_verification_and_loses_known_good(
     cluster: session.ClusterSession, state_db: store.Store, damage: str, tmp_path: Path
 ) -> None:
-    record = snapshots.create(cluster, state_db).record
+    record = tiers.create(cluster, state_db).record
     path = Path(record.etcd_path)
     data = bytearray(path.read_bytes())
     original = bytes(data)
@@ -215,7 +214,7 @@ def test_a_damaged_snapshot_fails_verification_and_loses_known_good(
     assert result.exit_code == 1 and "failed verification and is no longer known-good" in result.stderr
     assert not state_db.snapshot(record.id).known_good
     path.write_bytes(original)  # even repaired, it never becomes known-good again
-    assert snapshots.verify(state_db, record.id).ok
+    assert tiers.verify(state_db, record.id).ok
     assert not state_db.snapshot(record.id).known_good
 
 
@@ -281,7 +280,7 @@ def test_etcd_stopped_mid_stream_leaves_nothing_behind(labs: Labs, tmp_path: Pat
     snapshots_dir = tmp_path / "snapshots"
     with store.Store.open(f"sqlite:///{tmp_path / 'state.db'}") as opened, session.ClusterSession.open(cfg) as cluster:
         with pytest.raises((kv.EtcdUnavailable, snapshot.SnapshotCorrupt)):
-            snapshots.create(cluster, opened, progress=kill_after_first_chunk)
+            tiers.create(cluster, opened, progress=kill_after_first_chunk)
         assert opened.snapshots() == []
     assert [p.name for p in snapshots_dir.iterdir()] == []
 

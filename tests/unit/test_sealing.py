@@ -21,12 +21,34 @@ def key(tmp_path: Path) -> sealing.Key:
     return sealing.Key.load(tmp_path / "k")
 
 
-def seal(data: bytes, key: sealing.Key) -> bytes:
-    reader = sealing.SealingReader(io.BytesIO(data), key, chunk=CHUNK)
-    out = b""
-    while piece := reader.read(333):  # odd reads, as an uploader's parts cut across chunks
-        out += piece
-    return out
+def seal(data: bytes, key: sealing.Key, tmp_path: Path, per_part: int = 2) -> bytes:
+    """The object an upload of ``data`` makes: its parts, each read twice as the client does (its
+    checksums, then the send) in odd pieces, joined."""
+    path = tmp_path / f"plain-{len(data)}"
+    path.write_bytes(data)
+    out = []
+    with sealing.Upload(path, key, per_part, chunk=CHUNK) as upload:
+        for number in range(1, len(upload.parts) + 1):
+            part = upload.part(number)
+            first = part.read()
+            assert len(first) == len(part)
+            part.seek(0)
+            again = b""
+            while piece := part.read(333):
+                again += piece
+            assert again == first
+            out.append(first)
+    return b"".join(out)
+
+
+def test_parts_are_whole_chunks_and_the_sealed_size_is_known(key: sealing.Key, tmp_path: Path) -> None:
+    path = tmp_path / "plain"
+    path.write_bytes(os.urandom(10 * CHUNK + 3))
+    with sealing.Upload(path, key, 3, chunk=CHUNK) as upload:
+        lengths = [len(upload.part(n)) for n in range(1, len(upload.parts) + 1)]
+    assert lengths == [sealing.HEADER.size + 3 * (CHUNK + 16), 3 * (CHUNK + 16), 3 * (CHUNK + 16), 3 + 16 + CHUNK + 16]
+    with sealing.Upload(path, None, 3, chunk=CHUNK) as plain:  # encryption off: the file as it is
+        assert b"".join(plain.part(n).read() for n in range(1, len(plain.parts) + 1)) == path.read_bytes()
 
 
 def unseal(sealed: bytes, key: sealing.Key) -> bytes:
@@ -34,23 +56,23 @@ def unseal(sealed: bytes, key: sealing.Key) -> bytes:
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK, 5 * CHUNK + 17])
-def test_any_size_round_trips_and_the_sealed_size_is_known(key: sealing.Key, size: int) -> None:
+def test_any_size_round_trips(key: sealing.Key, size: int, tmp_path: Path) -> None:
     data = os.urandom(size)
-    sealed = seal(data, key)
-    assert len(sealed) == sealing.sealed_size(size, CHUNK)
+    sealed = seal(data, key, tmp_path)
+    assert len(sealed) == sealing.HEADER.size + (size // CHUNK + 1) * 16 + size
     assert unseal(sealed, key) == data
     if size >= 64:
         assert data[:64] not in sealed
 
 
-def test_two_seals_of_the_same_file_differ(key: sealing.Key) -> None:
+def test_two_seals_of_the_same_file_differ(key: sealing.Key, tmp_path: Path) -> None:
     data = os.urandom(2 * CHUNK)
-    assert seal(data, key) != seal(data, key)  # a fresh nonce prefix per stream
+    assert seal(data, key, tmp_path) != seal(data, key, tmp_path)  # a fresh nonce prefix per upload
 
 
 @pytest.mark.parametrize("change", ["flip", "cut-mid-chunk", "cut-at-chunk", "drop-chunk", "swap-chunks", "append"])
-def test_every_change_to_a_sealed_stream_is_refused(key: sealing.Key, change: str) -> None:
-    sealed = bytearray(seal(os.urandom(3 * CHUNK + 10), key))
+def test_every_change_to_a_sealed_stream_is_refused(key: sealing.Key, change: str, tmp_path: Path) -> None:
+    sealed = bytearray(seal(os.urandom(3 * CHUNK + 10), key, tmp_path))
     header, step = sealing.HEADER.size, CHUNK + sealing.TAG
     chunks = [bytes(sealed[i : i + step]) for i in range(header, len(sealed), step)]
     if change == "flip":
@@ -73,7 +95,7 @@ def test_another_key_is_named_as_such(key: sealing.Key, tmp_path: Path) -> None:
     sealing.Key.generate(tmp_path / "other")
     other = sealing.Key.load(tmp_path / "other")
     with pytest.raises(sealing.Unsealable, match=f"another key.*{other.fingerprint}"):
-        unseal(seal(b"secret", key), other)
+        unseal(seal(b"secret", key, tmp_path), other)
 
 
 def test_a_key_file_must_be_private_and_32_bytes(tmp_path: Path) -> None:

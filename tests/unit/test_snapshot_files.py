@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from upgrader import errors, live_facts, snapshots
+from upgrader import errors, live_facts
 from upgrader.etcd import snapshot
 from upgrader.snapshots import local as local_tier
 from upgrader.state import records
@@ -53,12 +53,12 @@ def test_archive_sums(tmp_path: Path) -> None:
     archive = tmp_path / "a.tar.gz"
     digest = local_tier._archive({"cp-1/manifests/etcd.yaml": b"etcd", "facts.json": b"{}"}, archive)
     assert digest == snapshot.file_sha256(archive) and archive.stat().st_mode & 0o777 == 0o600
-    snapshots.check_archive(archive)
+    local_tier.check_archive(archive)
     broken = bytearray(archive.read_bytes())
     broken[len(broken) // 2] ^= 0xFF
     archive.write_bytes(bytes(broken))
     with pytest.raises(snapshot.SnapshotCorrupt):
-        snapshots.check_archive(archive)
+        local_tier.check_archive(archive)
 
 
 def _field(number: int, payload: bytes) -> bytes:

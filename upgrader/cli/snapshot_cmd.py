@@ -34,7 +34,8 @@ def create(
 ) -> None:
     """Snapshot etcd (verified sha256 trailer) and every control-plane node's manifests and versions,
     then copy it to every tier in snapshots.tiers (a tier that fails is named: exit 1, the rest kept)."""
-    from upgrader import config, session, snapshots
+    from upgrader import config, session
+    from upgrader.snapshots import tiers
     from upgrader.state import store
 
     cfg = config.load(cluster)
@@ -47,7 +48,7 @@ def create(
         for allowed in opened.insecure:
             _render.warn(f"--insecure: {allowed}")
         try:
-            created = snapshots.create(opened, state, label=label, progress=progress, report=_render.note)
+            created = tiers.create(opened, state, label=label, progress=progress, report=_render.note)
         finally:
             progress.finish()
     record = created.record
@@ -84,13 +85,14 @@ def list_(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """List snapshots, newest first (of one cluster with -c, which also reports files that belong to none)."""
-    from upgrader import config, snapshots
+    from upgrader import config
+    from upgrader.snapshots import local
     from upgrader.state import store
 
     cfg = config.load(cluster) if cluster else None
     with store.Store.open(db) as state:
         found = state.snapshots(cfg.name if cfg else None)
-        orphans = snapshots.orphans(cfg, state) if cfg else []
+        orphans = local.orphans(cfg, state) if cfg else []
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"snapshots": [s.summary() for s in found], "orphans": [str(p) for p in orphans]})
         return
@@ -184,17 +186,18 @@ def verify(
     """Re-check a snapshot's copies: the local sha256 trailer and archive, and with -c every configured
     tier (peer: sha256 on each node; s3: download and sha256). A copy that fails is marked and never used
     again; the snapshot stays known-good while one copy is good. Exit 1 when any check fails."""
-    from upgrader import config, session, snapshots
+    from upgrader import config, session
+    from upgrader.snapshots import tiers
     from upgrader.state import store
 
-    tiers = [_tier(tier)] if tier else None
+    only = [_tier(tier)] if tier else None
     cfg = config.load(cluster) if cluster else None
     with contextlib.ExitStack() as stack:
         state = stack.enter_context(store.Store.open(db))
         opened = stack.enter_context(session.ClusterSession.open(cfg, insecure=insecure)) if cfg else None
         if cfg is not None and state.snapshot(snapshot_id).cluster != cfg.name:
             raise errors.Refused(f"snapshot {snapshot_id} does not belong to cluster {cfg.name}")
-        result = snapshots.verify(state, snapshot_id, cluster=opened, tiers=tiers, restore_test=restore_test)
+        result = tiers.verify(state, snapshot_id, cluster=opened, tiers=only, restore_test=restore_test)
     if output is _render.OutputFormat.JSON:
         _render.emit_json(
             {"id": result.record.id, "ok": result.ok, "checks": result.checks, "known_good": result.record.known_good}
@@ -236,8 +239,8 @@ def prune(
     """In each tier, delete all but the newest known-good copies (never a tier's newest known-good one),
     and files that belong to no snapshot (left by an interrupted create). A snapshot with no copy left
     loses its row."""
-    from upgrader import config, session, snapshots
-    from upgrader.snapshots import tiers
+    from upgrader import config, session
+    from upgrader.snapshots import local, tiers
     from upgrader.state import store
 
     cfg = config.load(cluster)
@@ -247,7 +250,7 @@ def prune(
         state = stack.enter_context(store.Store.open(db))
         stack.enter_context(state.lock(cfg.name, "snapshot prune"))
         doomed = tiers.prune_plan(cfg, state.snapshots(cfg.name), keep)
-        orphans = snapshots.orphans(cfg, state)
+        orphans = local.orphans(cfg, state)
         verb = "would delete" if dry_run else "delete"
         if output is _render.OutputFormat.JSON:
             _render.emit_json(
@@ -274,7 +277,7 @@ def prune(
 
         tiers.prune(cfg, state, doomed, functools.cache(opened))
         for path in orphans:
-            snapshots.remove_orphan(path)
+            local.remove_orphan(path)
 
 
 @app.command("pull")

@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
-from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
@@ -26,9 +25,7 @@ from upgrader import errors
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-PART = 8 * 2**20
-# Bounded memory: a non-seekable upload holds about max_concurrency parts at once.
-TRANSFER = TransferConfig(multipart_threshold=PART, multipart_chunksize=PART, max_concurrency=4, use_threads=True)
+PART = 8 * 2**20  # S3 parts are at least 5 MiB, but the last
 READ = 2**20
 
 
@@ -102,14 +99,50 @@ class Bucket:
         except BotoCoreError as exc:
             raise self._fail("cannot use the bucket", exc) from None
 
-    def upload(self, key: str, source: BinaryIO, metadata: dict[str, str]) -> None:
-        """Streams ``source`` to ``key`` (multipart when large), with ``metadata`` stored on the object."""
+    def upload(
+        self,
+        key: str,
+        count: int,
+        part: Callable[[int], io.RawIOBase],
+        metadata: dict[str, str],
+        *,
+        concurrency: int = 4,
+    ) -> None:
+        """Sends parts 1 to ``count`` (``part(n)`` makes each body; every part but the last at least
+        5 MiB) as one object: a single request for one part, else a multipart upload with at most
+        ``concurrency`` parts in flight, aborted on any failure so that no stray parts remain."""
+        if count == 1:
+            try:
+                self.client.put_object(Bucket=self.place.bucket, Key=key, Body=_io(part(1)), Metadata=metadata)
+            except (BotoCoreError, ClientError) as exc:
+                raise self._fail(f"uploading {key}", exc) from None
+            return
         try:
-            self.client.upload_fileobj(
-                source, self.place.bucket, key, ExtraArgs={"Metadata": metadata}, Config=TRANSFER
-            )
+            created = self.client.create_multipart_upload(Bucket=self.place.bucket, Key=key, Metadata=metadata)
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"uploading {key}", exc) from None
+        upload_id = created["UploadId"]
+        try:
+            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part") as pool:
+                tags = list(pool.map(lambda n: self._send_part(key, upload_id, n, part(n)), range(1, count + 1)))
+            self.client.complete_multipart_upload(
+                Bucket=self.place.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"ETag": tag, "PartNumber": n} for n, tag in enumerate(tags, start=1)]},
+            )
+        except BaseException as exc:
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self.client.abort_multipart_upload(Bucket=self.place.bucket, Key=key, UploadId=upload_id)
+            if isinstance(exc, BotoCoreError | ClientError):
+                raise self._fail(f"uploading {key}", exc) from None
+            raise
+
+    def _send_part(self, key: str, upload_id: str, number: int, body: io.RawIOBase) -> str:
+        answer = self.client.upload_part(
+            Bucket=self.place.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_io(body)
+        )
+        return str(answer["ETag"])
 
     def put(self, key: str, data: bytes, metadata: dict[str, str] | None = None) -> None:
         try:
@@ -147,13 +180,6 @@ class Bucket:
             yield typing.cast(BinaryIO, _Reading(self, key, body))
         finally:
             body.close()
-
-    def download(self, key: str, dest: Path) -> None:
-        """The object to ``dest`` (parallel ranged reads for a large one)."""
-        try:
-            self.client.download_file(self.place.bucket, key, str(dest), Config=TRANSFER)
-        except (BotoCoreError, ClientError) as exc:
-            raise self._fail(f"downloading {key}", exc) from None
 
     def keys(self, prefix: str) -> list[str]:
         found: list[str] = []
@@ -193,3 +219,8 @@ class _Reading(io.RawIOBase):
             return bytes(self._body.read(size if size is not None and size >= 0 else None))
         except (BotoCoreError, ClientError) as exc:
             raise self._bucket._fail(f"reading {self._key}", exc) from None
+
+
+def _io(body: io.RawIOBase) -> BinaryIO:
+    """A raw stream as the client's type for a body (it reads, seeks and tells)."""
+    return typing.cast(BinaryIO, body)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from upgrader import errors
 
 MAGIC = b"UPGSEAL1"
-CHUNK = 4 * 2**20
+CHUNK = 2**20
 TAG = 16
 HEADER = struct.Struct(">8s8s8sI")
 ALGORITHM = "aes-256-gcm-stream-v1"
@@ -97,57 +97,103 @@ def _nonce(prefix: bytes, index: int) -> bytes:
     return prefix + index.to_bytes(4, "big")
 
 
-def sealed_size(size: int, chunk: int = CHUNK) -> int:
-    """The sealed stream's length for ``size`` plaintext bytes."""
-    return HEADER.size + (size // chunk + 1) * TAG + size
+class Part(io.RawIOBase):
+    """Chunks ``[first, stop)`` of a file as one part of an upload (sealed when there is a key, the
+    header first in part 1), produced as they are read: a part in flight holds one chunk, not the part.
+    Seekable, because the client reads a body more than once (its checksums, then the send); sealing
+    is deterministic per chunk, so every read yields the same bytes."""
 
-
-class SealingReader(io.RawIOBase):
-    """A file-like view of ``source`` sealed with ``key``: what an uploader reads."""
-
-    def __init__(self, source: BinaryIO, key: Key, chunk: int = CHUNK) -> None:
+    def __init__(self, upload: Upload, first: int, stop: int) -> None:
         super().__init__()
-        self._source = source
-        self._key = key
-        self._chunk = chunk
-        self._header = HEADER.pack(MAGIC, key.id, secrets.token_bytes(8), chunk)
-        self._pieces = self._stream()
-        self._buffer = b""
+        self._upload, self._first, self._stop = upload, first, stop
+        self._header = upload.header if first == 0 else b""
+        self._length = len(self._header) + sum(upload.sealed_length(i) for i in range(first, stop))
+        self._position = 0
+        self._cached: tuple[int, bytes] | None = None  # (chunk, its bytes) under the position
 
-    def _stream(self) -> Iterator[bytes]:
-        prefix = self._header[16:24]
-        yield self._header
-        index = 0
-        pending = self._source.read(self._chunk)
-        while True:
-            final = len(pending) < self._chunk
-            if final:
-                yield self._key._seal(_nonce(prefix, index), pending, self._header + b"\x01")
-                return
-            following = self._source.read(self._chunk)
-            yield self._key._seal(_nonce(prefix, index), pending, self._header + b"\x00")
-            index += 1
-            pending = following
+    def __len__(self) -> int:
+        return self._length
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            out, self._buffer = self._buffer + b"".join(self._pieces), b""
-            return out
-        while len(self._buffer) < size:
-            piece = next(self._pieces, None)
-            if piece is None:
-                break
-            self._buffer += piece
-        out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
+    def seekable(self) -> bool:
+        return True
 
-    def readinto(self, target: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(target))
-        target[: len(data)] = data
-        return len(data)
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._length}[whence]
+        self._position = min(max(base + offset, 0), self._length)
+        return self._position
+
+    def _piece_at(self, position: int) -> tuple[bytes, int]:
+        """The header or sealed chunk holding ``position``, and the offset of ``position`` in it."""
+        if position < len(self._header):
+            return self._header, position
+        offset = position - len(self._header)
+        index = self._first + offset // (self._upload.chunk + self._upload.overhead)
+        start = (index - self._first) * (self._upload.chunk + self._upload.overhead)
+        if self._cached is None or self._cached[0] != index:
+            self._cached = (index, self._upload.chunk_bytes(index))
+        return self._cached[1], offset - start
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = self._length - self._position if size is None or size < 0 else size
+        out = []
+        while wanted > 0 and self._position < self._length:
+            piece, at = self._piece_at(self._position)
+            taken = piece[at : at + wanted]
+            out.append(taken)
+            self._position += len(taken)
+            wanted -= len(taken)
+        return b"".join(out)
+
+
+class Upload:
+    """A file cut into parts of ``chunks_per_part`` chunks, sealed with ``key`` when there is one."""
+
+    def __init__(self, path: Path, key: Key | None, chunks_per_part: int, chunk: int = CHUNK) -> None:
+        self.path, self.key, self.chunk = path, key, chunk
+        self.size = path.stat().st_size
+        self.overhead = TAG if key else 0
+        # Sealed, the last chunk is always short (empty when the size is a multiple): it marks the end.
+        self.chunks = self.size // chunk + 1 if key else max(-(-self.size // chunk), 1)
+        self.header = HEADER.pack(MAGIC, key.id, secrets.token_bytes(8), chunk) if key else b""
+        self._fd = os.open(path, os.O_RDONLY)
+        self.parts = [
+            (first, min(first + chunks_per_part, self.chunks)) for first in range(0, self.chunks, chunks_per_part)
+        ]
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> Upload:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def plain_length(self, index: int) -> int:
+        return min(self.chunk, self.size - index * self.chunk)
+
+    def sealed_length(self, index: int) -> int:
+        return self.plain_length(index) + self.overhead
+
+    def chunk_bytes(self, index: int) -> bytes:
+        data = os.pread(self._fd, self.plain_length(index), index * self.chunk)
+        if len(data) != self.plain_length(index):
+            raise errors.OperationFailed(f"{self.path} changed while it was being uploaded")
+        if self.key is None:
+            return data
+        final = b"\x01" if index == self.chunks - 1 else b"\x00"
+        return self.key._seal(_nonce(self.header[16:24], index), data, self.header + final)
+
+    def part(self, number: int) -> Part:
+        """Part ``number`` (from 1)."""
+        first, stop = self.parts[number - 1]
+        return Part(self, first, stop)
 
 
 def _read_exactly(source: BinaryIO, size: int) -> bytes:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from upgrader import errors, gates, session, snapshots, verification
+from upgrader import errors, gates, session, verification
 from upgrader.engine import expectations
 from upgrader.rollback.archive import etcd_minor
 from upgrader.rollback.model import Live, Route, snapshot_version
 from upgrader.rules import catalog as catalog_mod
+from upgrader.snapshots import tiers
 from upgrader.state import records, store
 from upgrader.versions import Minor
 
@@ -46,14 +47,14 @@ def usable(cluster: session.ClusterSession, state: store.Store, run_id: records.
     def report(message: str) -> None:
         state.record_event(kind="snapshot-copy", message=message, cluster=cluster.name, run_id=run_id)
 
-    return lambda record: snapshots.ready(cluster, state, record, report=report)
+    return lambda record: tiers.ready(cluster, state, record, report=report)
 
 
 def verified_locally(state: store.Store) -> Usable:
     """The local copy alone, verified again: for a controller that has no other tier."""
 
     def check(record: records.SnapshotRecord) -> str | None:
-        checked = snapshots.verify(state, record.id)
+        checked = tiers.verify(state, record.id)
         if checked.ok:
             return None
         return next(f"{name}: {why}" for name, why in checked.checks.items() if why != "ok")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import apply, errors, rollout, session, snapshots
+from upgrader import apply, errors, rollout, session
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.kube import writes
@@ -37,6 +37,7 @@ from upgrader.rollback.archive import control_plane_hosts, etcd_members
 from upgrader.rollback.choice import choose, read_live, route, usable
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
 from upgrader.rollback.steps import KubeletsBack, Steps
+from upgrader.snapshots import local
 from upgrader.state import records, store
 from upgrader.versions import Version
 
@@ -122,7 +123,7 @@ def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | N
     ends = refuse_unfinished_rollback(state, cluster.name)
     live = read_live(cluster)
     record, passed = choose(state, cluster.name, wanted, live.minor, usable(cluster, state))
-    archived = snapshots.archive_members(record)
+    archived = local.archive_members(record)
     hosts = control_plane_hosts(archived)
     inventory = sorted(cluster.inventory.hosts("kube_control_plane"))
     if hosts != inventory:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from upgrader import apply, config, errors, gates, live_facts, rendering, rollout, session, snapshots, verification
+from upgrader import apply, config, errors, gates, live_facts, rendering, rollout, session, verification
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.executor import runner
@@ -19,6 +19,7 @@ from upgrader.planner.model import MaxUnavailable
 from upgrader.rollback.archive import apiserver_endpoint, control_plane_hosts, etcd_members, manifest_tar
 from upgrader.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Options, Route, snapshot_version
 from upgrader.rules import catalog as catalog_mod
+from upgrader.snapshots import local
 from upgrader.state import records, store
 from upgrader.versions import Minor, Version
 
@@ -79,7 +80,7 @@ class Steps:
         self.snapshot = snapshot
         self.options = options
         self.engine = engine
-        self.archived = snapshots.archive_members(snapshot)
+        self.archived = local.archive_members(snapshot)
         self.hosts = control_plane_hosts(self.archived)
         self.version = snapshot_version(snapshot)
         self.route = Route(str(run.options["route"]))

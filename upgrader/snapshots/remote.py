@@ -79,16 +79,20 @@ def upload(tier: Remote, record: records.SnapshotRecord) -> str:
     tier.store.check()
     paths = {f"{record.id}.db": Path(record.etcd_path), f"{record.id}.tar.gz": Path(record.archive_path or "")}
     for name, sha in _names(record).items():
-        metadata = {"sha256": sha, "encryption": sealing.ALGORITHM if tier.key else "none"}
-        if tier.key:
-            metadata["key-id"] = tier.key.fingerprint
-        with paths[name].open("rb") as plain:
-            source: BinaryIO = plain
-            if tier.key:
-                source = sealing.SealingReader(plain, tier.key)  # type: ignore[assignment]
-            tier.store.upload(tier.object_key(name), source, metadata)
+        send_file(tier, name, paths[name], sha)
     tier.store.put(f"{tier.folder}{record.id}.json", _describe(record, tier), {"format": str(FORMAT)})
     return tier.location(record.id)
+
+
+def send_file(tier: Remote, name: str, path: Path, sha: str) -> None:
+    """One file to its object, sealed in chunks as it is read, with its plain sha256 in the metadata."""
+    metadata = {"sha256": sha, "encryption": sealing.ALGORITHM if tier.key else "none"}
+    if tier.key:
+        metadata["key-id"] = tier.key.fingerprint
+    with sealing.Upload(path, tier.key, bucket.PART // sealing.CHUNK) as upload:
+        tier.store.upload(
+            tier.object_key(name), len(upload.parts), upload.part, metadata, concurrency=tier.settings.concurrency
+        )
 
 
 def _plain(tier: Remote, source: BinaryIO, what: str) -> Iterator[bytes]:
@@ -133,17 +137,14 @@ def check(tier: Remote, record: records.SnapshotRecord) -> tuple[records.CopySta
 
 
 def download(tier: Remote, key: str, sha: str, dest: Path) -> None:
-    """Downloads ``key`` to ``dest``: fetched whole (parallel ranges) to a private temporary file,
-    unsealed to ``dest.part`` while hashing, compared with ``sha``, then renamed."""
+    """Streams ``key`` to ``dest``: unsealed and hashed as it arrives into a private ``.part`` file,
+    compared with ``sha``, then renamed. One request, bounded memory, no second pass over the file."""
     files.private_dir(dest.parent, what="snapshot directory")
-    sealed = dest.with_name(f".{dest.name}.fetched")
     part = dest.with_name(f".{dest.name}.part")
     try:
-        _create_private(sealed)
-        tier.store.download(key, sealed)
         digest = hashlib.sha256()
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out, sealed.open("rb") as source:
+        with os.fdopen(fd, "wb") as out, tier.store.opened(key) as source:
             for piece in _plain(tier, source, f"s3 object {key}"):
                 digest.update(piece)
                 out.write(piece)
@@ -153,12 +154,7 @@ def download(tier: Remote, key: str, sha: str, dest: Path) -> None:
             raise RemoteError(f"s3: {key} does not match its sha256")
         files.replace_durably(part, dest)
     finally:
-        sealed.unlink(missing_ok=True)
         part.unlink(missing_ok=True)
-
-
-def _create_private(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
 
 
 def pull(tier: Remote, record: records.SnapshotRecord, dest: dict[str, Path]) -> None:
