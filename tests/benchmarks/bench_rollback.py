@@ -24,6 +24,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from upgrader import config
 from upgrader.etcd import kv, revisions, tools
 from upgrader.lab import control, create
@@ -40,8 +42,12 @@ def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[
     return done
 
 
-def scenario(base: Path, *, mb: int, workers: int, gap: int) -> dict[str, object]:
+def scenario(base: Path, *, mb: int, workers: int, gap: int, peer: bool = False) -> dict[str, object]:
     lab = create.create(base / "lab", version=Version.parse("1.30.6"), control_planes=3, workers=workers)
+    if peer:  # every snapshot copied to the control-plane nodes: the restore moves no data
+        cluster_config = yaml.safe_load((lab.dir / "cluster.yaml").read_text())
+        cluster_config["snapshots"]["tiers"] = ["local", "peer"]
+        (lab.dir / "cluster.yaml").write_text(yaml.safe_dump(cluster_config))
     env = {**os.environ, "UPGRADER_DB": f"sqlite:///{base / 'state.db'}", "XDG_DATA_HOME": str(base / "xdg")}
     upgrader = [sys.executable, "-m", "upgrader"]
     cluster_yaml = str(lab.dir / "cluster.yaml")
@@ -89,11 +95,20 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--gap", type=int, default=100_000)
     parser.add_argument("--only-gap", type=int, help="one scenario: this gap (0: no revisions after the apply)")
+    parser.add_argument(
+        "--peer", action="store_true", help="gap 0 twice: the snapshot pushed in the outage, then from peer copies"
+    )
     args = parser.parse_args()
     results = []
-    for gap in (0, args.gap) if args.only_gap is None else (args.only_gap,):
+    runs = (
+        [(0, False), (0, True)]
+        if args.peer
+        else [(g, False) for g in ((0, args.gap) if args.only_gap is None else (args.only_gap,))]
+    )
+    for gap, peer in runs:
         with tempfile.TemporaryDirectory(prefix="upgrader-bench-rollback-") as tmp:
-            results.append((gap, scenario(Path(tmp), mb=args.mb, workers=args.workers, gap=gap)))
+            result = scenario(Path(tmp), mb=args.mb, workers=args.workers, gap=gap, peer=peer)
+            results.append((f"{gap:>7,}{' (peer copies)' if peer else ''}", result))
     version = subprocess.run([tools.find("etcd") or "etcd", "--version"], capture_output=True, text=True, check=False)
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -103,7 +118,7 @@ def main() -> int:
     for gap, result in results:
         steps = ", ".join(f"{kind} {seconds:.1f}" for kind, seconds in result["steps"].items())  # type: ignore[attr-defined]
         print(
-            f"gap {gap:>7,} revisions after the apply: etcd snapshot {result['size_mib']:.0f} MiB, "
+            f"gap {gap} revisions after the apply: etcd snapshot {result['size_mib']:.0f} MiB, "
             f"RTO {result['rto']:.1f} s (one etcdutl restore of the same file: {result['floor']:.1f} s)"
         )
         print(f"    steps (s): {steps}")

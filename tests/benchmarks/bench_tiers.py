@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import shutil
@@ -160,15 +159,30 @@ def main() -> int:
     parser.add_argument("--lab-mb", type=int, default=210)
     parser.add_argument("--aws", default=shutil.which("aws") or ".venv-aws/bin/aws")
     parser.add_argument("--skip-peer", action="store_true")
+    parser.add_argument("--skip-store", action="store_true")
     args = parser.parse_args()
-    if not Path(args.aws).exists() and not shutil.which(args.aws):
-        raise SystemExit(f"no aws at {args.aws}: see this script's docstring")
-    with tempfile.TemporaryDirectory(prefix="upgrader-bench-tiers-") as tmp:
-        stored = object_store(Path(tmp), mb=args.mb, rounds=args.rounds, aws=args.aws)
     print(
         f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{datetime.now(UTC):%Y-%m-%d}; moto server on loopback"
     )
+    if not args.skip_store:
+        store_figures(args)
+    if not args.skip_peer:
+        with tempfile.TemporaryDirectory(prefix="upgrader-bench-peer-") as tmp:
+            result = peer(Path(tmp), lab_mb=args.lab_mb)
+        print(
+            f"peer tier, {result['size_mib']:.0f} MiB snapshot to 3 control-plane nodes: {result['replicate']:.1f} s "
+            f"(again, already there: {result['replicate_again']:.1f} s; check on every node {result['check']:.1f} s); "
+            f"a no-op playbook on the same hosts {result['ansible_noop']:.1f} s, cp x3 {result['cp_x3']:.1f} s"
+        )
+    return 0
+
+
+def store_figures(args: argparse.Namespace) -> None:
+    if not Path(args.aws).exists() and not shutil.which(args.aws):
+        raise SystemExit(f"no aws at {args.aws}: see this script's docstring")
+    with tempfile.TemporaryDirectory(prefix="upgrader-bench-tiers-") as tmp:
+        stored = object_store(Path(tmp), mb=args.mb, rounds=args.rounds, aws=args.aws)
     times: dict[str, list[float]] = stored["times"]  # type: ignore[assignment]
     for way in ("up", "down"):
         ours, theirs = sorted(times[f"upgrader {way}"]), sorted(times[f"aws {way}"])
@@ -182,16 +196,6 @@ def main() -> int:
     for size, peak in sorted(stored["peaks_kib"].items()):  # type: ignore[attr-defined]
         who = "aws s3 cp" if size == -1 else f"upgrader {size} MB"
         print(f"peak RSS {who}: upload {peak['up'] / 1024:.0f} MiB, download {peak['down'] / 1024:.0f} MiB")
-    if not args.skip_peer:
-        with tempfile.TemporaryDirectory(prefix="upgrader-bench-peer-") as tmp:
-            result = peer(Path(tmp), lab_mb=args.lab_mb)
-        print(json.dumps(result))
-        print(
-            f"peer tier, {result['size_mib']:.0f} MiB snapshot to 3 control-plane nodes: {result['replicate']:.1f} s "
-            f"(again, already there: {result['replicate_again']:.1f} s; check on every node {result['check']:.1f} s); "
-            f"a no-op playbook on the same hosts {result['ansible_noop']:.1f} s, cp x3 {result['cp_x3']:.1f} s"
-        )
-    return 0
 
 
 if __name__ == "__main__":

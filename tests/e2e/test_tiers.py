@@ -126,6 +126,27 @@ def test_three_tiers_from_create_to_a_rollback_from_peer_copies_after_the_contro
     assert again.exit_code == 0, why(again)
     assert _copies(cluster_yaml, db, snapshot_id) == everywhere
 
+    # A tier that fails is named, and the other tiers and the record stay; a required one stops an apply
+    # before it changes anything (on a database of its own here, so that its failed run stays apart).
+    broken = yaml.safe_load(path.read_text())
+    broken["snapshots"]["s3"]["bucket"] = "no-such-bucket-here"
+    broken["snapshots"]["require"] = ["local", "s3"]
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(broken))
+    other = ("--db", f"sqlite:///{tmp_path / 'other.db'}")
+    half = invoke("snapshot", "create", "-c", str(tmp_path / "broken.yaml"), *other, "-o", "json")
+    assert half.exit_code == 1, why(half)
+    assert "was taken, but s3 tier: s3://no-such-bucket-here" in half.stderr, half.output
+    assert "the bucket does not exist" in half.stderr
+    taken = json.loads(half.stdout)
+    assert {c["tier"]: c["state"] for c in taken["copies"] if c["tier"] != "peer"} == {"local": "ok", "s3": "missing"}
+    assert taken["known_good"] and set(taken["failed_tiers"]) == {"s3"}
+    pushed = invoke("snapshot", "push", taken["id"], "-c", cluster_yaml, *other, "--to", "s3")
+    assert pushed.exit_code == 0, why(pushed)  # the bucket fixed: the tier completed for the same snapshot
+    assert _copies(cluster_yaml, other, taken["id"])["s3"] == "ok"
+    _, code, stopped = _apply(str(tmp_path / "broken.yaml"), other, "1.31")
+    assert code == 1 and "lacks a required tier (snapshots.require): s3 tier" in json.dumps(stopped), stopped
+    assert set(kubelets(lab).values()) == {"v1.30.6"}
+
     # A minor up; the apply's own snapshots go to every tier too.
     _, code, applied = _apply(cluster_yaml, db, "1.31")
     assert code == 0, applied

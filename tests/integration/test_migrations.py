@@ -102,3 +102,25 @@ def test_status_of_a_missing_file_does_not_create_it(tmp_path: Path) -> None:
     status = schema.status_url(url)
     assert not status.exists and status.current is None and status.pending[-1] == status.head
     assert not (tmp_path / "absent.db").exists()
+
+
+def test_snapshots_recorded_before_tiers_get_their_local_copy_unchecked(db_url: str) -> None:
+    engine = engine_for(db_url)
+    schema.upgrade(engine, backup=False)
+    schema.downgrade(engine, "0003")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO clusters (id, name, created_at) VALUES (1, 'c', '2026-12-01 00:00:00')"))
+        connection.execute(
+            text(
+                "INSERT INTO snapshots (id, cluster_id, created_at, members, etcd_path, etcd_size, etcd_sha256, "
+                "facts, healthy, known_good) VALUES ('c-1', 1, '2026-12-01 00:00:00', '[]', '/s/c-1.db', 1, 'x', "
+                "'{}', 1, 1)"
+            )
+        )
+    schema.upgrade(engine, backup=False)
+    record = store.Store(engine).snapshot("c-1")
+    engine.dispose()
+    assert record.known_good and record.etcd_file_sha256 is None
+    assert [(c.tier.value, c.place, c.location, c.state.value) for c in record.copies] == [
+        ("local", "", "/s/c-1.db", "unchecked")
+    ]

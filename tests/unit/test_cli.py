@@ -176,3 +176,36 @@ def test_apply_refuses_bad_durations_and_times_before_anything(
 ) -> None:
     result = run("apply", "0123456789ab", "-c", str(cluster_yaml), *flags)
     assert result.exit_code == 2 and message in result.stderr, result.output
+
+
+def test_snapshot_tiers_in_the_config_are_checked_and_credentials_refused(cluster_yaml: Path) -> None:
+    text = cluster_yaml.read_text()
+    cluster_yaml.write_text(
+        text.replace(
+            "snapshots:\n",
+            "snapshots:\n  tiers: [local, s3]\n  require: [local, peer]\n"
+            "  s3:\n    bucket: Not_A_Bucket\n    aws_secret_access_key: hunter2hunter2\n",
+        )
+    )
+    result = run("config", "check", "-c", str(cluster_yaml))
+    assert result.exit_code == 2, result.output
+    assert "credentials never go in cluster.yaml" in result.stderr
+    assert "hunter2hunter2" not in result.output
+    cluster_yaml.write_text(text.replace("snapshots:\n", "snapshots:\n  tiers: [local, s3]\n  require: [peer]\n"))
+    result = run("config", "check", "-c", str(cluster_yaml))
+    assert result.exit_code == 2 and "require names tiers that are not in tiers: peer" in result.stderr, result.output
+
+
+def test_snapshot_verify_refuses_a_bad_tier_and_needs_the_config_for_peer_and_s3(db_url: str) -> None:
+    assert_clean_error(run("snapshot", "verify", "x", "--db", db_url, "--tier", "tape"), 2, "no tier 'tape'")
+    assert_clean_error(
+        run("snapshot", "verify", "x", "--db", db_url, "--tier", "peer"), 2, "needs the cluster's config"
+    )
+
+
+def test_snapshot_keygen_writes_a_private_key_once(tmp_path: Path) -> None:
+    key = tmp_path / "snap.key"
+    made = run("snapshot", "keygen", str(key))
+    assert made.exit_code == 0 and "key id" in made.stdout, made.output
+    assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text().strip()) == 64
+    assert_clean_error(run("snapshot", "keygen", str(key)), 3, "never overwritten")

@@ -13,14 +13,36 @@ from upgrader import errors
 from upgrader.cli import _errors, _options, _render
 
 if TYPE_CHECKING:
-    from upgrader.config import Tier
+    from collections.abc import Iterator
+
+    from upgrader.config import ClusterConfig, Tier
+    from upgrader.session import ClusterSession
     from upgrader.state import records
+    from upgrader.state.store import Store
 
 app = _options.group(
     "Take, list, verify, copy and prune snapshots of etcd and the control-plane manifests, in up to three tiers."
 )
 
 IdArgument = Annotated[str, typer.Argument(help="Snapshot id.")]
+
+
+@contextlib.contextmanager
+def _locked(
+    cfg: ClusterConfig, db: str | None, command: str, *, insecure: bool
+) -> Iterator[tuple[Store, ClusterSession]]:
+    """The state database, the cluster lock held for ``command``, and a session on the cluster."""
+    from upgrader import session
+    from upgrader.state import store
+
+    with (
+        store.Store.open(db) as state,
+        state.lock(cfg.name, command),
+        session.ClusterSession.open(cfg, insecure=insecure) as opened,
+    ):
+        for allowed in opened.insecure:
+            _render.warn(f"--insecure: {allowed}")
+        yield state, opened
 
 
 @app.command("create")
@@ -34,19 +56,12 @@ def create(
 ) -> None:
     """Snapshot etcd (verified sha256 trailer) and every control-plane node's manifests and versions,
     then copy it to every tier in snapshots.tiers (a tier that fails is named: exit 1, the rest kept)."""
-    from upgrader import config, session
+    from upgrader import config
     from upgrader.snapshots import tiers
-    from upgrader.state import store
 
     cfg = config.load(cluster)
     progress = _render.Progress("etcd snapshot")
-    with (
-        store.Store.open(db) as state,
-        state.lock(cfg.name, "snapshot create"),
-        session.ClusterSession.open(cfg, insecure=insecure) as opened,
-    ):
-        for allowed in opened.insecure:
-            _render.warn(f"--insecure: {allowed}")
+    with _locked(cfg, db, "snapshot create", insecure=insecure) as (state, opened):
         try:
             created = tiers.create(opened, state, label=label, progress=progress, report=_render.note)
         finally:
@@ -191,6 +206,8 @@ def verify(
     from upgrader.state import store
 
     only = [_tier(tier)] if tier else None
+    if only and only != [config.Tier.LOCAL] and cluster is None:
+        raise errors.UsageError(f"checking the {tier} tier needs the cluster's config: add -c CLUSTER.yaml")
     cfg = config.load(cluster) if cluster else None
     with contextlib.ExitStack() as stack:
         state = stack.enter_context(store.Store.open(db))
@@ -292,23 +309,50 @@ def pull(
 ) -> None:
     """Restore the local copy of a snapshot from another tier; each file is checked against its
     recorded sha256 before it replaces anything."""
-    from upgrader import config, session
+    from upgrader import config
     from upgrader.snapshots import tiers
-    from upgrader.state import store
 
     tier = _tier(source)
     cfg = config.load(cluster)
-    with (
-        store.Store.open(db) as state,
-        state.lock(cfg.name, "snapshot pull"),
-        session.ClusterSession.open(cfg, insecure=insecure) as opened,
-    ):
+    with _locked(cfg, db, "snapshot pull", insecure=insecure) as (state, opened):
         where = tiers.pull(opened, state, snapshot_id, tier)
         record = state.snapshot(snapshot_id)
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"id": record.id, "from": where, "etcd_path": record.etcd_path})
         return
     _render.echo(f"snapshot {record.id}: local copy restored from {where} and verified\n  etcd: {record.etcd_path}")
+
+
+@app.command("push")
+@_errors.handle
+def push(
+    snapshot_id: IdArgument,
+    cluster: _options.ClusterOption,
+    target: Annotated[str, typer.Option("--to", help="The tier to copy to: peer or s3.")],
+    insecure: _options.InsecureOption = False,
+    db: _options.DbOption = None,
+    output: _options.OutputOption = _render.OutputFormat.TABLE,
+) -> None:
+    """Copy a snapshot's verified local copy to another tier: after a tier failed at create, or to
+    replace a copy that verify found bad."""
+    from upgrader import config
+    from upgrader.snapshots import tiers
+
+    tier = _tier(target)
+    cfg = config.load(cluster)
+    with _locked(cfg, db, "snapshot push", insecure=insecure) as (state, opened):
+        problem = tiers.push(opened, state, snapshot_id, tier)
+        record = state.snapshot(snapshot_id)
+    if output is _render.OutputFormat.JSON:
+        _render.emit_json(
+            {"id": record.id, "tier": tier.value, "ok": problem is None, "copies": record.summary()["copies"]}
+        )
+    elif problem is None:
+        for copy in record.copies:
+            if copy.tier is tier:
+                _render.echo(f"{copy.name}: {copy.location} ({copy.state.value})")
+    if problem:
+        raise errors.OperationFailed(problem)
 
 
 @app.command("import")

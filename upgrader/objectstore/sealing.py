@@ -144,11 +144,11 @@ class Part(io.RawIOBase):
         out = []
         while wanted > 0 and self._position < self._length:
             piece, at = self._piece_at(self._position)
-            taken = piece[at : at + wanted]
+            taken = piece if at == 0 and wanted >= len(piece) else piece[at : at + wanted]  # no copy if whole
             out.append(taken)
             self._position += len(taken)
             wanted -= len(taken)
-        return b"".join(out)
+        return out[0] if len(out) == 1 else b"".join(out)
 
 
 class Upload:

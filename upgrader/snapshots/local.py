@@ -207,7 +207,7 @@ def local_copy(snapshot_id: str, db_path: Path, state: records.CopyState, detail
         snapshot=records.SnapshotId(snapshot_id),
         tier=config.Tier.LOCAL,
         place="",
-        location=str(db_path.parent),
+        location=str(db_path),
         state=state,
         detail=detail,
         checked_at=datetime.now(UTC),

@@ -30,6 +30,10 @@ class RemoteError(errors.OperationFailed):
     """The object-store tier failed: named in the message."""
 
 
+class ObjectMissing(RemoteError):
+    """An object the snapshot needs is not in the bucket."""
+
+
 @dataclass(frozen=True)
 class Remote:
     """The configured bucket, the key that seals for it, and where one cluster's snapshots go."""
@@ -108,11 +112,11 @@ def _object(tier: Remote, name: str, sha: str) -> str:
     key = tier.object_key(name)
     metadata = tier.store.metadata(key)
     if metadata is None:
-        raise RemoteError(f"s3: {key} is missing")
+        raise ObjectMissing(f"{key} is missing")
     if metadata.get("sha256") != sha:
-        raise RemoteError(f"s3: {key} is not the file recorded for this snapshot (its sha256 differs)")
+        raise RemoteError(f"{key} is not the file recorded for this snapshot (its sha256 differs)")
     if tier.key and metadata.get("encryption") == "none":
-        raise RemoteError(f"s3: {key} is stored unencrypted, and this configuration expects it sealed")
+        raise RemoteError(f"{key} is stored unencrypted, and this configuration expects it sealed")
     return key
 
 
@@ -126,11 +130,13 @@ def check(tier: Remote, record: records.SnapshotRecord) -> tuple[records.CopySta
                 for piece in _plain(tier, stream, f"s3 object {key}"):
                     digest.update(piece)
             if digest.hexdigest() != sha:
-                return records.CopyState.BAD, f"s3: {key} does not match its sha256"
+                return records.CopyState.BAD, f"{key} does not match its sha256"
         if tier.store.metadata(f"{tier.folder}{record.id}.json") is None:
-            return records.CopyState.BAD, f"s3: {tier.folder}{record.id}.json is missing"
+            return records.CopyState.MISSING, f"{tier.folder}{record.id}.json is missing"
+    except ObjectMissing as exc:
+        return records.CopyState.MISSING, exc.message
     except RemoteError as exc:
-        return (records.CopyState.MISSING if "is missing" in exc.message else records.CopyState.BAD), exc.message
+        return records.CopyState.BAD, exc.message
     except sealing.Unsealable as exc:
         return records.CopyState.BAD, exc.message
     return records.CopyState.OK, None
@@ -151,7 +157,7 @@ def download(tier: Remote, key: str, sha: str, dest: Path) -> None:
             out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != sha:
-            raise RemoteError(f"s3: {key} does not match its sha256")
+            raise RemoteError(f"{key} does not match its sha256")
         files.replace_durably(part, dest)
     finally:
         part.unlink(missing_ok=True)

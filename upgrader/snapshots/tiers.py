@@ -100,9 +100,25 @@ def copy_to(
     return problem
 
 
+def push(cluster: session.ClusterSession, state: store.Store, snapshot_id: str, tier: Tier) -> str | None:
+    """Copies a snapshot's local copy, verified first, to ``tier``; None, or what failed."""
+    if tier is Tier.LOCAL:
+        raise errors.UsageError("push copies to the peer or s3 tier; `snapshot pull` restores the local copy")
+    if tier not in cluster.cfg.snapshots.tiers:
+        raise errors.UsageError(f"{cluster.cfg.source or 'the config'} has no {tier.value} tier in snapshots.tiers")
+    record = state.snapshot(snapshot_id)
+    if record.cluster != cluster.name:
+        raise errors.Refused(f"snapshot {record.id} belongs to cluster {record.cluster}, not {cluster.name}")
+    checks = _check_local(state, record)
+    if failed := next((f"{k}: {v}" for k, v in checks.items() if v != "ok"), None):
+        raise errors.Refused(f"the local copy of {record.id} does not verify ({failed}): `snapshot pull` it first")
+    return copy_to(cluster, state, state.snapshot(record.id), tier)
+
+
 def _named(tier: Tier, exc: errors.UpgraderError) -> str:
+    """One line that starts with the tier's name."""
     text = exc.message
-    return text if text.startswith(f"{tier.value}") else f"{tier.value} tier: {text}"
+    return text if text.startswith(f"{tier.value} tier") else f"{tier.value} tier: {text}"
 
 
 def _where(cfg: config.ClusterConfig, record: records.SnapshotRecord) -> str:
