@@ -211,7 +211,8 @@ def test_a_damaged_snapshot_fails_verification_and_loses_known_good(
     path.write_bytes(bytes(data))
     db_url = f"sqlite:///{tmp_path / 'state.db'}"
     result = runner.invoke(cli.app, ["snapshot", "verify", record.id, "--db", db_url])
-    assert result.exit_code == 1 and "failed verification and is no longer known-good" in result.stderr
+    assert result.exit_code == 1 and "failed verification (etcd database: " in result.stderr, result.output
+    assert "it is no longer known-good" in result.stderr
     assert not state_db.snapshot(record.id).known_good
     path.write_bytes(original)  # even repaired, it never becomes known-good again
     assert tiers.verify(state_db, record.id).ok

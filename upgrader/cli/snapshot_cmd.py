@@ -89,7 +89,7 @@ def create(
     if created.failed:
         first = next(iter(created.failed.values()))
         more = f" (and {len(created.failed) - 1} more tier)" if len(created.failed) > 1 else ""
-        raise errors.OperationFailed(f"snapshot {record.id} was taken, but {first}{more}")
+        _errors.exit_with(errors.ExitCode.FAILURE, f"error: snapshot {record.id} was taken, but {first}{more}")
 
 
 @app.command("list")
@@ -225,7 +225,9 @@ def verify(
     if not result.ok:
         failed = next(f"{k}: {v}" for k, v in result.checks.items() if v != "ok")
         state_now = "still known-good (another copy is good)" if result.record.known_good else "no longer known-good"
-        raise errors.OperationFailed(f"snapshot {snapshot_id} failed verification ({failed}); it is {state_now}")
+        _errors.exit_with(
+            errors.ExitCode.FAILURE, f"error: snapshot {snapshot_id} failed verification ({failed}); it is {state_now}"
+        )
 
 
 def _tier(value: str) -> Tier:
@@ -352,7 +354,7 @@ def push(
             if copy.tier is tier:
                 _render.echo(f"{copy.name}: {copy.location} ({copy.state.value})")
     if problem:
-        raise errors.OperationFailed(problem)
+        _errors.exit_with(errors.ExitCode.FAILURE, f"error: {problem}")
 
 
 @app.command("import")
@@ -388,7 +390,9 @@ def import_(
         if not result.imported and not result.skipped:
             _render.echo("nothing to import")
     if snapshot_ids and (failed := {i: w for i, w in result.skipped.items() if w != "already in this database"}):
-        raise errors.OperationFailed(f"{len(failed)} snapshot(s) not imported: {next(iter(failed.values()))}")
+        _errors.exit_with(
+            errors.ExitCode.FAILURE, f"error: {len(failed)} snapshot(s) not imported: {next(iter(failed.values()))}"
+        )
 
 
 @app.command("keygen")
