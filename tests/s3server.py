@@ -54,14 +54,16 @@ def _client_credentials() -> dict[str, str]:
 
 
 @contextmanager
-def running(log: Path) -> Iterator[Server]:
+def running(log: Path, *, authenticate: bool = False) -> Iterator[Server]:
+    """The server, by pid; with ``authenticate`` it checks every request's credentials against its own
+    (empty) IAM, so any key is refused as a real store refuses an unknown one."""
     port = free_port()
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **CREDENTIALS},
+            env={**os.environ, **CREDENTIALS, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if authenticate else {})},
         )
     endpoint = f"http://127.0.0.1:{port}"
     try:

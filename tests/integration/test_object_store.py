@@ -4,6 +4,7 @@ database importing a cluster's snapshots from the bucket."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests import s3server
 from tests.unit.test_rollback import Catalog
-from upgrader import config, errors
+from upgrader import config, errors, session
 from upgrader.objectstore import bucket as bucket_mod
 from upgrader.objectstore import sealing
 from upgrader.snapshots import local as local_tier
@@ -170,3 +171,51 @@ def test_a_fresh_database_imports_the_clusters_snapshots_from_the_bucket(
         assert again.imported == [] and set(again.skipped.values()) == {"already in this database"}
         with pytest.raises(errors.InputError, match="no snapshot nosuch"):
             tiers.import_from_s3(cfg, state, ["nosuch"])
+
+
+def test_credentials_the_store_refuses_are_named_and_never_shown(tmp_path: Path) -> None:
+    with s3server.running(tmp_path / "moto.log", authenticate=True) as strict:
+        store = bucket_mod.Bucket(bucket_mod.Place("snaps", strict.endpoint, "us-east-1"))
+        with pytest.raises(bucket_mod.BucketError, match="access denied") as denied:
+            store.check()
+        with pytest.raises(bucket_mod.BucketError, match="the credentials were refused") as refused:
+            store.put("k", b"x")
+    for caught in (denied, refused):
+        line = caught.value.message
+        assert s3server.CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in line and "AKIA" not in line, line
+
+
+def test_prune_keeps_each_tiers_own_number_and_drops_a_snapshot_left_with_no_copy(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, cluster_yaml: Path
+) -> None:
+    s3 = settings(s3_server, tmp_path, keep=3)
+    bucket = remote.Remote.open(s3, "c")
+    made = [catalog.add("1.30.6") for _ in range(4)]  # oldest first
+    for record in made:
+        remote.upload(bucket, record)
+        catalog.state.record_copy(
+            dataclasses.replace(record.copies[0], tier=config.Tier.S3, location=bucket.location(record.id))
+        )
+    base = config.load(cluster_yaml)
+    cfg = base.model_copy(
+        update={
+            "name": "c",
+            "snapshots": config.SnapshotSettings(
+                dir=catalog.dir, keep=2, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3
+            ),
+        }
+    )
+    doomed = tiers.prune_plan(cfg, catalog.state.snapshots("c"), None)
+    assert sorted((d.tier.value, d.record.id) for d in doomed) == sorted(
+        [("local", made[0].id), ("local", made[1].id), ("s3", made[0].id)]
+    )
+
+    def no_cluster() -> session.ClusterSession:
+        raise AssertionError("no peer copy to delete: the cluster is not needed")
+
+    tiers.prune(cfg, catalog.state, doomed, no_cluster)
+    left = {s.id: sorted(c.tier.value for c in s.copies) for s in catalog.state.snapshots("c")}
+    assert left == {made[1].id: ["s3"], made[2].id: ["local", "s3"], made[3].id: ["local", "s3"]}
+    assert not Path(made[1].etcd_path).exists() and Path(made[2].etcd_path).exists()
+    keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3.bucket)["Contents"]}
+    assert not any(made[0].id in k for k in keys) and any(made[1].id in k for k in keys)

@@ -47,10 +47,10 @@ _WHY = {
     "NoSuchBucket": "the bucket does not exist",
     "InvalidAccessKeyId": "the credentials were refused (unknown access key)",
     "SignatureDoesNotMatch": "the credentials were refused (wrong secret key)",
-    "AccessDenied": "access denied",
+    "AccessDenied": "access denied (credentials without permission on the bucket, or wrong ones)",
     "NoSuchKey": "no such object",
     "404": "no such object",
-    "403": "access denied",
+    "403": "access denied (credentials without permission on the bucket, or wrong ones)",
 }
 
 
