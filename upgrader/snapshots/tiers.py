@@ -276,7 +276,7 @@ def ready(
 ) -> str | None:
     """None when a rollback can use the snapshot: its archive verifies locally (pulled back from
     another tier if it must be), and the etcd database verifies locally or on every control-plane
-    node. Else what failed. Moves the database only when no control-plane node set has it."""
+    node. Else what failed. The database is moved only when not every control-plane node has it."""
     checks = _check_local(state, record)
     archive_ok = checks.get("archive") == "ok"
     db_ok = checks.get("etcd database") == "ok"
