@@ -5,6 +5,8 @@ database importing a cluster's snapshots from the bucket."""
 from __future__ import annotations
 
 import dataclasses
+import io
+import os
 import uuid
 from pathlib import Path
 
@@ -219,3 +221,25 @@ def test_prune_keeps_each_tiers_own_number_and_drops_a_snapshot_left_with_no_cop
     assert not Path(made[1].etcd_path).exists() and Path(made[2].etcd_path).exists()
     keys = {o["Key"] for o in s3_server.client().list_objects_v2(Bucket=s3.bucket)["Contents"]}
     assert not any(made[0].id in k for k in keys) and any(made[1].id in k for k in keys)
+
+
+def test_a_failed_multipart_upload_is_aborted_leaving_no_object_and_no_parts(
+    s3_server: s3server.Server, tmp_path: Path
+) -> None:
+    s3 = settings(s3_server, tmp_path)
+    store = bucket_mod.Bucket(bucket_mod.Place(s3.bucket, s3_server.endpoint, "us-east-1"))
+    path = tmp_path / "big"
+    path.write_bytes(os.urandom(5 * bucket_mod.PART))
+
+    with sealing.Upload(path, None, bucket_mod.PART // sealing.CHUNK) as upload:
+
+        def part(number: int) -> io.RawIOBase:
+            if number == 3:  # as when the file changes under the upload
+                raise errors.OperationFailed(f"{path} changed while it was being uploaded")
+            return upload.part(number)
+
+        with pytest.raises(errors.OperationFailed, match="changed while it was being uploaded"):
+            store.upload("k", len(upload.parts), part, {}, concurrency=2)
+    client = s3_server.client()
+    assert store.metadata("k") is None
+    assert not client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")

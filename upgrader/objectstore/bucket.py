@@ -123,8 +123,12 @@ class Bucket:
             raise self._fail(f"uploading {key}", exc) from None
         upload_id = created["UploadId"]
         try:
-            with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part") as pool:
-                tags = list(pool.map(lambda n: self._send_part(key, upload_id, n, part(n)), range(1, count + 1)))
+            pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="s3-part")
+            try:  # each body is made by the thread that sends it: only the parts in flight exist
+                sending = [pool.submit(self._send_part, key, upload_id, n, part) for n in range(1, count + 1)]
+                tags = [future.result() for future in sending]
+            finally:  # on a failure or an interrupt, the parts not started are never sent
+                pool.shutdown(wait=True, cancel_futures=True)
             self.client.complete_multipart_upload(
                 Bucket=self.place.bucket,
                 Key=key,
@@ -138,9 +142,9 @@ class Bucket:
                 raise self._fail(f"uploading {key}", exc) from None
             raise
 
-    def _send_part(self, key: str, upload_id: str, number: int, body: io.RawIOBase) -> str:
+    def _send_part(self, key: str, upload_id: str, number: int, part: Callable[[int], io.RawIOBase]) -> str:
         answer = self.client.upload_part(
-            Bucket=self.place.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_io(body)
+            Bucket=self.place.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=_io(part(number))
         )
         return str(answer["ETag"])
 
