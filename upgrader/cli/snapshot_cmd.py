@@ -209,6 +209,8 @@ def verify(
     if only and only != [config.Tier.LOCAL] and cluster is None:
         raise errors.UsageError(f"checking the {tier} tier needs the cluster's config: add -c CLUSTER.yaml")
     cfg = config.load(cluster) if cluster else None
+    if cfg is not None and only and only[0] not in cfg.snapshots.tiers:
+        raise errors.UsageError(f"{cfg.source or 'the config'} has no {only[0].value} tier in snapshots.tiers")
     with contextlib.ExitStack() as stack:
         state = stack.enter_context(store.Store.open(db))
         opened = stack.enter_context(session.ClusterSession.open(cfg, insecure=insecure)) if cfg else None
