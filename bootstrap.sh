@@ -52,6 +52,20 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet -e "$ROOT[test]"
 }
 
+# What only the tests need from the system: a PostgreSQL server (the state tests run on it as well as
+# on SQLite) and libfaketime (hosts with skewed clocks). Best effort: without them those tests are
+# skipped, each with its reason in pytest's summary.
+test_tools() {
+  if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    log "installing PostgreSQL for the state tests"
+    ( apt_install postgresql ) || log "PostgreSQL could not be installed: its tests will be skipped"
+  fi
+  if ! command -v faketime >/dev/null; then
+    log "installing faketime for the clock-skew test"
+    ( apt_install faketime ) || log "faketime could not be installed: the clock-skew test will be skipped"
+  fi
+}
+
 run_tests() {
   local bin="$VENV/bin"
   log "ruff";          "$bin/ruff" check upgrader tests migrations
@@ -111,7 +125,7 @@ rehearse() {
 }
 
 case "${1:-}" in
-  test) shift; setup; run_tests "$@" ;;
+  test) shift; setup; test_tools; run_tests "$@" ;;
   rehearse) setup; rehearse ;;
   *) echo "usage: $0 rehearse | test [pytest args]" >&2; exit 2 ;;
 esac

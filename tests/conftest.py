@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import example_cluster, s3server
+from tests import example_cluster, pgserver, s3server
 
 
 @pytest.fixture
@@ -50,3 +50,12 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     return s3server.CREDENTIALS
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pgserver.Server]:
+    """One PostgreSQL server for the session (each test makes its own database), or a skip that says why."""
+    if pgserver.binaries() is None:
+        pytest.skip("PostgreSQL is not installed here (no initdb/postgres): the PostgreSQL variants are skipped")
+    with pgserver.running() as server:
+        yield server

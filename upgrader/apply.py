@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import statistics
 import threading
 from collections.abc import Callable, Mapping
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, session
+from upgrader import drain, environment, errors, gates, health, live_facts, rendering, rollout, session
 from upgrader.engine import driver, expectations
 from upgrader.engine.ports import Ports
 from upgrader.executor import runner
@@ -285,7 +284,7 @@ def execute(
         plan_id=prepared.plan_id,
         kind=records.RunKind.UPGRADE,
         steps=[s.as_dict() for s in prepared.plan.steps],
-        host=socket.gethostname(),
+        host=environment.host(),
         pid=os.getpid(),
         options=options.as_dict(),
     )
@@ -309,7 +308,7 @@ def resume(
     if run.plan_id is None:
         raise errors.Refused(f"run {run.id} has no plan to resume from")
     _, plan = load_plan(state, run.plan_id, cluster.name)
-    state.set_run(run.id, records.RunStatus.RUNNING, host=socket.gethostname(), pid=os.getpid())
+    state.set_run(run.id, records.RunStatus.RUNNING, host=environment.host(), pid=os.getpid())
     return _drive(cluster, state, state.run(run.id), plan, options, lease=lease, observe=observe)
 
 

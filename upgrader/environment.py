@@ -6,10 +6,16 @@ Only names and defaults live here; values are read when a command asks for them,
 from __future__ import annotations
 
 import os
+import re
+import socket
 from pathlib import Path
+
+from upgrader import errors
 
 ENV_DB = "UPGRADER_DB"
 ENV_CLUSTER = "UPGRADER_CLUSTER"
+ENV_HOST = "UPGRADER_HOST"
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 APP_NAME = "upgrader"
 DB_FILENAME = "state.db"
@@ -24,3 +30,15 @@ def data_dir() -> Path:
 def default_db_url() -> str:
     """The SQLAlchemy URL of the default state database: a SQLite file in the user's data directory."""
     return f"sqlite:///{data_dir() / DB_FILENAME}"
+
+
+def host() -> str:
+    """Who this machine is in the lock and the journal: ``UPGRADER_HOST`` (for runners whose hostname
+    changes every job, or containers that share one), else the hostname. A process on another host is
+    never judged dead by its pid."""
+    given = os.environ.get(ENV_HOST, "").strip()
+    if not given:
+        return socket.gethostname()
+    if not _HOST.match(given):
+        raise errors.InputError(f"{ENV_HOST} must be a host name (letters, digits, '.', '_', '-'), not {given!r}")
+    return given

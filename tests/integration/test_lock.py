@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,17 +21,24 @@ from upgrader import cli, errors
 from upgrader.state import db, lease, schema
 
 HOLDER = Path(__file__).with_name("lock_holder.py")
+FAKETIME = shutil.which("faketime")
 
 
 class Holder:
     """A lock_holder.py child process, always stopped by pid at the end of the test."""
 
-    def __init__(self, db_url: str, cluster: str, ttl: float) -> None:
+    def __init__(
+        self, db_url: str, cluster: str, ttl: float, *, host: str | None = None, skew: str | None = None
+    ) -> None:
+        """``host``: the identity it claims (UPGRADER_HOST); ``skew``: its clock moved by libfaketime
+        (``-5m``), the whole process's, as on a host whose clock is wrong."""
+        prefix = [str(FAKETIME), "-f", skew] if skew else []
         self.process = subprocess.Popen(
-            [sys.executable, str(HOLDER), db_url, cluster, str(ttl)],
+            [*prefix, sys.executable, str(HOLDER), db_url, cluster, str(ttl)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            env={**os.environ, **({"UPGRADER_HOST": host} if host else {})},
         )
 
     def first_line(self) -> dict[str, object]:
@@ -56,13 +64,22 @@ class Holder:
                 stream.close()
 
 
-@pytest.fixture
-def holders(db_url: str) -> Iterator[list[Holder]]:
+def _holders(db_url: str) -> Iterator[list[Holder]]:
     schema.upgrade_url(db_url)
     started: list[Holder] = []
     yield started
     for holder in started:
         holder.stop()
+
+
+@pytest.fixture
+def holders(db_url: str) -> Iterator[list[Holder]]:
+    yield from _holders(db_url)
+
+
+@pytest.fixture
+def pg_holders(pg_url: str) -> Iterator[list[Holder]]:
+    yield from _holders(pg_url)
 
 
 @pytest.fixture
@@ -72,8 +89,16 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
     opened.dispose()
 
 
-def start(holders: list[Holder], db_url: str, ttl: float = 30.0, cluster: str = "prod-eu1") -> Holder:
-    holder = Holder(db_url, cluster, ttl)
+def start(
+    holders: list[Holder],
+    db_url: str,
+    ttl: float = 30.0,
+    cluster: str = "prod-eu1",
+    *,
+    host: str | None = None,
+    skew: str | None = None,
+) -> Holder:
+    holder = Holder(db_url, cluster, ttl, host=host, skew=skew)
     holders.append(holder)
     return holder
 
@@ -222,3 +247,30 @@ def test_lock_break_asks_on_a_terminal(holders: list[Holder], db_url: str) -> No
     code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url], b"y\n")
     assert code == 0, output
     assert "lock on prod-eu1 broken" in output
+
+
+@pytest.mark.skipif(FAKETIME is None, reason="faketime is not installed (apt-get install faketime): no clock-skew test")
+@pytest.mark.parametrize(("first", "second"), [("-5m", "+5m"), ("+5m", "-5m")])
+def test_hosts_whose_clocks_are_minutes_apart_agree_on_when_a_lease_expires(
+    pg_holders: list[Holder], pg_url: str, first: str, second: str
+) -> None:
+    """On PostgreSQL, the database a team shares (a SQLite file is a library in each process, on one
+    host: its clock is that host's)."""
+    holders, db_url = pg_holders, pg_url
+    holder = start(holders, db_url, ttl=2.0, host="runner-a", skew=first)
+    assert holder.first_line()["acquired"] is True
+    # By its own clock a slow holder's lease expired minutes ago, and a fast one's lasts minutes more:
+    # only the database's clock tells both hosts the truth.
+    refused = start(holders, db_url, ttl=2.0, host="runner-b", skew=second).first_line()
+    assert refused["acquired"] is False and "runner-a" in str(refused["error"]), refused
+    os.kill(holder.process.pid, signal.SIGKILL)
+    holder.process.wait(timeout=30)
+    deadline = time.monotonic() + 15  # the TTL and a little, never minutes
+    while True:
+        taker = start(holders, db_url, ttl=2.0, host="runner-b", skew=second)
+        report = taker.first_line()
+        if report["acquired"]:
+            break
+        assert time.monotonic() < deadline, f"the dead holder's lease did not expire by the database's clock: {report}"
+        time.sleep(0.5)
+    assert taker.release() == {"lost": False}

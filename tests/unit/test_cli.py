@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,10 @@ def test_snapshot_keygen_writes_a_private_key_once(tmp_path: Path) -> None:
     assert made.exit_code == 0 and "key id" in made.stdout, made.output
     assert key.stat().st_mode & 0o777 == 0o600 and len(key.read_text().strip()) == 64
     assert_clean_error(run("snapshot", "keygen", str(key)), 3, "never overwritten")
+
+
+def test_a_postgresql_url_without_its_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as on a machine where the extra is not installed
+    result = run("db", "current", "--db", "postgresql://ops:s3cret@db.example/upgrader")
+    assert_clean_error(result, 2, "needs the PostgreSQL driver psycopg: pip install 'upgrader[postgres]'")
+    assert "s3cret" not in result.output

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import apply, errors, rollout, session
+from upgrader import apply, environment, errors, rollout, session
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
 from upgrader.kube import writes
@@ -217,7 +216,7 @@ def execute(
         plan_id=None,
         kind=records.RunKind.ROLLBACK,
         steps=list(prepared.steps),
-        host=socket.gethostname(),
+        host=environment.host(),
         pid=os.getpid(),
         options={
             **options.as_dict(),
@@ -254,7 +253,7 @@ def resume(
         raise errors.Refused(f"run {run.id} belongs to cluster {run.cluster}, not {cluster.name}")
     if run.status.finished:
         raise errors.Refused(f"run {run.id} is {run.status.value}: there is nothing to resume")
-    state.set_run(run.id, records.RunStatus.RUNNING, host=socket.gethostname(), pid=os.getpid())
+    state.set_run(run.id, records.RunStatus.RUNNING, host=environment.host(), pid=os.getpid())
     return _drive(cluster, state, state.run(run.id), options, lease=lease, observe=observe)
 
 

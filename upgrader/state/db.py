@@ -32,7 +32,14 @@ def resolve_url(url: str | None) -> URL:
         raise errors.InputError(
             f"not a database URL: {_redact(text)!r} (expected e.g. sqlite:////var/lib/upgrader/state.db)"
         ) from None
+    if parsed.drivername in ("postgresql", "postgres"):  # SQLAlchemy's default would be psycopg2
+        parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def shown(url: URL) -> str:
+    """The URL as it may be printed: never its password."""
+    return url.render_as_string(hide_password=True)
 
 
 def _redact(text: str) -> str:
@@ -98,6 +105,11 @@ def _refuse_foreign_sqlite(url: URL, path: Path) -> None:
 
 def create(url: URL) -> Engine:
     """An engine for ``url`` with upgrader's connection settings; a new SQLite file is created private."""
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise errors.InputError(
+            f"unsupported database URL {shown(url)!r}: upgrader keeps its state in SQLite (sqlite:///PATH) "
+            "or PostgreSQL (postgresql://USER@HOST/DB)"
+        )
     path = sqlite_path(url)
     if path is not None:
         if path.exists():
@@ -105,8 +117,14 @@ def create(url: URL) -> Engine:
         _create_private_file(path)
     try:
         engine = create_engine(url)
-    except (NoSuchModuleError, ArgumentError, ImportError) as exc:
-        raise errors.InputError(f"unsupported database URL {url.render_as_string()!r}: {exc}") from exc
+    except ImportError as exc:
+        if url.get_backend_name() == "postgresql":
+            raise errors.InputError(
+                f"{shown(url)} needs the PostgreSQL driver psycopg: pip install 'upgrader[postgres]'"
+            ) from None
+        raise errors.InputError(f"{shown(url)} needs a database driver that is not installed ({exc.name})") from None
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise errors.InputError(f"unsupported database URL {shown(url)!r}: {exc}") from exc
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _on_sqlite_connect)
     return engine
@@ -143,10 +161,14 @@ def open_engine(url: str | None) -> Engine:
     if path is not None and path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise errors.StateError(f"the state database {path} is not readable and writable by this user")
     engine = create(parsed)
-    if is_empty(engine):
-        schema.upgrade(engine, backup=False)
-        return engine
-    status = schema.status(engine)
+    try:
+        if is_empty(engine):
+            schema.upgrade(engine, backup=False)
+            return engine
+        status = schema.status(engine)
+    except BaseException:
+        engine.dispose()  # no connection is left open behind an error
+        raise
     if status.current != status.head:
         engine.dispose()
         where = f" ({path})" if path else ""

@@ -5,34 +5,43 @@ from a background thread every third of its time-to-live; a holder that dies sto
 once the lease has expired anyone may take it over. Taking and taking over are single conditional
 statements (INSERT, or UPDATE ... WHERE expires_at <= now), atomic on SQLite and PostgreSQL alike,
 so two processes racing for one lease cannot both win. A lease whose holder ran on this host and
-whose process no longer exists is taken over at once, without waiting for it to expire. Expiry is
-judged by each process's own UTC clock: hosts sharing one database need synchronised clocks (NTP), as
-etcd's own leases do.
+whose process no longer exists is taken over at once, without waiting for it to expire.
+
+Every time written or compared here is the database's clock, read in the same transaction, never the
+host's: two hosts whose clocks disagree by minutes still agree on when a lease expires. (How long a
+holder may go without renewing is measured on its own monotonic clock, which no skew moves.)
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from upgrader import errors, pids
+from upgrader import environment, errors, pids
 from upgrader.state import db, orm, records
 
 DEFAULT_TTL = timedelta(seconds=60)
 _COLUMNS = ("holder", "host", "pid", "command", "acquired_at", "renewed_at", "expires_at")
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
+def database_now(connection: Connection) -> datetime:
+    """The database server's clock (UTC, aware): PostgreSQL's transaction time, SQLite's ``now``."""
+    if connection.dialect.name == "postgresql":
+        value = connection.execute(select(func.now())).scalar_one()
+    else:
+        text_value = connection.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+        value = datetime.fromisoformat(str(text_value)).replace(tzinfo=UTC)
+    if not isinstance(value, datetime):
+        raise errors.StateError(f"the state database's clock said {value!r}, not a time")
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def status(engine: Engine, cluster: str | None = None) -> list[records.LeaseInfo]:
@@ -118,15 +127,14 @@ class Lease:
 
     def renew(self) -> None:
         started = time.monotonic()
-        now = _now()
-        statement = (
-            update(orm.Lock)
-            .where(orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder)
-            .values(renewed_at=now, expires_at=now + self.ttl)
-        )
         try:
             with self.engine.begin() as connection:
-                changed = connection.execute(statement).rowcount
+                now = database_now(connection)
+                changed = connection.execute(
+                    update(orm.Lock)
+                    .where(orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder)
+                    .values(renewed_at=now, expires_at=now + self.ttl)
+                ).rowcount
         except SQLAlchemyError as exc:
             raise errors.StateError(f"cannot renew the lock on {self.info.cluster}: {db.describe_error(exc)}") from exc
         if changed != 1:
@@ -171,36 +179,41 @@ class Lease:
 def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
     """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
     written = time.monotonic()
-    now = _now()
-    info = records.LeaseInfo(
-        cluster=cluster,
-        holder=uuid.uuid4().hex,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        command=command[:200],
-        acquired_at=now,
-        renewed_at=now,
-        expires_at=now + ttl,
-    )
-    values = {name: getattr(info, name) for name in _COLUMNS}
+    holder, host, pid = uuid.uuid4().hex, environment.host(), os.getpid()
+
+    def lease_at(now: datetime) -> records.LeaseInfo:
+        return records.LeaseInfo(
+            cluster=cluster,
+            holder=holder,
+            host=host,
+            pid=pid,
+            command=command[:200],
+            acquired_at=now,
+            renewed_at=now,
+            expires_at=now + ttl,
+        )
+
     try:
         with engine.begin() as connection:
-            connection.execute(insert(orm.Lock).values(cluster=cluster, **values))
+            info = lease_at(database_now(connection))
+            connection.execute(insert(orm.Lock).values(cluster=cluster, **_values(info)))
         return Lease(engine, info, ttl, took_over=None, written=written)
     except IntegrityError:
         pass
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
     previous = status(engine, cluster)
-    # Taken over when expired, or at once when its holder ran on this host and its process is gone
-    # (killed with SIGKILL, say): the token in the WHERE makes sure it is still that holder's lease.
-    takeable = orm.Lock.expires_at <= now
-    if previous and previous[0].host == info.host and not pids.alive(previous[0].pid):
-        takeable = takeable | (orm.Lock.holder == previous[0].holder)
     try:
         with engine.begin() as connection:
+            info = lease_at(database_now(connection))
+            # Taken over when expired by the database's clock, or at once when its holder ran on this
+            # host and its process is gone (killed with SIGKILL, say): the token in the WHERE makes
+            # sure it is still that holder's lease.
+            takeable = orm.Lock.expires_at <= info.acquired_at
+            if previous and previous[0].host == host and not pids.alive(previous[0].pid):
+                takeable = takeable | (orm.Lock.holder == previous[0].holder)
             taken = connection.execute(
-                update(orm.Lock).where(orm.Lock.cluster == cluster, takeable).values(**values)
+                update(orm.Lock).where(orm.Lock.cluster == cluster, takeable).values(**_values(info))
             ).rowcount
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot take the lock on {cluster}: {db.describe_error(exc)}") from exc
@@ -212,6 +225,10 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFA
     held = current[0]
     raise errors.LockHeld(
         f"cluster {cluster} is locked by {held.describe()} until "
-        f"{held.expires_at:%Y-%m-%d %H:%M:%S} UTC; if that process is gone, wait for the lease to expire "
-        f"or run `upgrader lock break`"
+        f"{held.expires_at:%Y-%m-%d %H:%M:%S} UTC (the database's clock); if that process is gone, wait for "
+        f"the lease to expire or run `upgrader lock break`"
     )
+
+
+def _values(info: records.LeaseInfo) -> dict[str, object]:
+    return {name: getattr(info, name) for name in _COLUMNS}

@@ -49,8 +49,7 @@ class UpgradeResult:
 def _config(engine: Engine | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", str(bundled.migrations_dir()))
-    if engine is not None:
-        config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    if engine is not None:  # handed over as an object: the URL, and any password in it, never goes into text
         config.attributes["engine"] = engine
     return config
 
