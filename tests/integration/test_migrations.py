@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,23 @@ def test_snapshots_recorded_before_tiers_get_their_local_copy_unchecked(db_url: 
     assert [(c.tier.value, c.place, c.location, c.state.value) for c in record.copies] == [
         ("local", "", "/s/c-1.db", "unchecked")
     ]
+
+
+def test_concurrent_db_upgrades_of_one_postgresql_database_never_race(pg_url: str) -> None:
+    """Four runners upgrade one new database at once: one applies the migrations, the others wait on
+    the advisory lock and find it at head; none fails half-way."""
+    command = [sys.executable, "-m", "upgrader", "db", "upgrade", "--db", pg_url, "-o", "json"]
+    started = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    results = []
+    for process in started:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(len(r["applied"]) for r in results) == [
+        0,
+        0,
+        0,
+        len(schema._pending(schema._script(), schema.head(), None)),
+    ]
+    assert all("pg_dump" in r["backup_advice"] for r in results)
+    assert schema.status_url(pg_url).up_to_date

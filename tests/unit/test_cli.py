@@ -217,3 +217,21 @@ def test_a_postgresql_url_without_its_driver_names_the_extra(monkeypatch: pytest
     result = run("db", "current", "--db", "postgresql://ops:s3cret@db.example/upgrader")
     assert_clean_error(result, 2, "needs the PostgreSQL driver psycopg: pip install 'upgrader[postgres]'")
     assert "s3cret" not in result.output
+
+
+def test_the_database_url_can_come_from_a_private_file(tmp_path: Path) -> None:
+    url_file = tmp_path / "db.url"
+    url_file.write_text(f"sqlite:///{tmp_path / 'state.db'}\n")
+    url_file.chmod(0o600)
+    assert run("db", "upgrade", "--db", f"@{url_file}").exit_code == 0
+    current = run("db", "current", "--db", f"@{url_file}", "-o", "json")
+    assert current.exit_code == 0 and json.loads(current.stdout)["up_to_date"] is True, current.output
+    url_file.chmod(0o644)
+    assert_clean_error(run("db", "current", "--db", f"@{url_file}"), 2, "readable by others: chmod 600 it")
+    secret = tmp_path / "pg.url"
+    secret.write_text("mysql://ops:s3cret@db.example/upgrader\n")
+    secret.chmod(0o600)
+    result = run("db", "current", "--db", f"@{secret}")
+    assert_clean_error(result, 2, "unsupported database URL")
+    assert "s3cret" not in result.output
+    assert_clean_error(run("db", "current", "--db", f"@{tmp_path / 'absent'}"), 2, "cannot read the database URL")

@@ -16,10 +16,13 @@ app = _options.group("Manage the state database schema.")
 @app.command("upgrade")
 @_errors.handle
 def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
-    """Migrate the state database to this release's schema (a SQLite file is copied aside first)."""
+    """Migrate the state database to this release's schema (a SQLite file is copied aside first; back a
+    PostgreSQL database up with pg_dump before). Two upgrades of one PostgreSQL database never race."""
+    from upgrader.state import db as db_mod
     from upgrader.state import schema
 
     result = schema.upgrade_url(db)
+    advice = schema.backup_advice(db_mod.resolve_url(db))
     if output is _render.OutputFormat.JSON:
         _render.emit_json(
             {
@@ -27,6 +30,7 @@ def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _rende
                 "current": result.current,
                 "applied": list(result.applied),
                 "backup": str(result.backup) if result.backup else None,
+                "backup_advice": advice,
             }
         )
         return
@@ -36,6 +40,8 @@ def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _rende
     _render.echo(f"schema {result.previous or 'none'} -> {result.current} ({', '.join(result.applied)})")
     if result.backup:
         _render.echo(f"the database before the upgrade is saved at {result.backup}")
+    elif db_mod.sqlite_path(db_mod.resolve_url(db)) is None:
+        _render.note(advice)
 
 
 def _status(db: str | None) -> schema.SchemaStatus:

@@ -26,6 +26,8 @@ BUSY_TIMEOUT_MS = 30_000
 def resolve_url(url: str | None) -> URL:
     """Parses a SQLAlchemy URL (``None`` means the default SQLite file)."""
     text = url or environment.default_db_url()
+    if text.startswith("@"):
+        text = _url_from_file(Path(text[1:]).expanduser())
     try:
         parsed = make_url(text)
     except ArgumentError:
@@ -35,6 +37,22 @@ def resolve_url(url: str | None) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):  # SQLAlchemy's default would be psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+def _url_from_file(path: Path) -> str:
+    """``--db @PATH``: the URL kept in a private file, so that a password stays out of the command line,
+    the environment and shell history. (Without a password in the URL, psycopg reads PGPASSFILE or
+    ~/.pgpass as libpq does.)"""
+    try:
+        mode = path.stat().st_mode
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.InputError(f"cannot read the database URL from {path}: {getattr(exc, 'strerror', exc)}") from None
+    if mode & 0o077:
+        raise errors.InputError(f"{path} may hold a database password and is readable by others: chmod 600 it")
+    if len(lines) != 1:
+        raise errors.InputError(f"{path} must hold one database URL on one line")
+    return lines[0]
 
 
 def shown(url: URL) -> str:
@@ -172,8 +190,9 @@ def open_engine(url: str | None) -> Engine:
     if status.current != status.head:
         engine.dispose()
         where = f" ({path})" if path else ""
+        how = "it copies the file aside first" if path else "back the database up first: pg_dump -Fc"
         raise errors.SchemaOutOfDate(
             f"the state database{where} is at schema {status.current or 'none'}, this upgrader needs "
-            f"{status.head}: run `upgrader db upgrade` (it copies the file aside first)"
+            f"{status.head}: run `upgrader db upgrade` ({how})"
         )
     return engine

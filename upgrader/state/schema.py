@@ -8,7 +8,8 @@ the run history. Migrations themselves live in the top-level ``migrations/`` dir
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy.engine import Engine
+from sqlalchemy import func, select
+from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from upgrader import bundled, errors
@@ -148,21 +150,57 @@ def backup_sqlite(path: Path, revision: str | None) -> Path:
     return target
 
 
+# pg_advisory_lock's key for schema changes: "upgr" in ASCII. One upgrade at a time per database.
+MIGRATION_LOCK = 0x75706772
+
+
+@contextmanager
+def _one_at_a_time(engine: Engine) -> Iterator[None]:
+    """On PostgreSQL, a session advisory lock around a schema upgrade: a second `db upgrade` started
+    at the same moment (two runners of one team) waits, then finds the schema at head. SQLite's own
+    file lock serialises writers on one host."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    try:
+        with engine.connect() as connection:
+            connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK)))
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK)))
+                connection.commit()
+    except SQLAlchemyError as exc:
+        raise errors.StateError(f"cannot lock the schema for an upgrade: {db.describe_error(exc)}") from exc
+
+
 def upgrade(engine: Engine, *, backup: bool = True) -> UpgradeResult:
     """Migrates to head. With ``backup``, a SQLite file is copied aside first when anything is pending."""
-    before = status(engine)
-    if before.up_to_date:
-        return UpgradeResult(before.current, before.head, (), None)
-    copy = None
-    path = db.sqlite_path(engine.url)
-    if backup and path is not None and path.exists() and before.current is not None:
-        copy = backup_sqlite(path, before.current)
-    try:
-        command.upgrade(_config(engine), "head")
-    except SQLAlchemyError as exc:
-        hint = f"; the database before the upgrade is at {copy}" if copy else ""
-        raise errors.StateError(f"schema upgrade failed: {db.describe_error(exc)}{hint}") from exc
-    return UpgradeResult(before.current, before.head, before.pending, copy)
+    with _one_at_a_time(engine):
+        before = status(engine)
+        if before.up_to_date:
+            return UpgradeResult(before.current, before.head, (), None)
+        copy = None
+        path = db.sqlite_path(engine.url)
+        if backup and path is not None and path.exists() and before.current is not None:
+            copy = backup_sqlite(path, before.current)
+        try:
+            command.upgrade(_config(engine), "head")
+        except SQLAlchemyError as exc:
+            hint = f"; the database before the upgrade is at {copy}" if copy else ""
+            raise errors.StateError(f"schema upgrade failed: {db.describe_error(exc)}{hint}") from exc
+        return UpgradeResult(before.current, before.head, before.pending, copy)
+
+
+def backup_advice(url: URL) -> str:
+    """How to keep a copy before an upgrade: upgrader copies a SQLite file itself, not a server's database."""
+    if url.get_backend_name() == "postgresql":
+        return (
+            f"upgrader does not copy a PostgreSQL database: back it up first with "
+            f"`pg_dump -Fc -d {url.database or 'DB'} -f upgrader-before-upgrade.dump` (and restore with pg_restore)"
+        )
+    return "the SQLite file is copied aside before anything changes"
 
 
 def downgrade(engine: Engine, revision: str) -> None:
