@@ -15,6 +15,7 @@ from upgrader import errors
 ENV_DB = "UPGRADER_DB"
 ENV_CLUSTER = "UPGRADER_CLUSTER"
 ENV_HOST = "UPGRADER_HOST"
+ENV_LOCK_TTL = "UPGRADER_LOCK_TTL"
 _HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 APP_NAME = "upgrader"
@@ -42,3 +43,18 @@ def host() -> str:
     if not _HOST.match(given):
         raise errors.InputError(f"{ENV_HOST} must be a host name (letters, digits, '.', '_', '-'), not {given!r}")
     return given
+
+
+def lock_ttl(default: float = 60.0) -> float:
+    """Seconds a cluster lock lives without renewal (``UPGRADER_LOCK_TTL``, 5 to 3600; 60 by default):
+    how long another host waits to take over from a holder that died without releasing it."""
+    given = os.environ.get(ENV_LOCK_TTL, "").strip()
+    if not given:
+        return default
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 5 <= seconds <= 3600:
+        raise errors.InputError(f"{ENV_LOCK_TTL} must be a number of seconds from 5 to 3600, not {given!r}")
+    return seconds

@@ -28,7 +28,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from upgrader import environment, errors, pids
 from upgrader.state import db, orm, records
 
-DEFAULT_TTL = timedelta(seconds=60)
 _COLUMNS = ("holder", "host", "pid", "command", "acquired_at", "renewed_at", "expires_at")
 
 
@@ -176,8 +175,10 @@ class Lease:
         self.release()
 
 
-def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta = DEFAULT_TTL) -> Lease:
-    """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it."""
+def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta | None = None) -> Lease:
+    """Takes the lock on ``cluster`` or raises ``LockHeld`` naming who holds it. ``ttl``: by default
+    ``UPGRADER_LOCK_TTL``, else 60 s."""
+    ttl = ttl or timedelta(seconds=environment.lock_ttl())
     written = time.monotonic()
     holder, host, pid = uuid.uuid4().hex, environment.host(), os.getpid()
 

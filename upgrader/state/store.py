@@ -61,9 +61,19 @@ class Store:
 
     # -- the cluster lock ----------------------------------------------------------------------------
 
-    def lock(self, cluster: str, command: str, *, ttl: timedelta = lease.DEFAULT_TTL) -> lease.Lease:
-        """Takes the cluster's lock (``LockHeld`` if another process has it); use it as a context manager."""
-        return lease.acquire(self.engine, cluster=cluster, command=command, ttl=ttl)
+    def lock(self, cluster: str, command: str, *, ttl: timedelta | None = None) -> lease.Lease:
+        """Takes the cluster's lock (``LockHeld`` if another process has it); use it as a context manager.
+        Taking over a dead holder's lease is an event: who took it from whom."""
+        held = lease.acquire(self.engine, cluster=cluster, command=command, ttl=ttl)
+        if held.took_over is not None:
+            self.record_event(
+                kind="lock-taken-over",
+                cluster=cluster,
+                level=records.EventLevel.WARNING,
+                message=f"`{command}` on {held.info.host} took over the lock of {held.took_over.describe()}",
+                data={"from": {"host": held.took_over.host, "pid": held.took_over.pid}, "host": held.info.host},
+            )
+        return held
 
     def locks(self, cluster: str | None = None) -> list[records.LeaseInfo]:
         return lease.status(self.engine, cluster)
