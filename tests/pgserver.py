@@ -62,8 +62,19 @@ class Server:
             self.sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def version() -> str:
+    bin_dir = binaries()
+    if bin_dir is None:
+        return "?"
+    return subprocess.run(
+        [bin_dir / "postgres", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split()[2]
+
+
 @contextmanager
-def running() -> Iterator[Server]:
+def running(*, fsync: bool = False) -> Iterator[Server]:
+    """The server, by pid. Tests run it with fsync off (nothing they write must survive a crash); the
+    benchmark with fsync on, as a real one."""
     bin_dir = binaries()
     if bin_dir is None:
         raise FileNotFoundError("no PostgreSQL server binaries (initdb, postgres): apt-get install postgresql")
@@ -86,7 +97,11 @@ def running() -> Iterator[Server]:
         )
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [bin_dir / "postgres", "-D", data, "-k", sockets, "-c", "listen_addresses=", "-c", "fsync=off"],
+                [
+                    bin_dir / "postgres",
+                    *("-D", data, "-k", sockets, "-c", "listen_addresses="),
+                    *("-c", f"fsync={'on' if fsync else 'off'}"),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=base,
