@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUPERUSER = "upgrader"
+PASSWORD_ROLE = "upgrader_pw"
+PASSWORD = "pw-never-shown-4711"
 
 
 def binaries() -> Path | None:
@@ -95,6 +97,10 @@ def running(*, fsync: bool = False) -> Iterator[Server]:
             cwd=base,
             **as_owner,  # type: ignore[arg-type]
         )
+        # One role must give a password (over the socket, scram): the tests of PGPASSFILE and of a
+        # password kept out of every message use it; every other role is trusted.
+        hba = data / "pg_hba.conf"
+        hba.write_text(f"local all {PASSWORD_ROLE} scram-sha-256\n" + hba.read_text())
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [
@@ -117,6 +123,7 @@ def running(*, fsync: bool = False) -> Iterator[Server]:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"PostgreSQL did not start: {log.read_text()[-800:]}") from None
                 time.sleep(0.1)
+        server.sql(f"CREATE ROLE {PASSWORD_ROLE} LOGIN SUPERUSER PASSWORD '{PASSWORD}'")
         yield server
     finally:
         if process is not None and process.poll() is None:

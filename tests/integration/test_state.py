@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
+from tests import pgserver
 from upgrader import errors
 from upgrader.state import orm, records, schema, store
 
@@ -190,3 +191,21 @@ def test_integrity_error_is_not_leaked_raw(state: store.Store) -> None:
         session.add(orm.Cluster(name="dup"))
     assert isinstance(caught.value.__cause__, IntegrityError)
     assert "INSERT" not in str(caught.value)  # no SQL statement in the operator's message
+
+
+def test_a_postgresql_password_comes_from_pgpassfile_and_is_never_shown(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = pg_url.replace(f"//{pgserver.SUPERUSER}@", f"//{pgserver.PASSWORD_ROLE}@")
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:{pgserver.PASSWORD_ROLE}:{pgserver.PASSWORD}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    with store.Store.open(url) as state:  # no password in the URL: libpq's PGPASSFILE gives it
+        state.record_event(kind="k", message="written with a password from PGPASSFILE", cluster="c")
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    wrong = url.replace(f"//{pgserver.PASSWORD_ROLE}@", f"//{pgserver.PASSWORD_ROLE}:not-it-0815@")
+    with pytest.raises(errors.StateError) as refused:
+        store.Store.open(wrong)
+    assert "password authentication failed" in refused.value.message
+    assert "not-it-0815" not in refused.value.message and pgserver.PASSWORD not in refused.value.message
