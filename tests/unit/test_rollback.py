@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.unit.test_snapshot_files import record, snapshot_file
-from upgrader import errors, verification
+from upgrader import config, errors, verification
 from upgrader.engine.ports import Expected
 from upgrader.etcd import snapshot as etcd_snapshot
 from upgrader.rollback import archive, choice, model
@@ -140,7 +140,7 @@ class Catalog:
             known_good=good,
             verified_at=None,
             etcd_file_sha256=etcd_snapshot.file_sha256(db),
-            copies=(local_tier.local_copy(name, db, records.CopyState.OK, None),),
+            copies=(records.CopyRecord.now(name, config.Tier.LOCAL, str(db), records.CopyState.OK),),
         )
         self.state.add_snapshot(record)
         return self.state.snapshot(name)

@@ -184,7 +184,7 @@ def take(
             known_good=checked.ok,
             verified_at=datetime.now(UTC),
             etcd_file_sha256=file_sha,
-            copies=(local_copy(snapshot_id, db_path, records.CopyState.OK, None),),
+            copies=(records.CopyRecord.now(snapshot_id, config.Tier.LOCAL, str(db_path), records.CopyState.OK),),
         )
         state.add_snapshot(record)
     except BaseException:
@@ -200,18 +200,6 @@ def take(
             data={"snapshot": snapshot_id, "allowed": list(cluster.insecure)},
         )
     return Created(record=record, health=checked)
-
-
-def local_copy(snapshot_id: str, db_path: Path, state: records.CopyState, detail: str | None) -> records.CopyRecord:
-    return records.CopyRecord(
-        snapshot=records.SnapshotId(snapshot_id),
-        tier=config.Tier.LOCAL,
-        place="",
-        location=str(db_path),
-        state=state,
-        detail=detail,
-        checked_at=datetime.now(UTC),
-    )
 
 
 def check(record: records.SnapshotRecord) -> dict[str, str]:

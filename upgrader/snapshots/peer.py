@@ -23,29 +23,6 @@ class PeerError(errors.OperationFailed):
     """The peer tier could not be written or read."""
 
 
-@dataclass(frozen=True)
-class Expected:
-    """A snapshot's two files as every copy must hold them: name on the node -> whole-file sha256."""
-
-    db: tuple[str, str]
-    archive: tuple[str, str]
-
-    @classmethod
-    def of(cls, record: records.SnapshotRecord) -> Expected:
-        if not record.etcd_file_sha256 or not record.archive_sha256:
-            raise PeerError(f"snapshot {record.id} has no recorded file sha256: verify its local copy first")
-        return cls(
-            db=(f"{record.id}.db", record.etcd_file_sha256), archive=(f"{record.id}.tar.gz", record.archive_sha256)
-        )
-
-    @property
-    def names(self) -> list[str]:
-        return [self.db[0], self.archive[0]]
-
-    def sha256(self, name: str) -> str:
-        return dict((self.db, self.archive))[name]
-
-
 def location(host: str) -> str:
     return f"{host}:{STORE}"
 
@@ -57,15 +34,15 @@ def _failed(result: runner.PlaybookResult, what: str) -> PeerError:
 
 def replicate(cluster: session.ClusterSession, record: records.SnapshotRecord) -> list[str]:
     """Copies the verified local files to every control-plane node; the nodes written."""
-    expected = Expected.of(record)
+    expected = record.file_sha256s()
     if not record.archive_path:
         raise PeerError(f"snapshot {record.id} has no archive to copy")
-    sources = {expected.db[0]: record.etcd_path, expected.archive[0]: record.archive_path}
+    sources = record.local_files()
     result = cluster.playbook(
         "snapshot-replicate.yml",
         extravars={
             "snapshot_files": [
-                {"name": name, "src": sources[name], "sha256": expected.sha256(name)} for name in expected.names
+                {"name": name, "src": str(sources[name]), "sha256": sha} for name, sha in expected.items()
             ]
         },
         timeout=3600,
@@ -84,9 +61,9 @@ class NodeCopy:
 
 def check(cluster: session.ClusterSession, record: records.SnapshotRecord) -> list[NodeCopy]:
     """Each control-plane node's copy: ok when both files are there with the recorded sha256."""
-    expected = Expected.of(record)
+    expected = record.file_sha256s()
     result = cluster.playbook(
-        "snapshot-peer.yml", extravars={"peer_action": "check", "snapshot_names": expected.names}, timeout=600
+        "snapshot-peer.yml", extravars={"peer_action": "check", "snapshot_names": list(expected)}, timeout=600
     )
     printed = result.by_host("upgrader: peer copies")
     out = []
@@ -98,7 +75,7 @@ def check(cluster: session.ClusterSession, record: records.SnapshotRecord) -> li
     return out
 
 
-def _judge(host: str, stdout: str, expected: Expected) -> NodeCopy:
+def _judge(host: str, stdout: str, expected: Mapping[str, str]) -> NodeCopy:
     seen: dict[str, str] = {}
     for line in stdout.splitlines():
         digest, _, name = line.strip().partition("  ")
@@ -106,19 +83,19 @@ def _judge(host: str, stdout: str, expected: Expected) -> NodeCopy:
             seen[name.strip()] = digest
     problems: list[str] = []
     state = records.CopyState.OK
-    for name in expected.names:
+    for name, sha in expected.items():
         found = seen.get(name)
         if found is None or found == "missing":
             problems.append(f"{name} is missing")
             state = state if state is records.CopyState.BAD else records.CopyState.MISSING
-        elif found != expected.sha256(name):
+        elif found != sha:
             problems.append(f"{name} does not match its sha256")
             state = records.CopyState.BAD
     return NodeCopy(host, state, "; ".join(f"{host}: {p}" for p in problems) or None)
 
 
 def delete(cluster: session.ClusterSession, record: records.SnapshotRecord) -> None:
-    names = [f"{record.id}.db", f"{record.id}.tar.gz"]
+    names = list(record.local_files())
     result = cluster.playbook(
         "snapshot-peer.yml", extravars={"peer_action": "delete", "snapshot_names": names}, timeout=600
     )
@@ -134,7 +111,7 @@ def pull(
 ) -> str:
     """Fetches ``dest``'s files (node name -> local path) from the first node whose copy is good; each
     lands under a temporary name, is checked against its sha256, then renamed. The node used."""
-    expected = Expected.of(record)
+    expected = record.file_sha256s()
     host = next((h for h, c in sorted(good.items()) if c.state is records.CopyState.OK), None)
     if host is None:
         raise PeerError(f"peer tier: no control-plane node has a good copy of {record.id}")
@@ -157,7 +134,7 @@ def pull(
             raise _failed(result, f"fetching from {host} failed")
         for name, target in dest.items():
             os.chmod(pulled[name], 0o600)
-            if snapshot.file_sha256(pulled[name]) != expected.sha256(name):
+            if snapshot.file_sha256(pulled[name]) != expected[name]:
                 raise PeerError(f"peer tier: the copy of {name} fetched from {host} does not match its sha256")
             files.replace_durably(pulled[name], target)
     finally:

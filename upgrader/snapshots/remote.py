@@ -60,19 +60,12 @@ class Remote:
         return f"s3://{self.settings.bucket}/{self.folder}{snapshot_id}"
 
 
-def _names(record: records.SnapshotRecord) -> dict[str, str]:
-    """File name -> the plain file's sha256."""
-    if not record.etcd_file_sha256 or not record.archive_sha256:
-        raise RemoteError(f"snapshot {record.id} has no recorded file sha256: verify its local copy first")
-    return {f"{record.id}.db": record.etcd_file_sha256, f"{record.id}.tar.gz": record.archive_sha256}
-
-
 def _describe(record: records.SnapshotRecord, tier: Remote) -> bytes:
     fields = {k: v for k, v in record.__dict__.items() if k not in ("etcd_path", "archive_path", "copies")}
     body = {
         "format": FORMAT,
         "snapshot": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()},
-        "objects": {name: tier.object_key(name) for name in _names(record)},
+        "objects": {name: tier.object_key(name) for name in record.file_sha256s()},
         "encryption": {"algorithm": sealing.ALGORITHM, "key_id": tier.key.fingerprint} if tier.key else None,
     }
     return json.dumps(body, indent=2, sort_keys=True).encode()
@@ -81,8 +74,8 @@ def _describe(record: records.SnapshotRecord, tier: Remote) -> bytes:
 def upload(tier: Remote, record: records.SnapshotRecord) -> str:
     """Uploads both files (sealed when a key is configured), then the description; the location."""
     tier.store.check()
-    paths = {f"{record.id}.db": Path(record.etcd_path), f"{record.id}.tar.gz": Path(record.archive_path or "")}
-    for name, sha in _names(record).items():
+    paths = record.local_files()
+    for name, sha in record.file_sha256s().items():
         send_file(tier, name, paths[name], sha)
     tier.store.put(f"{tier.folder}{record.id}.json", _describe(record, tier), {"format": str(FORMAT)})
     return tier.location(record.id)
@@ -120,10 +113,17 @@ def _object(tier: Remote, name: str, sha: str) -> str:
     return key
 
 
+def _recorded(record: records.SnapshotRecord) -> dict[str, str]:
+    try:
+        return record.file_sha256s()
+    except errors.OperationFailed as exc:  # a copy cannot be checked against nothing: it counts as bad
+        raise RemoteError(exc.message) from None
+
+
 def check(tier: Remote, record: records.SnapshotRecord) -> tuple[records.CopyState, str | None]:
     """Downloads both files (streamed, never written) and checks each against its sha256."""
     try:
-        for name, sha in _names(record).items():
+        for name, sha in _recorded(record).items():
             key = _object(tier, name, sha)
             digest = hashlib.sha256()
             with tier.store.opened(key) as stream:
@@ -165,13 +165,13 @@ def download(tier: Remote, key: str, sha: str, dest: Path) -> None:
 
 def pull(tier: Remote, record: records.SnapshotRecord, dest: dict[str, Path]) -> None:
     """Downloads the named files (``ID.db``, ``ID.tar.gz`` -> local path), each checked."""
-    names = _names(record)
+    names = record.file_sha256s()
     for name, path in dest.items():
         download(tier, _object(tier, name, names[name]), names[name], path)
 
 
 def delete(tier: Remote, record: records.SnapshotRecord) -> None:
-    names = [f"{record.id}.db", f"{record.id}.tar.gz"]
+    names = list(record.local_files())
     # The description first: an import never finds a snapshot whose files are going.
     tier.store.delete([f"{tier.folder}{record.id}.json"])
     tier.store.delete([tier.object_key(n) for n in names] + [f"{tier.folder}{n}" for n in names])

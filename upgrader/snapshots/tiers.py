@@ -8,7 +8,7 @@ marked and never used again (a good copy pulled from another tier replaces it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,26 +21,6 @@ from upgrader.snapshots import local, peer, remote
 from upgrader.state import records, store
 
 GOOD = (records.CopyState.OK, records.CopyState.UNCHECKED)
-
-
-def _copy(
-    record: records.SnapshotRecord,
-    tier: Tier,
-    place: str,
-    location: str,
-    state: records.CopyState,
-    *,
-    detail: str | None = None,
-) -> records.CopyRecord:
-    return records.CopyRecord(
-        snapshot=record.id,
-        tier=tier,
-        place=place,
-        location=location,
-        state=state,
-        detail=detail,
-        checked_at=datetime.now(UTC),
-    )
 
 
 @dataclass(frozen=True)
@@ -84,10 +64,14 @@ def copy_to(
     try:
         if tier is Tier.PEER:
             for host in peer.replicate(cluster, record):
-                state.record_copy(_copy(record, tier, host, peer.location(host), records.CopyState.OK))
+                state.record_copy(
+                    records.CopyRecord.now(record.id, tier, peer.location(host), records.CopyState.OK, place=host)
+                )
         elif tier is Tier.S3:
             bucket = _remote(cluster.cfg)
-            state.record_copy(_copy(record, tier, "", remote.upload(bucket, record), records.CopyState.OK))
+            state.record_copy(
+                records.CopyRecord.now(record.id, tier, remote.upload(bucket, record), records.CopyState.OK)
+            )
         return None
     except errors.UpgraderError as exc:
         problem = _named(tier, exc)
@@ -95,7 +79,9 @@ def copy_to(
         _record_peers(cluster, state, record)
     else:
         state.record_copy(
-            _copy(record, tier, "", _where(cluster.cfg, record), records.CopyState.MISSING, detail=problem)
+            records.CopyRecord.now(
+                record.id, tier, _where(cluster.cfg, record), records.CopyState.MISSING, detail=problem
+            )
         )
     return problem
 
@@ -144,7 +130,11 @@ def _record_peers(
             for h in cluster.inventory.hosts("kube_control_plane")
         }
     for host, node in found.items():
-        state.record_copy(_copy(record, Tier.PEER, host, peer.location(host), node.state, detail=node.detail))
+        state.record_copy(
+            records.CopyRecord.now(
+                record.id, Tier.PEER, peer.location(host), node.state, place=host, detail=node.detail
+            )
+        )
     return found
 
 
@@ -162,7 +152,7 @@ def _check_local(state: store.Store, record: records.SnapshotRecord) -> dict[str
     checks = local.check(record)
     copy_state = local.copy_state(checks)
     detail = next((v for v in checks.values() if v != "ok"), None)
-    state.record_copy(local.local_copy(record.id, Path(record.etcd_path), copy_state, detail))
+    state.record_copy(records.CopyRecord.now(record.id, Tier.LOCAL, record.etcd_path, copy_state, detail=detail))
     if copy_state is records.CopyState.OK and record.etcd_file_sha256 is None:
         state.record_file_sha256(record.id, snapshot.file_sha256(Path(record.etcd_path)))
     return checks
@@ -214,18 +204,11 @@ def _check_remote(cfg: config.ClusterConfig, state: store.Store, record: records
         copy_state, detail = remote.check(_remote(cfg), record)
     except errors.UpgraderError as exc:  # the bucket unreachable, the key unreadable: the copy is unknown now
         return _named(Tier.S3, exc)
-    state.record_copy(_copy(record, Tier.S3, "", _where(cfg, record), copy_state, detail=detail))
+    state.record_copy(records.CopyRecord.now(record.id, Tier.S3, _where(cfg, record), copy_state, detail=detail))
     return "ok" if copy_state is records.CopyState.OK else (detail or copy_state.value)
 
 
 # -- pulling back ------------------------------------------------------------------------------
-
-
-def _local_paths(record: records.SnapshotRecord) -> dict[str, Path]:
-    """Where the local copy's files belong: the paths recorded for them."""
-    db, archive = Path(record.etcd_path), Path(record.archive_path or record.etcd_path[: -len(".db")] + ".tar.gz")
-    files.private_dir(db.parent, what="snapshot directory")
-    return {f"{record.id}.db": db, f"{record.id}.tar.gz": archive}
 
 
 def pull(
@@ -235,18 +218,22 @@ def pull(
     source: Tier,
     *,
     only: Sequence[str] = (),
+    nodes: Mapping[str, peer.NodeCopy] | None = None,
 ) -> str:
     """Restores the local copy (or only the files named in ``only``) from ``source``; each file is
-    checked before it replaces anything. Returns where it came from."""
+    checked before it replaces anything. Returns where it came from. ``nodes``: the peer copies as
+    just checked, so that they are not checked again."""
     record = state.snapshot(snapshot_id)
     if record.cluster != cluster.name:
         raise errors.Refused(f"snapshot {record.id} belongs to cluster {record.cluster}, not {cluster.name}")
     if record.etcd_file_sha256 is None:
         raise errors.Refused(f"snapshot {record.id} predates tiers: it has no whole-file sha256 to check a copy by")
-    wanted = {n: p for n, p in _local_paths(record).items() if not only or n in only}
+    wanted = {n: p for n, p in record.local_files().items() if not only or n in only}
+    files.private_dir(record.local_files()[f"{record.id}.db"].parent, what="snapshot directory")
     try:
         if source is Tier.PEER:
-            where = f"peer {peer.pull(cluster, record, _record_peers(cluster, state, record), wanted)}"
+            good = nodes if nodes is not None else _record_peers(cluster, state, record)
+            where = f"peer {peer.pull(cluster, record, good, wanted)}"
         elif source is Tier.S3:
             remote.pull(_remote(cluster.cfg), record, wanted)
             where = "s3"
@@ -302,7 +289,7 @@ def ready(
         if not names:
             break
         try:
-            where = pull(cluster, state, record.id, source, only=names)
+            where = pull(cluster, state, record.id, source, only=names, nodes=nodes or None)
         except errors.UpgraderError as exc:
             problems.append(exc.message)
             continue
@@ -423,8 +410,8 @@ def _import_one(
             record,
             verified_at=now,
             copies=(
-                local.local_copy(record.id, paths[f"{item.id}.db"], records.CopyState.OK, None),
-                _copy(record, Tier.S3, "", bucket.location(record.id), records.CopyState.OK),
+                records.CopyRecord.now(record.id, Tier.LOCAL, str(paths[f"{item.id}.db"]), records.CopyState.OK),
+                records.CopyRecord.now(record.id, Tier.S3, bucket.location(record.id), records.CopyState.OK),
             ),
         )
         state.add_snapshot(record)

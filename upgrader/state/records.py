@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NewType
 
+from upgrader import errors
 from upgrader.config import Tier
 
 ClusterId = NewType("ClusterId", int)
@@ -165,6 +167,17 @@ class SnapshotRecord:
     def copy(self, tier: Tier, place: str = "") -> CopyRecord | None:
         return next((c for c in self.copies if c.tier is tier and c.place == place), None)
 
+    def file_sha256s(self) -> dict[str, str]:
+        """Each file's name in every tier (``ID.db``, ``ID.tar.gz``) -> the whole-file sha256 a copy must match."""
+        if not self.etcd_file_sha256 or not self.archive_sha256:
+            raise errors.OperationFailed(f"snapshot {self.id} has no recorded file sha256: verify its local copy first")
+        return {f"{self.id}.db": self.etcd_file_sha256, f"{self.id}.tar.gz": self.archive_sha256}
+
+    def local_files(self) -> dict[str, Path]:
+        """The same names -> where the local copy's files are (or belong)."""
+        archive = self.archive_path or self.etcd_path[: -len(".db")] + ".tar.gz"
+        return {f"{self.id}.db": Path(self.etcd_path), f"{self.id}.tar.gz": Path(archive)}
+
     def summary(self) -> dict[str, Any]:
         """Everything but the facts, for listings."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("facts", "copies")}
@@ -190,6 +203,13 @@ class CopyRecord:
     state: CopyState
     detail: str | None
     checked_at: datetime
+
+    @classmethod
+    def now(
+        cls, snapshot: str, tier: Tier, location: str, state: CopyState, *, place: str = "", detail: str | None = None
+    ) -> CopyRecord:
+        """A copy as checked just now."""
+        return cls(SnapshotId(snapshot), tier, place, location, state, detail, datetime.now(UTC))
 
     @property
     def name(self) -> str:
