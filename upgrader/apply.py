@@ -380,7 +380,9 @@ def wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[drive
     left = runner.leftovers()
     if left:
         observe(driver.Event("waiting", f"waiting for {left[0].describe()} to finish", data={"pids": left[0].pids}))
-        runner.wait_for_leftovers(LEFTOVER_TIMEOUT, cluster.cancel)
+        runner.wait_for_leftovers(
+            LEFTOVER_TIMEOUT, cluster.cancel, report=lambda line: observe(driver.Event("waiting", line))
+        )
 
 
 def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[str, Any]]:

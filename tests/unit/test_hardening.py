@@ -388,9 +388,57 @@ def test_a_leftover_that_does_not_end_stops_the_next_playbook_with_what_to_do(pr
     try:
         time.sleep(0.3)
         with pytest.raises(
-            errors.ExecutorError, match=rf"pid {left.pid}\).* is still running after 1s; .*kill {left.pid}"
+            errors.ExecutorError, match=rf"pid {left.pid}\).* is still running after 1s; .*kill -TERM -- -{left.pid}"
         ):
             runner.wait_for_leftovers(timeout=1)
     finally:
         left.kill()
         left.wait()
+
+
+def test_a_leftover_whose_events_stopped_is_called_stuck_not_waited_for(private_state_home: Path) -> None:
+    """The orphan of issue 17 made no progress for minutes; resume must say so instead of waiting 30 minutes."""
+    private = private_state_home / "ansible" / f"run-{_dead_pid()}-dead"
+    left = _marked_sleeper(private, 30)
+    events = private / "events.jsonl"
+    events.write_text(
+        json.dumps({"event": "runner_on_start", "event_data": {"task": "binaries from the mirror", "host": "w-2"}})
+        + "\n"
+    )
+    os.utime(events, (time.time() - 120, time.time() - 120))  # its last event, two minutes ago
+    try:
+        time.sleep(0.3)
+        with pytest.raises(errors.NeedsHuman) as raised:
+            runner.wait_for_leftovers(timeout=30, stalled_after=60)
+        assert raised.value.exit_code == 5
+        message = raised.value.message
+        assert "has sent no event for 12" in message and "task 'binaries from the mirror' on w-2" in message
+        assert f"kill -TERM -- -{left.pid}" in message
+        assert left.poll() is None  # told, not killed: a human decides
+    finally:
+        left.kill()
+        left.wait()
+
+
+def test_a_playbook_gets_only_the_environment_ansible_needs() -> None:
+    passed = runner.passed_environment(
+        {
+            "PATH": "/usr/bin",
+            "HOME": "/root",
+            "SSH_AUTH_SOCK": "/run/agent",
+            "ANSIBLE_CONFIG": "/etc/ansible.cfg",
+            "LC_ALL": "C.UTF-8",
+            "AWS_SECRET_ACCESS_KEY": "s3cr3t",
+            "AWS_ACCESS_KEY_ID": "AKIA",
+            "PGPASSWORD": "pw",
+            "UPGRADER_DB": "postgresql://up:pw@db/up",
+            "KUBECONFIG": "/root/.kube/config",
+        }
+    )
+    assert passed == {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "SSH_AUTH_SOCK": "/run/agent",
+        "ANSIBLE_CONFIG": "/etc/ansible.cfg",
+        "LC_ALL": "C.UTF-8",
+    }

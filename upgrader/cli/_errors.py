@@ -9,6 +9,7 @@ else is a bug and keeps its traceback (without local variables).
 from __future__ import annotations
 
 import functools
+from pathlib import PurePath
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec, TypeVar
 
@@ -45,12 +46,28 @@ def exit_with(code: errors.ExitCode, message: str) -> NoReturn:
     raise typer.Exit(int(code))
 
 
+def _printable_arguments(values: dict[str, object]) -> None:
+    """Refuses an argument that is not valid UTF-8 text (bytes the shell passed as they were) before
+    it reaches a database query, a file name or a message."""
+    for name, value in values.items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            text = str(item) if isinstance(item, str | PurePath) else None
+            if text is None:
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                shown = text.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+                raise errors.UsageError(f"{name.replace('_', '-')}: {shown!r} is not valid UTF-8 text") from None
+
+
 def handle(command: Callable[P, R]) -> Callable[P, R]:
     """Wraps a Typer command so expected errors exit with their code and one clear message."""
 
     @functools.wraps(command)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
+            _printable_arguments(kwargs)
             return command(*args, **kwargs)
         except errors.UpgraderError as exc:
             report(exc, as_json=str(kwargs.get("output")) == _render.OutputFormat.JSON.value)

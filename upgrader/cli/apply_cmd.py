@@ -36,6 +36,9 @@ class PauseAfterChoice(enum.StrEnum):
     STEP = "step"
 
 
+MAX_WINDOW = timedelta(days=366)  # a longer "window" is a typo, and far past it datetime overflows
+
+
 def seconds(text: str, flag: str) -> float:
     from upgrader import config
 
@@ -50,7 +53,10 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
     if end and duration:
         raise errors.UsageError("give --window-end or --window, not both")
     if duration:
-        return datetime.now(UTC) + timedelta(seconds=seconds(duration, "--window"))
+        length = seconds(duration, "--window")
+        if length > MAX_WINDOW.total_seconds():
+            raise errors.UsageError(f"--window {duration} is longer than {MAX_WINDOW.days} days: give a real window")
+        return datetime.now(UTC) + timedelta(seconds=length)
     if end:
         try:
             parsed = datetime.fromisoformat(end.strip())

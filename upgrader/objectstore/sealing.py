@@ -74,9 +74,11 @@ class Key:
     def generate(path: Path) -> None:
         """Writes a new random key (64 hex digits) to ``path``, 0600; refuses to overwrite one."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         except FileExistsError:
             raise errors.Refused(f"{path} already exists: a key is never overwritten") from None
+        except OSError as exc:  # a missing directory, a name too long, no permission
+            raise BadKey(f"cannot write the key file {path}: {exc.strerror or exc}") from None
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
 

@@ -20,13 +20,13 @@ import os
 import re
 import secrets
 import tarfile
-import tempfile
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, errors, files, health, live_facts, session
+from upgrader import config, errors, files, health, live_facts, scratch, session
 from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
 from upgrader.state import records, store
@@ -245,9 +245,13 @@ def copy_state(checks: dict[str, str]) -> records.CopyState:
     return records.CopyState.BAD
 
 
+RESTORE_TESTS = "restore-tests"  # scratch directories: a whole restored keyspace, so never a shared /tmp
+
+
 def restore_test(record: records.SnapshotRecord) -> None:
-    with tempfile.TemporaryDirectory(prefix="upgrader-restore-test-") as tmp:
-        data_dir = Path(tmp) / "data"
+    tmp = scratch.directory(RESTORE_TESTS, what="restore-test directory")
+    try:
+        data_dir = tmp / "data"
         tools.restore(Path(record.etcd_path), data_dir)
         restored = tools.status(data_dir / "member" / "snap" / "db")
         # A restore replaces the membership bucket with the one member it creates, so the snapshot's
@@ -259,6 +263,8 @@ def restore_test(record: records.SnapshotRecord) -> None:
                 f"recorded revision {record.etcd_revision} and {record.key_count} keys "
                 f"({expected_keys} expected after a restore to one member)"
             )
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prune_candidates(snapshots: list[records.SnapshotRecord], keep: int) -> list[records.SnapshotRecord]:
