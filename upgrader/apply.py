@@ -76,6 +76,11 @@ class Prepared:
 def load_plan(state: store.Store, plan_id: str, cluster: str) -> tuple[records.PlanId, Plan]:
     stored = state.plan(plan_id)
     plan = Plan.from_dict(stored.body, stored.facts)
+    if plan.id != stored.id:  # the body reproduces its own id, but not the one it was saved and reviewed under
+        raise errors.InputError(
+            f"saved plan {stored.id} holds the content of plan {plan.id}: the row was changed after it was "
+            "saved; make the plan again"
+        )
     if not plan.executable:
         codes = ", ".join(sorted({b.code.value for b in plan.blockers}))
         raise errors.Refused(f"plan {stored.id} has blockers ({codes}) and cannot be applied; nothing was changed")

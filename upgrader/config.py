@@ -413,6 +413,11 @@ def _template_problems(path: Path, data: Any, lines: dict[tuple[str | int, ...],
 def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...], int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None and (size := _expanded_size(node, {})) > MAX_VALUES:
+            shown = "a recursive alias" if size == _CYCLE else f"{size:,} values"
+            raise errors.ConfigError(
+                f"{path}: its aliases expand to {shown} (a cluster config has a few hundred): refused"
+            )
         data = yaml.safe_load(text)
         if not isinstance(data, dict):
             raise errors.ConfigError(f"{path}: the cluster config must be a YAML mapping of keys to values")
@@ -427,6 +432,27 @@ def _parse_yaml(path: Path, text: str) -> tuple[Any, dict[tuple[str | int, ...],
     except RecursionError:
         raise errors.ConfigError(f"{path}: nested too deeply to be a cluster config") from None
     return data, lines
+
+
+MAX_VALUES = 100_000  # values a cluster config may expand to once its YAML aliases are followed
+_CYCLE = 2**63
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded, computed once per node, so an
+    alias bomb (each level naming the previous one ten times) is measured in linear time, not expanded."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    sizes[id(node)] = _CYCLE  # seen again before it is measured: an alias inside itself
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    else:
+        total = 1
+    sizes[id(node)] = min(total, _CYCLE)
+    return sizes[id(node)]
 
 
 def _index_lines(node: yaml.Node, prefix: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:

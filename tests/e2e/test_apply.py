@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -345,12 +346,27 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
         wait_for(lambda: bool(_cordoned(lab, strict=False)), timeout=180, what="a node cordoned for its drain")
         third.kill()
         assert _cordoned(lab), "the killed run leaves its node cordoned"
+        # 4. during a module task (get_url) of a kubelet playbook: the playbook runs in a process of its
+        # own, so it goes on to its end without upgrader instead of hanging on a lost terminal.
+        fourth = Apply(["--resume", run_id, "-c", cluster_yaml, *db], env)
+        started.append(fourth)
+        wait_for(
+            lambda: _task_started(private_state_home / "ansible", fourth.process.pid, "binaries from the mirror"),
+            timeout=240,
+            what="a kubelet playbook's get_url task",
+        )
+        orphans = fourth.descendants()
+        fourth.kill(wait_for_children=False)
+        assert orphans, "the killed run leaves its playbook running"
+        for pid in orphans:
+            wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=180, what=f"orphan {pid} to finish")
+        finished = _events(private_state_home / "ansible", fourth.process.pid)
+        assert finished and finished[-1]["event"] == "playbook_on_stats", "the orphan ran its playbook to the end"
     finally:
         for process in started:
             process.stop()
-    # An ansible-playbook the killed run left behind (with a local connection it dies with its pty in a
-    # moment; over SSH it can take longer): the resume waits for it before it looks at the cluster.
-    leftover = _leftover_playbook(private_state_home / "ansible", owner=third.process.pid, seconds=4)
+    # An ansible-playbook a killed run left behind: the resume waits for it before it looks at the cluster.
+    leftover = _leftover_playbook(private_state_home / "ansible", owner=fourth.process.pid, seconds=4)
     try:
         resumed = invoke("apply", "--resume", run_id, "-c", cluster_yaml, *db, "-o", "json")
     finally:
@@ -364,7 +380,7 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
     last = max(i for i, e in enumerate(events) if e.kind == "run-started")
     waited = [i for i, e in enumerate(events) if e.kind == "waiting"]
     assert waited and last - 1 == waited[-1], [e.kind for e in events[-20:]]  # right before the run went on
-    assert f"upgrade-node.yml (pid {leftover.pid}), left running by upgrader pid {third.process.pid}" in (
+    assert f"upgrade-node.yml (pid {leftover.pid}), left running by upgrader pid {fourth.process.pid}" in (
         events[waited[-1]].message
     )
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
@@ -373,6 +389,23 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
         run = state.run(run_id)
     assert all(s.status is records.StepStatus.SUCCEEDED for s in run.steps)
     assert max(s.attempts for s in run.steps) >= 2  # the steps that were killed ran again
+
+
+def _events(ansible_dir: Path, owner: int) -> list[dict[str, object]]:
+    """The events a run of upgrader process ``owner`` received so far (from its private directory)."""
+    out: list[dict[str, object]] = []
+    for path in ansible_dir.glob(f"run-{owner}-*/events.jsonl"):
+        for line in path.read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+    return out
+
+
+def _task_started(ansible_dir: Path, owner: int, task: str) -> bool:
+    return any(
+        e.get("event") == "runner_on_start" and task in str((e.get("event_data") or {}).get("task", ""))  # type: ignore[union-attr]
+        for e in _events(ansible_dir, owner)
+    )
 
 
 def _leftover_playbook(ansible_dir: Path, *, owner: int, seconds: float) -> subprocess.Popen[bytes]:

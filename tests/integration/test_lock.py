@@ -169,7 +169,9 @@ def test_a_dead_holders_lease_on_this_host_is_taken_over_at_once(holders: list[H
 def test_breaking_a_lock_makes_its_holder_notice(holders: list[Holder], db_url: str, engine) -> None:  # type: ignore[no-untyped-def]
     first = start(holders, db_url, ttl=0.9)
     assert first.first_line()["acquired"] is True
-    broken = lease.break_lease(engine, "prod-eu1")
+    with pytest.raises(errors.Refused, match=r"held by `test-holder` \(pid \d+ on .*\), which is running"):
+        lease.break_lease(engine, "prod-eu1")  # a live holder keeps its lock unless forced
+    broken = lease.break_lease(engine, "prod-eu1", force=True)
     assert broken is not None and broken.command == "test-holder"
     time.sleep(3.0)  # renewals tick every 0.3 s: several have run, even on a loaded machine
     assert first.release() == {"lost": True}
@@ -177,7 +179,7 @@ def test_breaking_a_lock_makes_its_holder_notice(holders: list[Holder], db_url: 
 
 def test_lost_lease_raises_needs_human(engine) -> None:  # type: ignore[no-untyped-def]
     held = lease.acquire(engine, cluster="c", command="x", ttl=timedelta(seconds=30))
-    lease.break_lease(engine, "c")
+    lease.break_lease(engine, "c", force=True)
     with pytest.raises(errors.LockLost) as caught:
         held.renew()
     assert caught.value.exit_code == errors.ExitCode.NEEDS_HUMAN
@@ -197,7 +199,10 @@ def test_cli_lock_status_and_break(holders: list[Holder], db_url: str) -> None:
     refused = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url])
     assert refused.exit_code == 2
     assert "refusing without --yes, as stdin is not a terminal" in refused.stderr
-    done = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url, "--yes"])
+    live = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url, "--yes"])
+    assert live.exit_code == 3
+    assert f"held by `test-holder` (pid {pid} on " in live.stderr and "which is running" in live.stderr
+    done = runner.invoke(cli.app, ["lock", "break", "--name", "prod-eu1", "--db", db_url, "--yes", "--force"])
     assert done.exit_code == 0, done.output
     assert "lock on prod-eu1 broken" in done.stdout
     again = runner.invoke(cli.app, ["lock", "status", "--db", db_url, "--name", "prod-eu1"])
@@ -244,7 +249,7 @@ def test_lock_break_asks_on_a_terminal(holders: list[Holder], db_url: str) -> No
     code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url], b"n\n")
     assert code == 3, output
     assert f"held by `test-holder` (pid {pid} on" in output and "not confirmed; nothing was changed" in output
-    code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url], b"y\n")
+    code, output = _run_on_a_terminal(["lock", "break", "--name", "prod-eu1", "--db", db_url, "--force"], b"y\n")
     assert code == 0, output
     assert "lock on prod-eu1 broken" in output
 
@@ -274,3 +279,50 @@ def test_hosts_whose_clocks_are_minutes_apart_agree_on_when_a_lease_expires(
         assert time.monotonic() < deadline, f"the dead holder's lease did not expire by the database's clock: {report}"
         time.sleep(0.5)
     assert taker.release() == {"lost": False}
+
+
+def test_a_dead_holders_lock_is_broken_without_force_and_a_reused_pid_is_not_its_holder(
+    holders: list[Holder], db_url: str, engine  # type: ignore[no-untyped-def]
+) -> None:
+    first = start(holders, db_url, ttl=60)
+    first.first_line()
+    os.kill(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=30)
+    broken = lease.break_lease(engine, "prod-eu1")  # gone on this host: no --force needed
+    assert broken is not None and broken.process is not None
+
+
+def test_a_holder_is_judged_by_boot_namespace_and_start_time_not_by_pid_alone() -> None:
+    from upgrader import pids
+
+    me = pids.identity()
+    boot, namespace, start = me.split(":")
+    assert pids.judge(os.getpid(), me) is pids.Liveness.ALIVE
+    # the same pid, started at another time: a reused pid, not the holder
+    assert pids.judge(os.getpid(), f"{boot}:{namespace}:{int(start) + 1}") is pids.Liveness.GONE
+    # another pid namespace (a container) or another boot (a reboot, or another machine under the same
+    # UPGRADER_HOST): a pid here says nothing about it, so only the lease's expiry can free the lock
+    assert pids.judge(os.getpid(), f"{boot}:4026531999:{start}") is pids.Liveness.UNKNOWN
+    assert pids.judge(999_999_999, f"{boot}:4026531999:{start}") is pids.Liveness.UNKNOWN
+    assert pids.judge(os.getpid(), f"00000000-0000-0000-0000-000000000000:{namespace}:{start}") is (
+        pids.Liveness.UNKNOWN
+    )
+
+
+def test_a_lease_from_another_pid_namespace_is_neither_taken_over_nor_broken_while_fresh(engine) -> None:  # type: ignore[no-untyped-def]
+    """Two processes with the same UPGRADER_HOST in different PID namespaces both ran: the holder's pid
+    did not exist in the other's namespace, so it was judged dead."""
+    from sqlalchemy import update
+
+    from upgrader.state import orm
+
+    held = lease.acquire(engine, cluster="c", command="upgrader apply", ttl=timedelta(seconds=60))
+    boot, _, start = held.info.process.split(":")  # type: ignore[union-attr]
+    with engine.begin() as connection:  # as a holder in another namespace, with a pid that is free here
+        connection.execute(
+            update(orm.Lock).where(orm.Lock.cluster == "c").values(pid=999_999_999, process=f"{boot}:1:{start}")
+        )
+    with pytest.raises(errors.LockHeld):
+        lease.acquire(engine, cluster="c", command="upgrader rollback")
+    with pytest.raises(errors.Refused, match="whose lease is fresh .* cannot be checked from here"):
+        lease.break_lease(engine, "c")

@@ -76,10 +76,14 @@ def break_(
     name: NameOption = None,
     db: _options.DbOption = None,
     yes: _options.YesOption = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Break it even if its holder runs or its lease is fresh (dangerous).")
+    ] = False,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
-    """Remove a cluster's lock whoever holds it. Only when its holder is known to be gone."""
-    from upgrader.state import store
+    """Remove a cluster's lock once its holder is gone: its lease expired, or its process (on this host)
+    no longer runs. A live holder's lock is refused (exit 3) unless --force."""
+    from upgrader.state import records, store
 
     wanted = _cluster_name(cluster, name, required=True)
     assert wanted is not None
@@ -88,13 +92,19 @@ def break_(
         if not held:
             raise errors.NotFound(f"cluster {wanted} is not locked; nothing to break")
         _options.confirm(f"Break the lock on {wanted} held by {held[0].describe()}?", yes=yes)
-        broken = state.break_lock(wanted)
+        broken = state.break_lock(wanted, force=force)
         if broken is not None:
             state.record_event(
                 kind="lock-broken",
                 cluster=wanted,
-                message=f"lock held by {broken.describe()} was broken",
-                data={"holder_host": broken.host, "holder_pid": broken.pid, "command": broken.command},
+                level=records.EventLevel.WARNING,
+                message=f"lock held by {broken.describe()} was broken" + (" with --force" if force else ""),
+                data={
+                    "holder_host": broken.host,
+                    "holder_pid": broken.pid,
+                    "command": broken.command,
+                    "forced": force,
+                },
             )
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"broken": broken.__dict__ if broken else None})

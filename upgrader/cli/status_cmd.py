@@ -14,13 +14,17 @@ status_app = _options.group("Where a cluster stands: versions, the current or la
 history_app = _options.group("Past runs on a cluster.")
 
 
-def _next(run: records.RunRecord | None, held_by_live_process: bool, cluster: str) -> str:
+def _next(run: records.RunRecord | None, holder: str | None, cluster: str) -> str:
+    """``holder``: "alive" or "unknown" while an unexpired lease is held, "gone" when its process is."""
     if run is not None and not run.status.finished:
-        if held_by_live_process:
+        if holder == "alive" or holder == "unknown":
             return f"run {run.id} is in progress (pid {run.pid} on {run.host}); watch `upgrader status -c {cluster}`"
         verb = "rollback" if run.kind.value == "rollback" else "apply"
         again = f"upgrader {verb} --resume {run.id} -c {cluster}"
-        return again if verb == "rollback" else f"{again} (or roll it back: upgrader rollback -c {cluster} --dry-run)"
+        gone = f"run {run.id} stopped: its process (pid {run.pid} on {run.host}) is gone; " if holder == "gone" else ""
+        return gone + (
+            again if verb == "rollback" else f"{again} (or roll it back: upgrader rollback -c {cluster} --dry-run)"
+        )
     return f"upgrader plan -c {cluster} --to MINOR --save, then upgrader apply PLAN_ID -c {cluster}"
 
 
@@ -36,12 +40,13 @@ def status(
     snapshot, and the command to run next."""
     from upgrader import config, session
     from upgrader.kube import cluster as kube
-    from upgrader.state import store
+    from upgrader.state import lease, store
 
     cfg = config.load(cluster)
     with store.Store.open(db) as state:
         runs = state.runs(cfg.name, limit=1)
         locks = [lock for lock in state.locks(cfg.name) if not lock.expired(datetime.now(UTC))]
+        holder = lease.liveness(locks[0]).value if locks else None
         good = next((s for s in state.snapshots(cfg.name) if s.known_good), None)
     versions: dict[str, dict[str, Any]] = {}
     problem = None
@@ -63,7 +68,8 @@ def status(
         "run": _runs.as_dict(run) if run else None,
         "lock": locks[0].describe() if locks else None,
         "known_good_snapshot": good.id if good else None,
-        "next": _next(run, bool(locks), source),
+        "lock_holder": holder,
+        "next": _next(run, holder, source),
     }
     if output is _render.OutputFormat.JSON:
         _render.emit_json(body)

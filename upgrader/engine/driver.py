@@ -50,6 +50,8 @@ class GateFailed(StepFailed):
 class Lease(Protocol):
     def check(self) -> None: ...
 
+    def confirm(self) -> bool: ...
+
 
 # A step's detail key, written before upgrader cordons a schedulable node and removed once it uncordons
 # it: the nodes upgrader itself left cordoned, and so may uncordon.
@@ -204,6 +206,18 @@ class Driver:
             self.observe(Event("step-interrupted", f"step {position + 1} interrupted", position=position))
             raise
         except errors.UpgraderError as exc:
+            if not isinstance(exc, errors.LockLost) and not self.lease.confirm():
+                # The lock was broken or taken under this step: whatever failed is the other process's
+                # doing, and this run must stop and say so, not report the symptom.
+                lost = errors.LockLost(
+                    f"step {position + 1} stopped: the lock on this cluster was lost while it ran (broken or "
+                    f"taken by another command); its error was: {exc.message}; check `upgrader lock status`"
+                )
+                # The step is marked; the run's own status is left to whoever holds the lock now (a
+                # rollback marks the run it ends as rolled back, and that must stand).
+                self.journal.finish_step(run_id, position, records.StepStatus.INTERRUPTED, at=_now(), error=lost.message)
+                self.observe(Event("step-interrupted", lost.message, position=position))
+                raise lost from exc
             self.journal.finish_step(run_id, position, records.StepStatus.FAILED, at=_now(), error=exc.message)
             self.journal.set_run(run_id, records.RunStatus.FAILED, error=exc.message, at=_now())
             self.observe(Event("step-failed", exc.message, position=position))

@@ -30,9 +30,10 @@ def resolve_url(url: str | None) -> URL:
         text = _url_from_file(Path(text[1:]).expanduser())
     try:
         parsed = make_url(text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, e.g. an unquoted '@' or ':'
         raise errors.InputError(
-            f"not a database URL: {_redact(text)!r} (expected e.g. sqlite:////var/lib/upgrader/state.db)"
+            f"not a database URL: {_unparsed(text)} (expected e.g. sqlite:////var/lib/upgrader/state.db or "
+            "postgresql://USER@HOST/DB; quote '@', ':' and '/' in a password as %40, %3A and %2F)"
         ) from None
     if parsed.drivername in ("postgresql", "postgres"):  # SQLAlchemy's default would be psycopg2
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -60,11 +61,13 @@ def shown(url: URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
-def _redact(text: str) -> str:
-    try:
-        return make_url(text).render_as_string(hide_password=True)
-    except ArgumentError:
-        return text.split("@", 1)[-1] if "@" in text else text
+def _unparsed(text: str) -> str:
+    """What may be said of a text that did not parse as a URL: its scheme, never the rest, which may
+    hold a password (an unquoted one is what made it unparseable; a pgpass line is host:port:db:user:password)."""
+    scheme, found, _ = text.partition("://")
+    if found and scheme.replace("+", "").isalnum():
+        return f"a {scheme} URL that cannot be parsed (not shown: it may hold a password)"
+    return "the text given (not shown: it may hold a password)"
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -92,13 +95,23 @@ def _create_private_file(path: Path) -> None:
 
     SQLite gives the -wal and -shm files the mode of the database file, so they are private too.
     """
+    if path.is_symlink() and not path.exists():
+        raise errors.StateError(
+            f"the state database {path} is a link to a missing file ({os.readlink(path)}): SQLite would create "
+            "it with the umask's mode; remove the link or create the file (0600) first"
+        )
     try:
         if not path.parent.exists():
             path.parent.mkdir(parents=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.close(fd)
     except FileExistsError:
-        return
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise errors.StateError(
+                f"the state database {path} is readable by others (mode {mode:o}); it holds the journal and "
+                f"the snapshot records: chmod 600 {path}"
+            ) from None
     except OSError as exc:
         raise errors.StateError(f"cannot create the state database {path}: {exc.strerror}") from exc
 

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from upgrader import environment, errors, pids
 from upgrader.state import db, orm, records
 
-_COLUMNS = ("holder", "host", "pid", "command", "acquired_at", "renewed_at", "expires_at")
+_COLUMNS = ("holder", "host", "pid", "process", "command", "acquired_at", "renewed_at", "expires_at")
 
 
 def database_now(connection: Connection) -> datetime:
@@ -63,22 +63,51 @@ def status(engine: Engine, cluster: str | None = None) -> list[records.LeaseInfo
             acquired_at=row.acquired_at,
             renewed_at=row.renewed_at,
             expires_at=row.expires_at,
+            process=row.process,
         )
         for row in rows
     ]
 
 
-def break_lease(engine: Engine, cluster: str) -> records.LeaseInfo | None:
-    """Removes a cluster's lease whoever holds it; returns what was removed."""
+def liveness(info: records.LeaseInfo) -> pids.Liveness:
+    """Whether a lease's holder still runs, as far as this host can tell (never, for another host)."""
+    if info.host != environment.host():
+        return pids.Liveness.UNKNOWN
+    return pids.judge(info.pid, info.process)
+
+
+def break_lease(engine: Engine, cluster: str, *, force: bool = False) -> records.LeaseInfo | None:
+    """Removes a cluster's lease; returns what was removed. Without ``force`` only a lease that has
+    expired or whose holder ran on this host and is gone: a live holder keeps its lock (``Refused``)."""
     held = status(engine, cluster)
     if not held:
         return None
+    info = held[0]
+    if not force:
+        try:
+            with engine.connect() as connection:
+                now = database_now(connection)
+        except SQLAlchemyError as exc:
+            raise errors.StateError(f"cannot read the cluster locks: {db.describe_error(exc)}") from exc
+        judged = liveness(info)
+        if judged is pids.Liveness.ALIVE:
+            raise errors.Refused(
+                f"the lock on {cluster} is held by {info.describe()}, which is running: stop it (it stops "
+                "cleanly on SIGTERM) rather than break its lock; --force breaks it anyway"
+            )
+        if judged is pids.Liveness.UNKNOWN and not info.expired(now):
+            left = (info.expires_at - now).total_seconds()
+            raise errors.Refused(
+                f"the lock on {cluster} is held by {info.describe()}, whose lease is fresh (it expires in "
+                f"{left:.0f}s, renewed while its holder lives) and whose process cannot be checked from here: "
+                "if it is gone, wait for the lease to expire; --force breaks it anyway"
+            )
     try:
         with engine.begin() as connection:
-            connection.execute(delete(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.holder == held[0].holder))
+            connection.execute(delete(orm.Lock).where(orm.Lock.cluster == cluster, orm.Lock.holder == info.holder))
     except SQLAlchemyError as exc:
         raise errors.StateError(f"cannot break the lock on {cluster}: {db.describe_error(exc)}") from exc
-    return held[0]
+    return info
 
 
 class Lease:
@@ -123,6 +152,22 @@ class Lease:
                 f"the lock on cluster {self.info.cluster} could not be renewed for {self.ttl.total_seconds():.0f}s "
                 "and may have expired: stopping before the next change; check `upgrader lock status`"
             )
+
+    def confirm(self) -> bool:
+        """Asks the database whether the lease is still this holder's (after a step failed, say: a
+        broken lock explains the failure better than the error it caused). False marks it lost."""
+        try:
+            with self.engine.connect() as connection:
+                mine = connection.execute(
+                    select(orm.Lock.holder).where(
+                        orm.Lock.cluster == self.info.cluster, orm.Lock.holder == self.info.holder
+                    )
+                ).first()
+        except SQLAlchemyError:
+            return not self.lost  # cannot ask: the renewals' verdict stands
+        if mine is None:
+            self._lost.set()
+        return mine is not None
 
     def renew(self) -> None:
         started = time.monotonic()
@@ -180,7 +225,7 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta | None
     ``UPGRADER_LOCK_TTL``, else 60 s."""
     ttl = ttl or timedelta(seconds=environment.lock_ttl())
     written = time.monotonic()
-    holder, host, pid = uuid.uuid4().hex, environment.host(), os.getpid()
+    holder, host, pid, process = uuid.uuid4().hex, environment.host(), os.getpid(), pids.identity()
 
     def lease_at(now: datetime) -> records.LeaseInfo:
         return records.LeaseInfo(
@@ -188,6 +233,7 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta | None
             holder=holder,
             host=host,
             pid=pid,
+            process=process,
             command=command[:200],
             acquired_at=now,
             renewed_at=now,
@@ -208,10 +254,11 @@ def acquire(engine: Engine, *, cluster: str, command: str, ttl: timedelta | None
         with engine.begin() as connection:
             info = lease_at(database_now(connection))
             # Taken over when expired by the database's clock, or at once when its holder ran on this
-            # host and its process is gone (killed with SIGKILL, say): the token in the WHERE makes
-            # sure it is still that holder's lease.
+            # host and its process is gone (killed with SIGKILL, say; judged by boot, pid namespace and
+            # start time, so a reused pid or a holder in another container is never taken for gone): the
+            # token in the WHERE makes sure it is still that holder's lease.
             takeable = orm.Lock.expires_at <= info.acquired_at
-            if previous and previous[0].host == host and not pids.alive(previous[0].pid):
+            if previous and liveness(previous[0]) is pids.Liveness.GONE:
                 takeable = takeable | (orm.Lock.holder == previous[0].holder)
             taken = connection.execute(
                 update(orm.Lock).where(orm.Lock.cluster == cluster, takeable).values(**_values(info))

@@ -180,6 +180,7 @@ class Lock(Base):
     holder: Mapped[str] = mapped_column(String(64))
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
+    process: Mapped[str | None] = mapped_column(String(200))  # pids.identity(): a reused pid cannot fake it
     command: Mapped[str] = mapped_column(String(200))
     acquired_at: Mapped[datetime]
     renewed_at: Mapped[datetime]

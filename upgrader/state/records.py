@@ -80,6 +80,7 @@ class LeaseInfo:
     acquired_at: datetime
     renewed_at: datetime
     expires_at: datetime
+    process: str | None = None  # pids.identity() of the holder; None for a lease taken before it was kept
 
     def expired(self, now: datetime) -> bool:
         return now >= self.expires_at

@@ -78,8 +78,8 @@ class Store:
     def locks(self, cluster: str | None = None) -> list[records.LeaseInfo]:
         return lease.status(self.engine, cluster)
 
-    def break_lock(self, cluster: str) -> records.LeaseInfo | None:
-        return lease.break_lease(self.engine, cluster)
+    def break_lock(self, cluster: str, *, force: bool = False) -> records.LeaseInfo | None:
+        return lease.break_lease(self.engine, cluster, force=force)
 
     def ensure_cluster(self, name: str) -> records.ClusterId:
         """The id of cluster ``name``, creating its row on first use."""
