@@ -71,6 +71,65 @@ class Prepared:
     plan: Plan
     plan_id: records.PlanId
     warnings: tuple[str, ...] = ()
+    # Nodes an earlier, ended run of upgrader cordoned and left cordoned: node -> that run's id. This
+    # run takes them as its own, so it uncordons them once they are upgraded.
+    inherited: Mapping[str, str] = field(default_factory=dict)
+
+
+def left_cordoned(state: store.Store, cluster: str) -> dict[str, tuple[str, int]]:
+    """Nodes that ended runs of upgrader cordoned and never uncordoned, from the journal: node -> (run, step)."""
+    out: dict[str, tuple[str, int]] = {}
+    for run in state.runs(cluster, limit=200):
+        if not run.status.finished:
+            continue
+        for step in run.steps:
+            for key in step.detail:
+                if key.startswith(driver.CORDONED):
+                    out.setdefault(key.removeprefix(driver.CORDONED), (run.id, step.position))
+    return out
+
+
+def inherit_cordons(cluster: session.ClusterSession, state: store.Store, plan: Plan) -> dict[str, str]:
+    """What ended runs left cordoned: a node since uncordoned (by the operator) is forgotten; one still
+    cordoned that this plan upgrades is this run's to uncordon; one it does not touch is refused, named."""
+    left = left_cordoned(state, cluster.name)
+    if not left:
+        return {}
+    cordoned = {node.name for node in cluster.api.nodes() if node.unschedulable}
+    still = {node: where for node, where in left.items() if node in cordoned}
+    drained = {node for step in plan.steps if step.kind is StepKind.NODES for node in step.nodes}
+    untouched = sorted(set(still) - drained)
+    if untouched:
+        node = untouched[0]
+        raise errors.Refused(
+            f"{', '.join(untouched)} still cordoned by upgrader run {still[node][0]}, which ended without "
+            f"uncordoning it, and this plan does not upgrade it: check it and `kubectl uncordon {node}`, "
+            "then apply again; nothing was changed"
+        )
+    return {node: run_id for node, (run_id, _) in still.items()}
+
+
+def adopt_cordons(state: store.Store, run: records.RunRecord, prepared: Prepared) -> None:
+    """Moves each inherited cordon into the new run's journal (the step that drains the node) before
+    the old run's mark is removed: a kill in between leaves the node marked twice, never unmarked. The
+    marks of nodes uncordoned since (by the operator) are dropped: they say nothing any more."""
+    left = left_cordoned(state, run.cluster)
+    for node, (old_run, position) in left.items():
+        if node not in prepared.inherited:
+            state.step_progress(old_run, position, {f"{driver.CORDONED}{node}": None})
+    for node, old_run in prepared.inherited.items():
+        position = next(s.position for s in run.steps if s.kind == StepKind.NODES.value and node in s.spec["nodes"])
+        state.step_progress(run.id, position, {f"{driver.CORDONED}{node}": f"by upgrader run {old_run}, which ended"})
+        if node in left:
+            state.step_progress(left[node][0], left[node][1], {f"{driver.CORDONED}{node}": None})
+        state.record_event(
+            kind="cordon-inherited",
+            cluster=run.cluster,
+            run_id=run.id,
+            level=records.EventLevel.WARNING,
+            message=f"{node} was left cordoned by run {old_run}: this run uncordons it once it is upgraded",
+            data={"node": node, "run": old_run},
+        )
 
 
 def load_plan(state: store.Store, plan_id: str, cluster: str) -> tuple[records.PlanId, Plan]:
@@ -139,7 +198,15 @@ def prepare(cluster: session.ClusterSession, state: store.Store, plan_id: str) -
     checked = health.check(cluster)
     if not checked.ok:
         raise errors.Refused(f"the cluster is not healthy: {checked.problems[0]}; nothing was changed")
-    return Prepared(plan=plan, plan_id=stored_id, warnings=tuple(collected.warnings))
+    inherited = inherit_cordons(cluster, state, plan)
+    warnings = [
+        *collected.warnings,
+        *(
+            f"{node} was left cordoned by run {run_id}: this run uncordons it once upgraded"
+            for node, run_id in inherited.items()
+        ),
+    ]
+    return Prepared(plan=plan, plan_id=stored_id, warnings=tuple(warnings), inherited=inherited)
 
 
 class SnapshotTaker:
@@ -293,7 +360,8 @@ def execute(
         pid=os.getpid(),
         options=options.as_dict(),
     )
-    return _drive(cluster, state, run, prepared.plan, options, lease=lease, observe=observe)
+    adopt_cordons(state, run, prepared)
+    return _drive(cluster, state, state.run(run.id), prepared.plan, options, lease=lease, observe=observe)
 
 
 def resume(
@@ -317,10 +385,31 @@ def resume(
     return _drive(cluster, state, state.run(run.id), plan, options, lease=lease, observe=observe)
 
 
-def abandon(state: store.Store, run_id: str) -> records.RunRecord:
+@dataclass(frozen=True)
+class Abandoned:
+    run: records.RunRecord
+    cordoned: tuple[str, ...]  # nodes the run cordoned and left cordoned: the next apply uncordons them
+
+    def left_behind(self) -> str:
+        if not self.cordoned:
+            return "nothing left behind"
+        return f"left cordoned by it: {', '.join(self.cordoned)} (the next apply uncordons them once upgraded)"
+
+
+def abandon(state: store.Store, cluster: str, run_id: str) -> Abandoned:
+    """Marks a stopped run of ``cluster`` abandoned. The caller holds the cluster lock, so the run's
+    process is not running. A rollback that has begun is never abandoned: it may hold the control plane
+    stopped, and only resuming it brings it back."""
     run = state.run(run_id)
+    if run.cluster != cluster:
+        raise errors.Refused(f"run {run.id} is of cluster {run.cluster}, not {cluster}: nothing was changed")
     if run.status.finished:
         raise errors.Refused(f"run {run.id} is {run.status.value} already")
+    if run.kind is records.RunKind.ROLLBACK and any(s.status is not records.StepStatus.PENDING for s in run.steps):
+        raise errors.Refused(
+            f"run {run.id} is a rollback that has begun (it may have stopped the control plane and held its "
+            f"manifests): finish it with `upgrader rollback --resume {run.id}`; nothing was changed"
+        )
     state.set_run(
         run.id,
         records.RunStatus.CANCELED,
@@ -328,7 +417,7 @@ def abandon(state: store.Store, run_id: str) -> records.RunRecord:
         stopped_reason="abandoned by the operator",
         at=datetime.now(UTC),
     )
-    return state.run(run.id)
+    return Abandoned(state.run(run.id), tuple(driver.cordoned_by_us(run)))
 
 
 def _drive(

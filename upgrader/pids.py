@@ -63,7 +63,7 @@ def judge(pid: int, recorded: str | None) -> Liveness:
     """Whether the process ``pid`` whose ``identity`` was ``recorded`` still runs, seen from here."""
     if not recorded:
         return Liveness.ALIVE if alive(pid) else Liveness.UNKNOWN  # an old record: a pid alone proves nothing gone
-    boot, namespace, start = (recorded.split(":") + ["", "", ""])[:3]
+    boot, namespace, start = ([*recorded.split(":"), "", "", ""])[:3]
     if "?" in (boot, namespace) or boot != _boot_id() or namespace != _namespace("self"):
         return Liveness.UNKNOWN
     now = _start_time(pid)

@@ -162,6 +162,16 @@ def _pdb_min_available(lab: topology.Lab, value: int) -> None:
         api.close()
 
 
+def _set_cordon(lab: topology.Lab, node: str, cordoned: bool) -> None:
+    from upgrader.kube import writes
+
+    api = kube.Cluster.connect(lab.kubeconfig)
+    try:
+        writes.Writer(api).set_unschedulable(node, cordoned)
+    finally:
+        api.close()
+
+
 def _cordoned(lab: topology.Lab, *, strict: bool = True) -> set[str]:
     """The unschedulable nodes; with ``strict=False`` an apiserver restarting (a one-control-plane lab
     mid-hop) reads as none instead of raising."""
@@ -215,8 +225,26 @@ def test_refusals_dry_run_window_pause_and_abandon(labs: Labs, tmp_path: Path) -
     status = json.loads(invoke("status", "-c", cluster_yaml, *db, "-o", "json").stdout)
     assert status["run"]["status"] == "paused" and status["next"].startswith(f"upgrader apply --resume {body['run']}")
 
-    abandoned = invoke("apply", "--abandon", body["run"], "-c", cluster_yaml, *db, "--yes")
+    # A run stopped mid-drain (SIGTERM) left w-1 cordoned, its journal says by upgrader (as the driver
+    # writes it before it cordons). Abandoning it names the node; the next apply takes it over.
+    with store.Store.open(db[1]) as state:
+        state.step_progress(body["run"], len(body["steps"]) - 1, {"cordoned:w-1": "by upgrader, to drain it"})
+    _set_cordon(lab, "w-1", True)
+    other = lab.dir / "other-cluster.yaml"  # beside it: its relative paths still resolve
+    other.write_text(Path(cluster_yaml).read_text().replace(f"name: {lab.name}", "name: another-cluster", 1))
+    foreign = invoke("apply", "--abandon", body["run"], "-c", str(other), *db, "--yes")
+    assert foreign.exit_code == 3 and f"is of cluster {lab.name}, not another-cluster" in foreign.stderr
+    with store.Store.open(db[1]) as state, state.lock(lab.name, "apply 0123456789ab"):
+        held = invoke("apply", "--abandon", body["run"], "-c", cluster_yaml, *db, "--yes")
+    assert held.exit_code == 3 and "is locked by" in held.stderr  # never under a running command
+    abandoned = invoke("apply", "--abandon", body["run"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
     assert abandoned.exit_code == 0, abandoned.output
+    assert json.loads(abandoned.stdout)["left_cordoned"] == ["w-1"]
+    dry_after = invoke("apply", plan_id, "-c", cluster_yaml, *db, "--dry-run")
+    assert dry_after.exit_code == 0, why(dry_after)
+    assert f"w-1 was left cordoned by run {body['run']}: this run uncordons it once upgraded" in dry_after.stderr
+    _set_cordon(lab, "w-1", False)  # the operator uncordons it: the next run has nothing to take over
+    assert "left cordoned" not in invoke("apply", plan_id, "-c", cluster_yaml, *db, "--dry-run").stderr
 
     # The cluster moves away from the plan: a stale plan is refused, naming what drifted.
     root = lab.root("w-1")

@@ -282,7 +282,9 @@ def test_hosts_whose_clocks_are_minutes_apart_agree_on_when_a_lease_expires(
 
 
 def test_a_dead_holders_lock_is_broken_without_force_and_a_reused_pid_is_not_its_holder(
-    holders: list[Holder], db_url: str, engine  # type: ignore[no-untyped-def]
+    holders: list[Holder],
+    db_url: str,
+    engine,  # type: ignore[no-untyped-def]
 ) -> None:
     first = start(holders, db_url, ttl=60)
     first.first_line()
@@ -324,5 +326,5 @@ def test_a_lease_from_another_pid_namespace_is_neither_taken_over_nor_broken_whi
         )
     with pytest.raises(errors.LockHeld):
         lease.acquire(engine, cluster="c", command="upgrader rollback")
-    with pytest.raises(errors.Refused, match="whose lease is fresh .* cannot be checked from here"):
+    with pytest.raises(errors.Refused, match=r"whose lease is fresh .* cannot be checked from here"):
         lease.break_lease(engine, "c")

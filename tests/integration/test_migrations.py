@@ -85,7 +85,11 @@ def test_db_upgrade_copies_the_sqlite_file_aside_first(sqlite_url: str, tmp_path
     store.Store(engine).record_event(kind="k", message="history worth keeping", cluster="c")
     result = schema.upgrade(engine)
     engine.dispose()
-    assert result.previous == "0001" and result.current == schema.head() and result.applied == ("0002", "0003", "0004", "0005")
+    assert (
+        result.previous == "0001"
+        and result.current == schema.head()
+        and result.applied == ("0002", "0003", "0004", "0005")
+    )
     assert result.backup is not None and result.backup.parent == tmp_path / "state"
     assert stat.S_IMODE(os.stat(result.backup).st_mode) == 0o600
     with sqlite3.connect(result.backup) as copy:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.unit.plan_helpers import make_facts, make_plan
-from upgrader import apply
+from upgrader import apply, errors
 from upgrader.state import records, store
 
 
@@ -67,3 +67,35 @@ def test_drift_names_each_node_that_moved_since_the_plan() -> None:
         "nodes the plan does not know: w-9",
     ]
     assert apply.drift(plan, plan.facts) == []
+
+
+def _rollback_run(journal: store.Store, run_id: str) -> records.RunRecord:
+    return journal.create_run(
+        run_id=records.RunId(run_id),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.ROLLBACK,
+        steps=[{"kind": "hold-control-plane", "nodes": ["cp-1"]}, {"kind": "restore", "nodes": ["cp-1"]}],
+        host="h",
+        pid=1,
+        options={},
+    )
+
+
+def test_abandon_refuses_another_clusters_run_and_a_rollback_that_has_begun(journal: store.Store) -> None:
+    """Issue 17: --abandon abandoned a running rollback of another cluster's config; after a killed restore,
+    abandoning it let a new rollback pick another snapshot with the old run's held manifests stranded."""
+    begun = _rollback_run(journal, "prod-eu1-rb-1")
+    journal.set_run(begun.id, records.RunStatus.INTERRUPTED, stopped_reason="SIGKILL", at=datetime.now(UTC))
+    with pytest.raises(errors.Refused, match="is of cluster prod-eu1, not staging"):
+        apply.abandon(journal, "staging", begun.id)
+    journal.start_step(begun.id, 0, at=datetime.now(UTC))  # the control plane's manifests are held
+    with pytest.raises(
+        errors.Refused, match=r"a rollback that has begun .* `upgrader rollback --resume prod-eu1-rb-1`"
+    ):
+        apply.abandon(journal, "prod-eu1", begun.id)
+    assert journal.run(begun.id).status is records.RunStatus.INTERRUPTED  # unchanged
+    untouched = _rollback_run(journal, "prod-eu1-rb-2")  # stopped before its first step: nothing held
+    gone = apply.abandon(journal, "prod-eu1", untouched.id)
+    assert gone.run.status is records.RunStatus.CANCELED and gone.cordoned == ()
+    assert gone.left_behind() == "nothing left behind"

@@ -156,14 +156,26 @@ def new_run(journal: store.Store, plan: model.Plan, run_id: str = "run-0001") ->
     )
 
 
+class BrokenLease(NoLease):
+    """A lease that another command broke while a step ran: the database no longer has it."""
+
+    def confirm(self) -> bool:
+        return False
+
+
 def drive(
-    journal: store.Store, plan: model.Plan, fake: FakeCluster, run: records.RunRecord, **settings: object
+    journal: store.Store,
+    plan: model.Plan,
+    fake: FakeCluster,
+    run: records.RunRecord,
+    lease: NoLease | None = None,
+    **settings: object,
 ) -> tuple[driver.Outcome, list[driver.Event]]:
     events: list[driver.Event] = []
     engine = driver.Driver(
         journal,
         ports_of(fake),
-        lease=NoLease(),
+        lease=lease or NoLease(),
         settings=driver.Settings(wait_timeout=2, poll=0.01, **settings),  # type: ignore[arg-type]
         estimate=lambda record: 60.0,
         observe=events.append,
@@ -213,6 +225,24 @@ def test_a_failed_step_stops_the_run_and_a_resume_finishes_without_repeating_don
     assert fake.drains[partner] == drains_before[partner]  # the node that finished is not drained again
     assert journal.run(run.id).steps[failing].attempts == 2
     assert not fake.cordoned
+
+
+def test_a_step_that_fails_after_the_lock_was_broken_stops_with_lock_lost_not_its_symptom(
+    journal: store.Store, plan: model.Plan
+) -> None:
+    """Issue 17: a rollback took the broken lock and stopped the control plane; the apply under it died on
+    an SSL error (exit 1) instead of saying it had lost the lock (exit 5)."""
+    fake = cluster_from(plan)
+    fake.fail[("control-plane cp-2", 1)] = errors.ExecutorError("cp-2: SSL: UNEXPECTED_EOF_WHILE_READING")
+    run = new_run(journal, plan)
+    with pytest.raises(errors.LockLost) as lost:
+        drive(journal, plan, fake, run, lease=BrokenLease())
+    assert lost.value.exit_code == errors.ExitCode.NEEDS_HUMAN
+    assert "the lock on this cluster was lost" in lost.value.message and "SSL" in lost.value.message
+    stopped = journal.run(run.id)
+    failed = next(s for s in stopped.steps if s.status is not records.StepStatus.SUCCEEDED)
+    assert failed.status is records.StepStatus.INTERRUPTED
+    assert stopped.status is records.RunStatus.RUNNING  # left to the new holder, which may mark it rolled back
 
 
 def test_an_interruption_is_journaled_and_resumable(journal: store.Store, plan: model.Plan) -> None:

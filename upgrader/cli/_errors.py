@@ -9,8 +9,8 @@ else is a bug and keeps its traceback (without local variables).
 from __future__ import annotations
 
 import functools
-from pathlib import PurePath
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import NoReturn, ParamSpec, TypeVar
 
 import typer

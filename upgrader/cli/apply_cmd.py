@@ -139,11 +139,13 @@ def apply(
     )
     with store.Store.open(db) as state:
         if abandon:
-            _options.confirm(f"Abandon run {abandon}?", yes=yes)
-            done = apply_mod.abandon(state, abandon)
-            _render.emit_json(_summary(done)) if output is _render.OutputFormat.JSON else _render.echo(
-                f"run {done.id} abandoned"
-            )
+            with state.lock(cfg.name, f"apply --abandon {abandon}"):
+                _options.confirm(f"Abandon run {abandon}?", yes=yes)
+                gone = apply_mod.abandon(state, cfg.name, abandon)
+            if output is _render.OutputFormat.JSON:
+                _render.emit_json({**_summary(gone.run), "left_cordoned": list(gone.cordoned)})
+            else:
+                _render.echo(f"run {gone.run.id} abandoned; {gone.left_behind()}")
             return
         command = f"apply --resume {resume}" if resume else f"apply {plan_id}"
         with state.lock(cfg.name, command) as lease, session.ClusterSession.open(cfg, insecure=insecure) as opened:

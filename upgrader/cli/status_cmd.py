@@ -17,7 +17,7 @@ history_app = _options.group("Past runs on a cluster.")
 def _next(run: records.RunRecord | None, holder: str | None, cluster: str) -> str:
     """``holder``: "alive" or "unknown" while an unexpired lease is held, "gone" when its process is."""
     if run is not None and not run.status.finished:
-        if holder == "alive" or holder == "unknown":
+        if holder in {"alive", "unknown"}:
             return f"run {run.id} is in progress (pid {run.pid} on {run.host}); watch `upgrader status -c {cluster}`"
         verb = "rollback" if run.kind.value == "rollback" else "apply"
         again = f"upgrader {verb} --resume {run.id} -c {cluster}"

@@ -215,7 +215,9 @@ class Driver:
                 )
                 # The step is marked; the run's own status is left to whoever holds the lock now (a
                 # rollback marks the run it ends as rolled back, and that must stand).
-                self.journal.finish_step(run_id, position, records.StepStatus.INTERRUPTED, at=_now(), error=lost.message)
+                self.journal.finish_step(
+                    run_id, position, records.StepStatus.INTERRUPTED, at=_now(), error=lost.message
+                )
                 self.observe(Event("step-interrupted", lost.message, position=position))
                 raise lost from exc
             self.journal.finish_step(run_id, position, records.StepStatus.FAILED, at=_now(), error=exc.message)

@@ -19,8 +19,8 @@ import json
 import os
 import re
 import secrets
-import tarfile
 import shutil
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
