@@ -13,13 +13,40 @@ from pathlib import Path
 from upgrader import errors
 
 
+class NotPrivate(errors.Refused):
+    """An existing directory that others may enter: upgrader writes no secret there, and never changes
+    its mode (it may be shared, or another application's)."""
+
+
+def not_private(path: Path) -> str | None:
+    """Why an existing directory (through a link, its target) is not fit for secrets; None if it is."""
+    info = path.stat()
+    if info.st_uid != os.geteuid():
+        return f"it belongs to uid {info.st_uid}, not to this user ({os.geteuid()})"
+    if info.st_mode & 0o077:
+        return f"others may enter it (mode {info.st_mode & 0o777:o})"
+    return None
+
+
 def private_dir(path: Path, *, what: str = "directory") -> Path:
-    """Makes sure ``path`` is a directory only its owner can enter (0700); returns it."""
+    """A directory only its owner can enter (0700): created so when missing; an existing one must be
+    already (``NotPrivate`` otherwise: its mode is never changed). Returns it."""
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        path.chmod(0o700)
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # created just now, by us: the umask may have taken bits off, never added
+        return path
+    except FileExistsError:
+        pass
     except OSError as exc:
         raise errors.OperationFailed(f"cannot prepare the {what} {path}: {exc.strerror}") from exc
+    if not path.is_dir():
+        raise errors.OperationFailed(f"cannot prepare the {what} {path}: it exists and is not a directory")
+    why = not_private(path)
+    if why:
+        raise NotPrivate(
+            f"the {what} {path} is not private: {why}; upgrader never changes the mode of a directory it did "
+            f"not create: chmod 700 it if it is upgrader's alone, or choose a new directory"
+        )
     return path
 
 

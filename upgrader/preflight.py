@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from upgrader import config
+from upgrader import config, files, session
 from upgrader.executor import inventory
 from upgrader.executor.inventory import GROUPS
 
@@ -46,6 +46,13 @@ def check_config(path: Path) -> ConfigReport:
             "ansible.host_key_checking is off: a man in the middle could impersonate a node and feed "
             "forged manifests into a snapshot"
         )
+    snapshots_dir = cfg.snapshots.dir
+    if snapshots_dir.is_dir() and (why := files.not_private(snapshots_dir)):
+        warnings.append(
+            f"snapshots.dir {snapshots_dir} is not private ({why}): snapshots hold every Secret, so upgrader "
+            "refuses to write them there and never changes the mode of a directory it did not create"
+        )
+    warnings += session.plain_transport(cfg)
     if len(etcd_hosts) % 2 == 0 and etcd_hosts:
         warnings.append(f"{len(etcd_hosts)} etcd members: an even count tolerates no more failures than one fewer")
     groups = {g: inv.hosts(g) for g in GROUPS}

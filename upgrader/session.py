@@ -7,7 +7,8 @@ must hold before anything is sent holds everywhere:
 - the inventory is read the way Ansible reads it and checked (groups, node names) before any
   playbook can run (``executor.inventory.load``);
 - no credential or snapshot travels unprotected: a plain-http etcd endpoint (a snapshot holds every
-  Secret of the cluster; a configured client certificate would silently not be used) and a kubeconfig
+  Secret of the cluster; a configured client certificate would silently not be used), an s3 tier that
+  sends snapshots unencrypted over plain http, and a kubeconfig
   with a plain-http server or ``insecure-skip-tls-verify`` are refused (exit 2) unless the command was
   given ``--insecure``, and what was allowed is kept in ``insecure`` for the command to record.
 """
@@ -20,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrader import config, errors
+from upgrader import config, errors, redaction
 from upgrader.etcd import kv
 from upgrader.executor import inventory, runner
 from upgrader.kube import cluster as kube
@@ -41,6 +42,29 @@ def _plain_etcd(cfg: config.ClusterConfig) -> list[str]:
         f"etcd endpoint {plain[0]} is plain http: etcd's data, and a snapshot holding every Secret, "
         f"would travel unencrypted{unused}"
     ]
+
+
+def _plain_s3(cfg: config.ClusterConfig) -> list[str]:
+    s3 = cfg.snapshots.s3
+    if s3 is None or s3.encrypt or not (s3.endpoint or "").startswith("http://"):
+        return []
+    return [
+        f"the s3 tier sends snapshots unencrypted (encrypt: false) over plain http to "
+        f"{redaction.url(s3.endpoint or '')}: every Secret of the cluster would travel in clear text"
+    ]
+
+
+def plain_transport(cfg: config.ClusterConfig) -> list[str]:
+    """What in the config would carry cluster data unencrypted: refused unless ``--insecure``."""
+    return _plain_etcd(cfg) + _plain_s3(cfg)
+
+
+def refuse_plain(cfg: config.ClusterConfig, *, insecure: bool, extra: list[str] | None = None) -> tuple[str, ...]:
+    """Raises ``InsecureTransport`` for the first plain transport unless ``insecure``; what was allowed."""
+    found = plain_transport(cfg) + (extra or [])
+    if found and not insecure:
+        raise InsecureTransport(f"{found[0]}; fix {cfg.source or 'the cluster config'}, or pass --insecure")
+    return tuple(found)
 
 
 @dataclass
@@ -69,16 +93,14 @@ class ClusterSession:
                 api.close()
                 raise
         try:
-            found = _plain_etcd(cfg) + api.insecure_settings()
-            if found and not insecure:
-                raise InsecureTransport(f"{found[0]}; fix {cfg.source or 'the cluster config'}, or pass --insecure")
+            found = refuse_plain(cfg, insecure=insecure, extra=api.insecure_settings())
             if found:
                 api.accept_insecure()
         except BaseException:
             api.close()
             raise
         store = kv.KV(kv.target(cfg.etcd, timeout=ETCD_TIMEOUT))
-        return cls(cfg=cfg, inventory=inv, api=api, etcd=store, insecure=tuple(found))
+        return cls(cfg=cfg, inventory=inv, api=api, etcd=store, insecure=found)
 
     @property
     def name(self) -> str:

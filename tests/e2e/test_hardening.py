@@ -174,6 +174,14 @@ def test_files_left_by_a_killed_snapshot_create_are_reported_and_pruned(
     listed = cli_runner.invoke(cli.app, ["snapshot", "list", "-c", str(cluster_yaml), "--db", db_url, "-o", "json"])
     assert sorted(Path(p).name for p in json.loads(listed.stdout)["orphans"]) == left
     assert list((private_state_home / "ansible").iterdir()), "the killed run's private directory is still there"
+    # A second state database sharing the directory (a team moving to PostgreSQL, say) proves nothing
+    # about these files: it lists no orphan and its prune deletes nothing.
+    other_db = f"sqlite:///{snapshots_dir.parent / 'other-state.db'}"
+    for args in (["snapshot", "list"], ["snapshot", "prune", "--yes"]):
+        seen = cli_runner.invoke(cli.app, [*args, "-c", str(cluster_yaml), "--db", other_db, "-o", "json"])
+        assert seen.exit_code == 0, seen.output
+        assert json.loads(seen.stdout)["orphans"] == []
+    assert sorted(p.name for p in snapshots_dir.iterdir()) == left
     # The killed create's lease is still in the database, but its process is gone from this host: prune
     # takes the lock over at once instead of waiting a minute for it to expire.
     pruned = cli_runner.invoke(cli.app, ["snapshot", "prune", "-c", str(cluster_yaml), "--db", db_url, "--yes"])

@@ -32,3 +32,22 @@ def pg_url(pg_server: pgserver.Server) -> Iterator[str]:
     """For what only a database server shared between hosts has: one clock for all of them."""
     with pg_server.database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def etcd_snapshot_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real etcd snapshot (one member, a few keys written), for what reads a file with etcd's own tool."""
+    from tests.integration.etcd_cluster import EtcdCluster
+    from upgrader.etcd import snapshot
+
+    base = tmp_path_factory.mktemp("etcd-snapshot")
+    cluster = EtcdCluster(base / "cluster", members=1)
+    store = cluster.start()
+    try:
+        for index in range(20):
+            store.put(f"/registry/configmaps/demo/c{index}", b"x" * 100)
+        snapshot.save(store, base / "snapshot.db")
+    finally:
+        store.close()
+        cluster.stop()
+    return base / "snapshot.db"

@@ -40,9 +40,9 @@ def settings(server: s3server.Server, tmp_path: Path, **extra: object) -> config
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Catalog:
+def catalog(tmp_path: Path, etcd_snapshot_file: Path) -> Catalog:
     (tmp_path / "controller").mkdir(mode=0o700)
-    return Catalog(tmp_path / "controller")
+    return Catalog(tmp_path / "controller", etcd_file=etcd_snapshot_file)
 
 
 def test_a_snapshot_goes_up_sealed_and_comes_back_checked(
@@ -243,3 +243,99 @@ def test_a_failed_multipart_upload_is_aborted_leaving_no_object_and_no_parts(
     client = s3_server.client()
     assert store.metadata("k") is None
     assert not client.list_multipart_uploads(Bucket=s3.bucket).get("Uploads")
+
+
+def _fresh(cluster_yaml: Path, tmp_path: Path, s3: config.ObjectStoreSettings) -> config.ClusterConfig:
+    directory = tmp_path / "fresh-controller"
+    return config.load(cluster_yaml).model_copy(
+        update={
+            "name": "c",
+            "snapshots": config.SnapshotSettings(dir=directory, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3),
+        }
+    )
+
+
+def test_import_trusts_no_id_path_or_field_the_bucket_gives(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, cluster_yaml: Path
+) -> None:
+    """Issue 17: an ``evil.json`` whose id was a path made import delete and overwrite files outside the
+    snapshot directory; a description edited (revision, cluster, time) was imported as known-good."""
+    import json
+
+    s3 = settings(s3_server, tmp_path)
+    tier = remote.Remote.open(s3, "c")
+    good = catalog.add("1.30.6")
+    remote.upload(tier, good)
+    client = s3_server.client()
+    described = json.loads(client.get_object(Bucket=s3.bucket, Key=f"team/c/{good.id}.json")["Body"].read())
+    victims = tmp_path / "victims"
+    victims.mkdir(mode=0o755)
+    (victims / "app.db").write_bytes(b"another application's data")
+    hostile_ids = {
+        "evil": str(victims / "app"),  # an absolute path
+        "c-20261201T000000Z-dead": "../../victims/app",  # a valid key, but the body names a path
+    }
+    for key, claimed in hostile_ids.items():
+        body = {**described, "snapshot": {**described["snapshot"], "id": claimed}}
+        client.put_object(Bucket=s3.bucket, Key=f"team/c/{key}.json", Body=json.dumps(body).encode())
+    forged = "c-20261202T000000Z-beef"  # an edited copy of a real description: newer, a huge revision
+    edited = {**described, "snapshot": {**described["snapshot"], "id": forged, "etcd_revision": 99_999_999}}
+    client.put_object(Bucket=s3.bucket, Key=f"team/c/{forged}.json", Body=json.dumps(edited).encode())
+    for suffix in (".db.sealed", ".tar.gz.sealed"):
+        client.copy_object(
+            Bucket=s3.bucket,
+            CopySource={"Bucket": s3.bucket, "Key": f"team/c/{good.id}{suffix}"},
+            Key=f"team/c/{forged}{suffix}",
+        )
+    cfg = _fresh(cluster_yaml, tmp_path, s3)
+    with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
+        result = tiers.import_from_s3(cfg, state)
+        assert [r.id for r in result.imported] == [good.id]
+        assert "not a snapshot id upgrader gives cluster c" in result.skipped["evil"]
+        assert "describes snapshot '../../victims/app'" in result.skipped["c-20261201T000000Z-dead"]
+        assert "does not authenticate with this key" in result.skipped[forged]
+        assert [s.id for s in state.snapshots("c")] == [good.id]
+    assert (victims / "app.db").read_bytes() == b"another application's data"
+    assert sorted(p.name for p in victims.iterdir()) == ["app.db"] and victims.stat().st_mode & 0o777 == 0o755
+
+
+def test_an_unsealed_bucket_is_refused_over_http_and_its_import_is_never_known_good(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, cluster_yaml: Path
+) -> None:
+    """Nothing authenticates an unencrypted bucket's descriptions: the revision comes from the file, and
+    the snapshot is not known-good until it is checked on this side."""
+    import json
+
+    s3 = settings(s3_server, tmp_path, encrypt=False, key_file=None)
+    tier = remote.Remote.open(s3, "c")
+    good = catalog.add("1.30.6")
+    remote.upload(tier, good)
+    client = s3_server.client()
+    described = json.loads(client.get_object(Bucket=s3.bucket, Key=f"team/c/{good.id}.json")["Body"].read())
+    described["snapshot"]["etcd_revision"] = 99_999_999
+    client.put_object(Bucket=s3.bucket, Key=f"team/c/{good.id}.json", Body=json.dumps(described).encode())
+    cfg = _fresh(cluster_yaml, tmp_path, s3)
+    with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
+        with pytest.raises(session.InsecureTransport, match="unencrypted .* over plain http"):
+            tiers.import_from_s3(cfg, state)
+        result = tiers.import_from_s3(cfg, state, insecure=True)
+    [imported] = result.imported
+    assert imported.etcd_revision == good.etcd_revision != 99_999_999  # read from the file
+    assert imported.known_good is False
+
+
+def test_import_never_replaces_a_file_it_did_not_write(
+    s3_server: s3server.Server, catalog: Catalog, tmp_path: Path, cluster_yaml: Path
+) -> None:
+    s3 = settings(s3_server, tmp_path)
+    good = catalog.add("1.30.6")
+    remote.upload(remote.Remote.open(s3, "c"), good)
+    cfg = _fresh(cluster_yaml, tmp_path, s3)
+    cfg.snapshots.dir.mkdir(mode=0o700)
+    theirs = cfg.snapshots.dir / f"{good.id}.db"  # another database's copy in a shared directory
+    theirs.write_bytes(b"theirs")
+    with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
+        result = tiers.import_from_s3(cfg, state)
+    assert result.imported == [] and "exists already" in result.skipped[good.id]
+    assert theirs.read_bytes() == b"theirs"
+    assert not (cfg.snapshots.dir / f"{good.id}.tar.gz").exists()

@@ -184,7 +184,18 @@ def test_files_without_a_row_are_listed_and_pruned_after_confirmation(cluster_ya
     ]
     for path in stray:
         path.write_bytes(b"every secret of the cluster")
-    mine_not = [directory / "notes.txt", directory / "other-cluster-20261201T010203Z-abcd.db"]
+    with store.Store.open(db_url) as state:  # what create journals before it writes: the proof they are ours
+        local_tier.announce(
+            state,
+            "prod-eu1",
+            "prod-eu1-20261201T010203Z-abcd",
+            (stray[0], directory / "prod-eu1-20261201T010203Z-abcd.tar.gz"),
+        )
+    mine_not = [
+        directory / "notes.txt",
+        directory / "other-cluster-20261201T010203Z-abcd.db",
+        directory / "prod-eu1-20261130T000000Z-ffff.db",  # this cluster's name, never announced here
+    ]
     for path in mine_not:
         path.write_text("not upgrader's, or another cluster's")
     mine_not.append(directory / "prod-eu1-20261201T010203Z-abcd.d")  # a name like ours, not a file create writes
@@ -442,3 +453,201 @@ def test_a_playbook_gets_only_the_environment_ansible_needs() -> None:
         "ANSIBLE_CONFIG": "/etc/ansible.cfg",
         "LC_ALL": "C.UTF-8",
     }
+
+
+def test_prune_calls_orphan_only_what_this_database_announced_whatever_the_path(
+    tmp_path: Path, cluster_yaml: Path
+) -> None:
+    """Issue 17: prune deleted every known-good snapshot when the directory was reached through a link,
+    or when a second database shared it: a file name and a path string proved nothing."""
+    from tests.unit.test_rollback import Catalog
+    from upgrader import config
+    from upgrader.snapshots import local
+
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    catalog = Catalog(real)
+    kept = [catalog.add("1.30.6"), catalog.add("1.31.13")]
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    base = config.load(cluster_yaml)
+    cfg = base.model_copy(update={"name": "c", "snapshots": config.SnapshotSettings(dir=link)})
+    assert local.orphans(cfg, catalog.state) == []  # the rows name /real/..., the directory is /link
+    with store.Store.open(f"sqlite:///{tmp_path / 'second.db'}") as second:
+        assert local.orphans(cfg, second) == []  # another database's snapshots are not its orphans
+        # what this database announced and never recorded (a killed create) is, through either path
+        stray = "c-20261203T000000Z-abcd"
+        local.announce(second, "c", stray, (real / f"{stray}.db", real / f"{stray}.tar.gz"))
+        (real / f"{stray}.db.part").write_bytes(b"half a snapshot")
+        assert local.orphans(cfg, second) == [link / f"{stray}.db.part"]
+        assert local.orphans(cfg, catalog.state) == []
+    assert all(Path(r.etcd_path).exists() for r in kept)
+
+
+def test_a_shared_snapshot_directory_is_refused_and_never_chmodded(tmp_path: Path) -> None:
+    from upgrader import files
+
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(files.NotPrivate, match=r"others may enter it \(mode 755\)") as refused:
+        files.private_dir(shared, what="snapshot directory")
+    assert refused.value.exit_code == 3
+    assert shared.stat().st_mode & 0o777 == 0o755
+    link = tmp_path / "link"
+    link.symlink_to(shared)
+    with pytest.raises(files.NotPrivate):
+        files.private_dir(link, what="snapshot directory")
+    assert shared.stat().st_mode & 0o777 == 0o755  # through a link, its target is left alone too
+    created = files.private_dir(tmp_path / "new" / "snapshots")
+    assert created.stat().st_mode & 0o777 == 0o700
+
+
+# -- issue 17: the careless and hostile operator, each a reproduction that once gave a traceback -------
+
+
+def _one_line(result, code: int, needle: str) -> str:  # type: ignore[no-untyped-def]
+    assert result.exit_code == code, (result.exit_code, result.output)
+    assert "Traceback" not in result.output and result.exc_info is None or isinstance(result.exception, SystemExit)
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("upgrader: error: ") and needle in first, result.stderr
+    return str(result.stderr)
+
+
+def test_a_password_that_breaks_the_url_is_never_shown(tmp_path: Path) -> None:
+    said = _one_line(
+        invoke("db", "current", "--db", "postgresql://up:Tr0ub@dor:Xyzzy-Secret-Tail@host/db"), 2, "not a database URL"
+    )
+    assert "Xyzzy" not in said and "Tr0ub" not in said and "quote" in said
+    pgpass = tmp_path / "db.url"
+    pgpass.write_text("db.example:5432:upgrader:up:Pgpass-Secret\n")
+    pgpass.chmod(0o600)
+    said = _one_line(invoke("db", "current", "--db", f"@{pgpass}"), 2, "not a database URL")
+    assert "Pgpass-Secret" not in said
+
+
+@pytest.mark.parametrize("window", ["99999999999999h", "80000000h"])
+def test_an_absurd_window_is_one_line(cluster_yaml: Path, db_url: str, window: str) -> None:
+    _one_line(invoke("apply", "abc123", "-c", str(cluster_yaml), "--db", db_url, "--window", window), 2, "--window")
+
+
+def test_keygen_into_a_missing_directory_or_with_a_long_name_is_one_line(tmp_path: Path) -> None:
+    _one_line(invoke("snapshot", "keygen", str(tmp_path / "missing" / "k")), 2, "cannot write the key file")
+    _one_line(invoke("snapshot", "keygen", str(tmp_path / ("k" * 300))), 2, "cannot write the key file")
+
+
+def test_an_argument_that_is_not_utf8_is_refused_before_it_reaches_a_query(cluster_yaml: Path, db_url: str) -> None:
+    bad = b"snap-\xff\xfe".decode("utf-8", "surrogateescape")
+    for args in (
+        ("snapshot", "show", bad, "--db", db_url),
+        ("rollback", "-c", str(cluster_yaml), "--to", bad, "--db", db_url, "--dry-run"),
+        ("apply", bad, "-c", str(cluster_yaml), "--db", db_url),
+    ):
+        _one_line(invoke(*args), 2, "is not valid UTF-8 text")
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_is_expanded(cluster_yaml: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    original = cluster_yaml.read_text()
+    cluster_yaml.write_text(original + "\n".join(lines) + "\n")
+    said = _one_line(invoke("config", "check", "-c", str(cluster_yaml)), 2, "aliases expand to")
+    counted = int(said.split("expand to ")[1].split(" values")[0].replace(",", ""))
+    assert counted > 10**9  # measured, not built: expanded, it grew past 2 GB
+    cluster_yaml.write_text(original + "loop: &loop [*loop]\n")
+    _one_line(invoke("config", "check", "-c", str(cluster_yaml)), 2, "aliases expand to a recursive alias")
+
+
+def test_a_state_database_others_can_read_or_a_dangling_link_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o644)
+    shared.chmod(0o644)
+    _one_line(invoke("db", "upgrade", "--db", f"sqlite:///{shared}"), 1, "readable by others (mode 644)")
+    assert shared.stat().st_mode & 0o777 == 0o644 and shared.stat().st_size == 0
+    link = tmp_path / "state.db"
+    link.symlink_to(tmp_path / "nowhere" / "state.db")
+    _one_line(invoke("db", "upgrade", "--db", f"sqlite:///{link}"), 1, "is a link to a missing file")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_saved_plan_whose_body_was_replaced_is_refused(db_url: str) -> None:
+    from tests.unit.plan_helpers import make_facts, make_plan
+    from upgrader import apply
+    from upgrader.state import records
+
+    facts = make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.31.13"), ("w-2", "1.31.13")])
+    plan = make_plan(facts, "1.32")
+    smaller = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.31.13")]), "1.32")
+    with store.Store.open(db_url) as state:
+        # the row of the reviewed plan now holds another plan whose body hashes to its own id
+        state.save_plan(
+            plan_id=records.PlanId(plan.id),
+            body=smaller.as_dict(),
+            facts=smaller.facts,
+            target=str(smaller.target),
+            executable=True,
+            cluster="prod-eu1",
+        )
+        with pytest.raises(errors.InputError, match=f"saved plan {plan.id} holds the content of plan {smaller.id}"):
+            apply.load_plan(state, plan.id, "prod-eu1")
+
+
+def test_a_restore_test_works_in_upgraders_private_directory(private_state_home: Path) -> None:
+    from upgrader import scratch
+    from upgrader.snapshots import local
+
+    killed = scratch.parent(local.RESTORE_TESTS, what="restore-test directory") / "run-999999999-x"
+    (killed / "data" / "member").mkdir(parents=True)  # what a SIGKILLed restore test left
+    fresh = scratch.directory(local.RESTORE_TESTS, what="restore-test directory")
+    assert not killed.exists() and fresh.parent == private_state_home / local.RESTORE_TESTS
+    assert fresh.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_status_says_a_stopped_runs_process_is_gone() -> None:
+    from datetime import UTC, datetime
+
+    from upgrader.cli import status_cmd
+    from upgrader.state import records
+
+    run = records.RunRecord(
+        id=records.RunId("prod-eu1-rb"),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.ROLLBACK,
+        status=records.RunStatus.RUNNING,
+        created_at=datetime.now(UTC),
+        started_at=datetime.now(UTC),
+        finished_at=None,
+        host="vm",
+        pid=4242,
+        options={},
+        steps=(),
+        error=None,
+        stopped_reason=None,
+    )
+    assert status_cmd._next(run, "alive", "c.yaml").startswith("run prod-eu1-rb is in progress")
+    said = status_cmd._next(run, "gone", "c.yaml")
+    assert said.startswith("run prod-eu1-rb stopped: its process (pid 4242 on vm) is gone; ")
+    assert "upgrader rollback --resume prod-eu1-rb -c c.yaml" in said
+
+
+def test_config_check_names_a_shared_snapshot_directory_and_plain_s3(cluster_yaml: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    key = tmp_path / "k"
+    edit(
+        cluster_yaml,
+        {
+            "snapshots.dir": str(shared),
+            "snapshots.tiers": ["local", "s3"],
+            "snapshots.s3": {"bucket": "snaps", "endpoint": "http://127.0.0.1:9", "encrypt": False},
+        },
+    )
+    del key
+    result = invoke("config", "check", "-c", str(cluster_yaml), "-o", "json")
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    assert any(f"snapshots.dir {shared} is not private (others may enter it (mode 755))" in w for w in warnings)
+    assert any("unencrypted (encrypt: false) over plain http" in w for w in warnings)
+    assert shared.stat().st_mode & 0o777 == 0o755

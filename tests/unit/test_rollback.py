@@ -3,6 +3,8 @@ route, what the archive may put on a command line, and what verify allows of a k
 
 from __future__ import annotations
 
+import shutil
+
 import base64
 import dataclasses
 import io
@@ -111,24 +113,35 @@ class Catalog:
     """Snapshot records with real files (a stand-in bbolt file with its trailer, a real archive) in a real
     SQLite state database."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, etcd_file: Path | None = None) -> None:
         self.dir = tmp_path
         self.state = store.Store.open(f"sqlite:///{tmp_path / 'state.db'}")
         self.minutes = 0
+        self.etcd_file = etcd_file  # a real etcd snapshot to copy, where a stand-in will not do
 
     def add(self, version: str, *, cluster: str = "c", good: bool = True) -> records.SnapshotRecord:
         self.minutes += 1
-        name = f"{cluster}-{self.minutes}"
-        db = snapshot_file(self.dir / f"{name}.db")
+        name = f"{cluster}-20261201T{self.minutes // 60:02d}{self.minutes % 60:02d}00Z-{self.minutes:04x}"
+        if self.etcd_file is not None:
+            db = self.dir / f"{name}.db"
+            shutil.copyfile(self.etcd_file, db)
+        else:
+            db = snapshot_file(self.dir / f"{name}.db")
         tar = self.dir / f"{name}.tar.gz"
         sha = local_tier._archive(members(), tar)
+        revision, keys = 10, 5
+        if self.etcd_file is not None:
+            from upgrader.etcd import tools
+
+            status = tools.status(db)
+            revision, keys = status.revision, status.keys
         record = records.SnapshotRecord(
             id=records.SnapshotId(name),
             cluster=cluster,
             created_at=datetime(2026, 12, 1, tzinfo=UTC) + timedelta(minutes=self.minutes),
             label=None,
-            etcd_revision=10,
-            key_count=5,
+            etcd_revision=revision,
+            key_count=keys,
             members=[],
             etcd_path=str(db),
             etcd_size=db.stat().st_size,

@@ -367,11 +367,13 @@ def import_(
     snapshot_ids: Annotated[
         list[str] | None, typer.Argument(help="Only these snapshots [default: every one this database lacks].")
     ] = None,
+    insecure: _options.InsecureOption = False,
     db: _options.DbOption = None,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Find this cluster's snapshots in the bucket and record the ones this database lacks, each file
-    downloaded and verified: the way back when the controller and its database are both gone."""
+    downloaded and verified: the way back when the controller and its database are both gone. Nothing
+    the bucket says is trusted: ids, descriptions (authenticated with the key) and files are checked."""
     from upgrader import config
     from upgrader.snapshots import tiers
     from upgrader.state import store
@@ -380,7 +382,7 @@ def import_(
         raise errors.UsageError("snapshots are imported from the s3 tier: --from s3")
     cfg = config.load(cluster)
     with store.Store.open(db) as state, state.lock(cfg.name, "snapshot import"):
-        result = tiers.import_from_s3(cfg, state, snapshot_ids or ())
+        result = tiers.import_from_s3(cfg, state, snapshot_ids or (), insecure=insecure)
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"imported": [r.summary() for r in result.imported], "skipped": result.skipped})
     else:

@@ -15,6 +15,7 @@ wrong key from a tampered object before any chunk is opened.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import os
 import secrets
@@ -48,6 +49,7 @@ class Key:
 
     def __init__(self, raw: bytes, source: str) -> None:
         self._aead = AESGCM(raw)
+        self._mac_key = hmac.new(raw, b"upgrader: snapshot description MAC v1", hashlib.sha256).digest()
         self.id = hashlib.sha256(raw).digest()[:8]
         self.source = source
 
@@ -85,6 +87,13 @@ class Key:
     @property
     def fingerprint(self) -> str:
         return self.id.hex()
+
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA256 of ``data`` under a key derived from this one (never the sealing key itself)."""
+        return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
+
+    def verify(self, data: bytes, mac: str) -> bool:
+        return hmac.compare_digest(self.mac(data), mac)
 
     def _seal(self, nonce: bytes, data: bytes, aad: bytes) -> bytes:
         return self._aead.encrypt(nonce, data, aad)

@@ -151,6 +151,7 @@ def take(
     snapshot_id = records.SnapshotId(f"{cfg.name}-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(2)}")
     db_path, archive_path = directory / f"{snapshot_id}.db", directory / f"{snapshot_id}.tar.gz"
     checked = health.check(cluster)
+    announce(state, cfg.name, snapshot_id, (db_path, archive_path))
     collected = live_facts.collect(cluster).as_dict()
     try:
         streamed = snapshot.save(cluster.etcd, db_path, progress=progress)
@@ -290,22 +291,56 @@ def delete_files(record: records.SnapshotRecord) -> None:
             Path(path).unlink(missing_ok=True)
 
 
+WRITING = "snapshot-writing"  # the event that says which files a snapshot is about to write, before it does
+
+
+def announce(state: store.Store, cluster: str, snapshot_id: str, paths: tuple[Path, ...]) -> None:
+    """Journals, before the first byte is written, which files this database's snapshot ``snapshot_id``
+    is about to write: the only proof ``orphans`` accepts that a file without a row is this database's
+    to delete (a second database sharing the directory, or a path reached through a link, proves nothing)."""
+    state.record_event(
+        kind=WRITING,
+        cluster=cluster,
+        message=f"snapshot {snapshot_id}: writing {', '.join(str(p) for p in paths)}",
+        data={"snapshot": snapshot_id, "files": [str(p) for p in paths]},
+    )
+
+
 def _own_file(cluster: str) -> re.Pattern[str]:
     """The files ``create`` writes for ``cluster``: ID.db, ID.tar.gz and their .part."""
     snapshot_id = rf"{re.escape(cluster)}-\d{{8}}T\d{{6}}Z-[0-9a-f]{{4}}"
-    return re.compile(rf"^{snapshot_id}\.(?:db|tar\.gz)(?:\.part)?$")
+    return re.compile(rf"^(?P<id>{snapshot_id})\.(?:db|tar\.gz)(?:\.part)?$")
+
+
+def _real(path: str | Path) -> str:
+    return os.path.realpath(path)
 
 
 def orphans(cfg: config.ClusterConfig, state: store.Store) -> list[Path]:
-    """This cluster's files in the snapshot directory that no snapshot row names: what an interrupted
-    or killed ``create`` left (a full etcd copy among them). Run under the cluster lock, since a
-    ``create`` in progress has files and no row yet."""
+    """The files in the snapshot directory that a ``create`` or ``import`` of this database announced
+    (``announce``) and that no snapshot row names: what an interrupted or killed one left (a full etcd
+    copy among them). Nothing else is ever called an orphan: not a file that merely has this cluster's
+    name (another state database's snapshot in a shared directory), nor a row's file seen through
+    another path (compared by real path). Run under the cluster lock, since a ``create`` in progress
+    has files and no row yet."""
     directory = cfg.snapshots.dir
     if not directory.is_dir():
         return []
-    known = {p for s in state.snapshots(cfg.name) for p in (s.etcd_path, s.archive_path) if p}
+    rows = state.snapshots(cfg.name)
+    known = {_real(p) for s in rows for p in (s.etcd_path, s.archive_path) if p}
+    recorded = {s.id for s in rows}
+    announced: set[str] = set()
+    for event in state.events(cluster=cfg.name, kinds=(WRITING,), limit=100_000):
+        files_of = event.data.get("files")
+        if event.data.get("snapshot") not in recorded and isinstance(files_of, list):
+            announced.update(_real(f) for f in files_of)
+            announced.update(_real(f"{f}.part") for f in files_of)
     pattern = _own_file(cfg.name)
-    return sorted(p for p in directory.iterdir() if pattern.match(p.name) and str(p) not in known)
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if pattern.match(p.name) and p.is_file() and (real := _real(p)) in announced and real not in known
+    )
 
 
 def remove_orphan(path: Path) -> None:

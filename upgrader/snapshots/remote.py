@@ -9,11 +9,11 @@ against the sha256 before it is used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,14 +60,23 @@ class Remote:
         return f"s3://{self.settings.bucket}/{self.folder}{snapshot_id}"
 
 
+def _canonical(body: Mapping[str, Any]) -> bytes:
+    return json.dumps({k: v for k, v in body.items() if k != "mac"}, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _describe(record: records.SnapshotRecord, tier: Remote) -> bytes:
+    """The description, authenticated with the key when there is one: its ``mac`` covers every field,
+    the id, the cluster and each file's sha256 among them, so a description edited or moved to another
+    id or cluster, or objects swapped under it, are refused on import."""
     fields = {k: v for k, v in record.__dict__.items() if k not in ("etcd_path", "archive_path", "copies")}
-    body = {
+    body: dict[str, Any] = {
         "format": FORMAT,
         "snapshot": {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in fields.items()},
         "objects": {name: tier.object_key(name) for name in record.file_sha256s()},
         "encryption": {"algorithm": sealing.ALGORITHM, "key_id": tier.key.fingerprint} if tier.key else None,
     }
+    if tier.key:
+        body["mac"] = tier.key.mac(_canonical(body))
     return json.dumps(body, indent=2, sort_keys=True).encode()
 
 
@@ -179,27 +188,73 @@ def delete(tier: Remote, record: records.SnapshotRecord) -> None:
 
 @dataclass(frozen=True)
 class Described:
-    """A snapshot found in the bucket: its record fields and where its objects are."""
+    """A snapshot found in the bucket: its record fields and where its objects are. ``refused`` says why
+    it must not be imported (nothing else of it is then to be trusted, its id included)."""
 
+    name: str  # the id its object key gives: the only id an import uses
     fields: dict[str, Any]
     key_id: str | None
+    refused: str | None = None
 
     @property
     def id(self) -> str:
-        return str(self.fields["id"])
+        return self.name
+
+
+def snapshot_id_pattern(cluster: str) -> re.Pattern[str]:
+    """The ids upgrader gives a cluster's snapshots: ``CLUSTER-YYYYMMDDTHHMMSSZ-xxxx``."""
+    return re.compile(rf"{re.escape(cluster)}-\d{{8}}T\d{{6}}Z-[0-9a-f]{{4}}")
+
+
+def _judge(tier: Remote, name: str, body: Any) -> Described | None:
+    """What one description says, or None when it is not one of this cluster's snapshots at all."""
+    if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("snapshot"), dict):
+        return None
+    fields = dict(body["snapshot"])
+    if fields.get("cluster") != tier.cluster:
+        return None
+    encryption: dict[str, Any] = body["encryption"] if isinstance(body.get("encryption"), dict) else {}
+    key_id = str(encryption.get("key_id")) if encryption.get("key_id") else None
+    refused = _refusal(tier, name, fields, body, key_id)
+    return Described(name, {} if refused else fields, key_id, refused)
+
+
+def _refusal(
+    tier: Remote, name: str, fields: Mapping[str, Any], body: Mapping[str, Any], key_id: str | None
+) -> str | None:
+    refused = None
+    if not snapshot_id_pattern(tier.cluster).fullmatch(name):
+        refused = f"{name[:80]!r}.json: not a snapshot id upgrader gives cluster {tier.cluster}"
+    elif fields.get("id") != name:
+        refused = f"{name}.json describes snapshot {str(fields.get('id'))[:80]!r}, not {name}"
+    elif tier.key is None:
+        refused = None
+    elif key_id and key_id != tier.key.fingerprint:
+        refused = f"sealed with another key (key id {key_id[:16]})"
+    elif not isinstance(body.get("mac"), str):
+        refused = (
+            "its description carries no authentication (written before upgrader signed them, or forged): "
+            "push it again from a controller that has it"
+        )
+    elif not tier.key.verify(_canonical(body), body["mac"]):
+        refused = "its description does not authenticate with this key: changed or forged"
+    return refused
 
 
 def described(tier: Remote) -> list[Described]:
-    """Every snapshot of this cluster whose description is in the bucket, newest first."""
+    """Every snapshot of this cluster whose description is in the bucket, newest first; one whose
+    description cannot be trusted is listed with why (``refused``), never with what it claims."""
     tier.store.check()
     found = []
     for key in tier.store.keys(tier.folder):
-        if not key.endswith(".json") or "/" in key[len(tier.folder) :]:
+        name = key[len(tier.folder) :]
+        if not name.endswith(".json") or "/" in name:
             continue
-        with contextlib.suppress(ValueError, KeyError, TypeError):
+        try:
             body = json.loads(tier.store.read(key))
-            if body.get("format") != FORMAT or body["snapshot"]["cluster"] != tier.cluster:
-                continue
-            encryption = body.get("encryption") or {}
-            found.append(Described(dict(body["snapshot"]), encryption.get("key_id")))
+        except (ValueError, RecursionError):
+            continue
+        item = _judge(tier, name.removesuffix(".json"), body)
+        if item is not None:
+            found.append(item)
     return sorted(found, key=lambda d: str(d.fields.get("created_at", "")), reverse=True)

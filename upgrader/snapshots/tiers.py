@@ -15,7 +15,7 @@ from pathlib import Path
 
 from upgrader import config, errors, files, health, session
 from upgrader.config import Tier
-from upgrader.etcd import snapshot
+from upgrader.etcd import snapshot, tools
 from upgrader.objectstore import sealing
 from upgrader.snapshots import local, peer, remote
 from upgrader.state import records, store
@@ -361,9 +361,16 @@ class Imported:
     skipped: dict[str, str]  # id -> why
 
 
-def import_from_s3(cfg: config.ClusterConfig, state: store.Store, wanted: Sequence[str] = ()) -> Imported:
+def import_from_s3(
+    cfg: config.ClusterConfig, state: store.Store, wanted: Sequence[str] = (), *, insecure: bool = False
+) -> Imported:
     """Every snapshot of this cluster described in the bucket and unknown to this database (or the
-    ``wanted`` ones): both files downloaded and checked, then recorded with their local and s3 copies."""
+    ``wanted`` ones): both files downloaded and checked, then recorded with their local and s3 copies.
+
+    Nothing the bucket says is trusted: the id is the object key's (and must be one upgrader gives this
+    cluster), a description must authenticate with the key, each file must match its sha256, and the
+    revision and key count recorded are read from the downloaded file, not from the description."""
+    session.refuse_plain(cfg, insecure=insecure)
     bucket = _remote(cfg)
     known = {s.id for s in state.snapshots(cfg.name)}
     found = remote.described(bucket)
@@ -375,8 +382,8 @@ def import_from_s3(cfg: config.ClusterConfig, state: store.Store, wanted: Sequen
             if item.id in known and (not wanted or item.id in wanted):
                 skipped[item.id] = "already in this database"
             continue
-        if bucket.key and item.key_id and item.key_id != bucket.key.fingerprint:
-            skipped[item.id] = f"sealed with another key (key id {item.key_id})"
+        if item.refused:
+            skipped[item.id] = item.refused
             continue
         try:
             imported.append(_import_one(cfg, state, bucket, item))
@@ -389,25 +396,42 @@ def _import_one(
     cfg: config.ClusterConfig, state: store.Store, bucket: remote.Remote, item: remote.Described
 ) -> records.SnapshotRecord:
     fields = dict(item.fields)
-    for key in ("created_at", "verified_at"):
-        if fields.get(key):
-            fields[key] = datetime.fromisoformat(str(fields[key]))
+    try:
+        for key in ("created_at", "verified_at"):
+            if fields.get(key):
+                fields[key] = datetime.fromisoformat(str(fields[key]))
+    except ValueError as exc:
+        raise errors.InputError(f"{item.id}: its description in the bucket has a bad time ({exc})") from None
     directory = files.private_dir(cfg.snapshots.dir, what="snapshot directory")
     paths = {f"{item.id}.db": directory / f"{item.id}.db", f"{item.id}.tar.gz": directory / f"{item.id}.tar.gz"}
+    if there := [str(p) for p in paths.values() if p.exists() or p.is_symlink()]:
+        raise errors.Refused(f"{item.id}: {there[0]} exists already (another database's snapshot?): left as it is")
     try:
         record = records.SnapshotRecord(
-            **{**fields, "etcd_path": str(paths[f"{item.id}.db"]), "archive_path": str(paths[f"{item.id}.tar.gz"])}
+            **{
+                **fields,
+                "id": item.id,
+                "cluster": cfg.name,
+                "etcd_path": str(paths[f"{item.id}.db"]),
+                "archive_path": str(paths[f"{item.id}.tar.gz"]),
+            }
         )
     except TypeError as exc:
         raise errors.InputError(f"{item.id}: its description in the bucket is not one upgrader wrote ({exc})") from None
+    local.announce(state, cfg.name, item.id, tuple(paths.values()))
     try:
         remote.pull(bucket, record, paths)
         checks = local.check(record)
         if failed := next((v for v in checks.values() if v != "ok"), None):
             raise snapshot.SnapshotCorrupt(f"{item.id}: downloaded, but {failed}")
+        status = tools.status(paths[f"{item.id}.db"])  # what the file holds, whatever the description says
         now = datetime.now(UTC)
         record = replace(
             record,
+            etcd_revision=status.revision,
+            key_count=status.keys,
+            # known-good only as an authenticated description says: an unsealed bucket proves nothing
+            known_good=record.known_good and bucket.key is not None,
             verified_at=now,
             copies=(
                 records.CopyRecord.now(record.id, Tier.LOCAL, str(paths[f"{item.id}.db"]), records.CopyState.OK),

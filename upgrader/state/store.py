@@ -125,8 +125,10 @@ class Store:
             session.flush()
             return row.id
 
-    def events(self, *, cluster: str | None = None, limit: int = 100) -> list[records.Event]:
-        """The newest events, newest first, optionally for one cluster."""
+    def events(
+        self, *, cluster: str | None = None, limit: int = 100, kinds: tuple[str, ...] = ()
+    ) -> list[records.Event]:
+        """The newest events, newest first, optionally for one cluster and of some kinds."""
         with self.session() as session:
             query = (
                 select(orm.Event, orm.Cluster.name)
@@ -136,6 +138,8 @@ class Store:
             )
             if cluster is not None:
                 query = query.where(orm.Cluster.name == cluster)
+            if kinds:
+                query = query.where(orm.Event.kind.in_(kinds))
             return [
                 records.Event(
                     id=row.id,
