@@ -316,7 +316,7 @@ def test_an_unsealed_bucket_is_refused_over_http_and_its_import_is_never_known_g
     client.put_object(Bucket=s3.bucket, Key=f"team/c/{good.id}.json", Body=json.dumps(described).encode())
     cfg = _fresh(cluster_yaml, tmp_path, s3)
     with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
-        with pytest.raises(session.InsecureTransport, match="unencrypted .* over plain http"):
+        with pytest.raises(session.InsecureTransport, match=r"unencrypted .* over plain http"):
             tiers.import_from_s3(cfg, state)
         result = tiers.import_from_s3(cfg, state, insecure=True)
     [imported] = result.imported

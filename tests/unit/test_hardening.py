@@ -508,7 +508,7 @@ def test_a_shared_snapshot_directory_is_refused_and_never_chmodded(tmp_path: Pat
 
 def _one_line(result, code: int, needle: str) -> str:  # type: ignore[no-untyped-def]
     assert result.exit_code == code, (result.exit_code, result.output)
-    assert "Traceback" not in result.output and result.exc_info is None or isinstance(result.exception, SystemExit)
+    assert ("Traceback" not in result.output and result.exc_info is None) or isinstance(result.exception, SystemExit)
     first = result.stderr.splitlines()[0]
     assert first.startswith("upgrader: error: ") and needle in first, result.stderr
     return str(result.stderr)

@@ -3,11 +3,10 @@ route, what the archive may put on a command line, and what verify allows of a k
 
 from __future__ import annotations
 
-import shutil
-
 import base64
 import dataclasses
 import io
+import shutil
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
