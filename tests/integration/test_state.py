@@ -209,3 +209,27 @@ def test_a_postgresql_password_comes_from_pgpassfile_and_is_never_shown(
         store.Store.open(wrong)
     assert "password authentication failed" in refused.value.message
     assert "not-it-0815" not in refused.value.message and pgserver.PASSWORD not in refused.value.message
+
+
+def test_a_terminated_postgresql_backend_does_not_fail_the_next_journal_write(pg_url: str) -> None:
+    """Issue 17: one terminated backend failed the running step (cp-1 was upgraded while the step said
+    failed). The pool now checks a connection before it uses it."""
+    with store.Store.open(pg_url) as state:
+        run = state.create_run(
+            run_id=records.RunId("c-run-1"),
+            cluster="c",
+            plan_id=None,
+            kind=records.RunKind.UPGRADE,
+            steps=[{"kind": "snapshot", "version": None, "nodes": []}],
+            host="h",
+            pid=1,
+            options={},
+        )
+        with state.engine.connect() as connection:
+            pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with store.Store.open(pg_url) as admin, admin.engine.connect() as other:  # as a failover or a DBA would
+            assert other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one() is True
+        state.start_step(run.id, 0, at=datetime.now(UTC))  # on the pool's next connection: a fresh one
+        state.step_progress(run.id, 0, {"snapshot": "c-20261201T000000Z-abcd"})
+        state.finish_step(run.id, 0, records.StepStatus.SUCCEEDED, at=datetime.now(UTC))
+        assert state.run(run.id).steps[0].status is records.StepStatus.SUCCEEDED

@@ -244,3 +244,17 @@ def test_verify_allows_a_kubelet_newer_than_the_snapshots_only_up_to_its_control
         "w-1: `kubelet --version` gave no answer",
     ]
     assert [c.ok for c in verification._installed(dict(wanted), wanted)] == [True]
+
+
+def test_a_full_restore_with_etcd_silent_is_refused_before_the_outage() -> None:
+    """Issue 17: with etcd down, a rollback stopped the apiservers, then failed on "the highest revision
+    served cannot be read": what the restore needs is now read before anything stops."""
+    from upgrader.rollback import service
+
+    silent = model.Live(apiservers={"cp-1": (V("1.31.13"), Minor(1, 31))}, kubelets={}, revision=None, etcd_version=None)
+    with pytest.raises(errors.Refused, match="etcd does not answer, .* nothing was changed"):
+        service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options())
+    service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options(allow_revision_regression=True))
+    service.refuse_blind_restore(model.Route.WINDOW, silent, model.Options())  # no revision to move
+    answering = dataclasses.replace(silent, revision=351)
+    service.refuse_blind_restore(model.Route.FULL_RESTORE, answering, model.Options())

@@ -117,6 +117,18 @@ def refuse_unfinished_rollback(state: store.Store, cluster: str) -> records.RunR
     return found
 
 
+def refuse_blind_restore(chosen: Route, live: Live, options: Options) -> None:
+    """A full restore must move etcd's revision past the highest one the cluster served, which is read
+    from etcd: when etcd does not answer, that is known before the outage begins, so the rollback is
+    refused then (not after the apiservers are stopped), unless a regression is accepted."""
+    if chosen is Route.FULL_RESTORE and live.revision is None and not options.allow_revision_regression:
+        raise errors.Refused(
+            "etcd does not answer, so the highest revision the cluster served cannot be read, and a full "
+            "restore could move it backwards under every client: fix etcd, or accept that with "
+            "--allow-revision-regression; nothing was changed"
+        )
+
+
 def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | None, options: Options) -> Prepared:
     """Every check that may refuse (exit 2 or 3); changes nothing."""
     ends = refuse_unfinished_rollback(state, cluster.name)
@@ -131,6 +143,7 @@ def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | N
             "a rollback restores the members the snapshot knows"
         )
     chosen, why = route(record, live, archived)
+    refuse_blind_restore(chosen, live, options)
     lost_revisions = None
     if chosen is Route.FULL_RESTORE:
         etcd_members(archived)  # refuses a manifest it cannot restore from, before anything changes

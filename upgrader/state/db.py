@@ -147,7 +147,9 @@ def create(url: URL) -> Engine:
             _refuse_foreign_sqlite(url, path)
         _create_private_file(path)
     try:
-        engine = create_engine(url)
+        # pre_ping: a pooled connection whose server backend was terminated (a failover, an idle timeout,
+        # pg_terminate_backend) is replaced before a statement is sent on it, instead of failing the step.
+        engine = create_engine(url, pool_pre_ping=True)
     except ImportError as exc:
         if url.get_backend_name() == "postgresql":
             raise errors.InputError(

@@ -8,20 +8,53 @@ through ``redaction.scrub`` as a last line of defence.
 
 from __future__ import annotations
 
+import functools
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Select, delete, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from upgrader import errors, redaction
 from upgrader.config import Tier
 from upgrader.state import db, lease, orm, records
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RETRIES = 3  # a journal write that lost its connection mid-way is tried this many times more
+RETRY_PAUSE = 1.0
+
+
+def _disconnected(exc: errors.StateError) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, DBAPIError) and bool(cause.connection_invalidated)
+
+
+def retried(write: Callable[P, R]) -> Callable[P, R]:
+    """A journal write that is safe to repeat (it sets values, it adds nothing), tried again on a fresh
+    connection when the database dropped the one it used (a terminated backend, a failover): a step
+    that did its work is not reported failed because one connection died."""
+
+    @functools.wraps(write)
+    def again(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(RETRIES + 1):
+            try:
+                return write(*args, **kwargs)
+            except errors.StateError as exc:
+                if attempt == RETRIES or not _disconnected(exc):
+                    raise
+                time.sleep(RETRY_PAUSE)
+        raise AssertionError("unreachable")
+
+    return again
 
 
 class Store:
@@ -255,6 +288,7 @@ class Store:
                 )
         return self.run(run_id)
 
+    @retried
     def set_run(
         self,
         run_id: str,
@@ -292,6 +326,7 @@ class Store:
         with self.session() as session:
             return self._step_record(self._step_row(session, run_id, position))
 
+    @retried
     def step_progress(self, run_id: str, position: int, detail: Mapping[str, Any]) -> None:
         """Records progress inside a running step (merged into its detail)."""
         with self._progress, self.session() as session:
@@ -299,6 +334,7 @@ class Store:
             merged = {**row.detail, **detail}
             row.detail = redaction.scrub({k: v for k, v in merged.items() if v is not None})
 
+    @retried
     def finish_step(
         self, run_id: str, position: int, status: records.StepStatus, *, at: datetime, error: str | None = None
     ) -> None:
