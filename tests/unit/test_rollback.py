@@ -251,8 +251,9 @@ def test_a_full_restore_with_etcd_silent_is_refused_before_the_outage() -> None:
     served cannot be read": what the restore needs is now read before anything stops."""
     from upgrader.rollback import service
 
-    silent = model.Live(apiservers={"cp-1": (V("1.31.13"), Minor(1, 31))}, kubelets={}, revision=None, etcd_version=None)
-    with pytest.raises(errors.Refused, match="etcd does not answer, .* nothing was changed"):
+    serving = {"cp-1": (V("1.31.13"), Minor(1, 31))}
+    silent = model.Live(apiservers=serving, kubelets={}, revision=None, etcd_version=None)
+    with pytest.raises(errors.Refused, match=r"etcd does not answer, .* nothing was changed"):
         service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options())
     service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options(allow_revision_regression=True))
     service.refuse_blind_restore(model.Route.WINDOW, silent, model.Options())  # no revision to move

@@ -25,7 +25,6 @@ from upgrader import errors, redaction
 from upgrader.config import Tier
 from upgrader.state import db, lease, orm, records
 
-
 P = ParamSpec("P")
 R = TypeVar("R")
 
