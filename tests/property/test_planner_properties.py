@@ -23,7 +23,11 @@ from upgrader.versions import Version
 
 
 def kubelet_floor(newest_minor: int) -> int:
-    return newest_minor - (3 if newest_minor >= 28 else 2)
+    # The skew policy: N-3 from 1.28, N-2 before. kubeadm's `upgrade apply` is stricter through 1.28: it
+    # refuses kubelets more than one minor older than the new version (N-3 from kubeadm 1.29).
+    policy = 3 if newest_minor >= 28 else 2
+    kubeadm = 3 if newest_minor >= 29 else 1
+    return newest_minor - min(policy, kubeadm)
 
 
 def emulation_ok(binary_minor: int, emulated_minor: int) -> bool:

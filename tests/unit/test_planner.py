@@ -7,7 +7,9 @@ import pytest
 from tests.unit.plan_helpers import brief, make_facts, make_plan
 from upgrader import errors
 from upgrader.planner.model import StepKind
+from upgrader.rules import catalog as catalog_mod
 from upgrader.rules.findings import Code
+from upgrader.versions import Version
 
 CP3 = [("cp-1", "1.30.14", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14"), ("cp-3", "1.30.14", None, "1.30.14")]
 
@@ -64,20 +66,37 @@ def test_nodes_skip_minors_and_move_only_when_forced() -> None:
     assert plan.summary.drains_every_minor == 4 * 6
 
 
-def test_kubelet_skew_widens_from_n_minus_2_to_n_minus_3_at_1_28() -> None:
-    # With a 1.27 apiserver a kubelet may be 2 behind (1.25); from 1.28 it may be 3 behind, so the
-    # 1.25 kubelet stays put through 1.27 and 1.28 and must move only before the apiserver reaches 1.29.
+def test_kubeadm_up_to_1_28_takes_no_kubelet_more_than_one_minor_behind() -> None:
+    # The skew policy lets a kubelet lag a 1.27 apiserver by 2 and a 1.28 one by 3, but `kubeadm upgrade
+    # apply` 1.27 and 1.28 refuses kubelets more than one minor older than the new version (unless
+    # forced; upgrader never forces it); kubeadm 1.29 accepts three. So the 1.25 kubelet moves to 1.26
+    # before the hop to 1.27, to 1.27 before the hop to 1.28, and then rides to 1.29 in one drain.
     plan = make_plan(make_facts([("cp-1", "1.26.15", None, "1.25.16")]), "1.29")
     assert brief(plan) == [
+        "nodes 1.26.15 cp-1",
         "snap",
         "cp 1.27.16 cp-1",
+        "nodes 1.27.16 cp-1",
         "snap",
         "cp 1.28.15 cp-1",
-        "nodes 1.28.15 cp-1",
         "snap",
         "cp 1.29.15 cp-1",
         "nodes 1.29.15 cp-1",
     ]
+
+
+def test_every_kubeadm_hop_of_a_1_26_plan_finds_its_kubelets_within_kubeadms_limit() -> None:
+    catalog = catalog_mod.load()
+    plan = make_plan(make_facts([("cp-1", "1.26.15", None, "1.26.15")], [("w-1", "1.26.15")]), "1.30")
+    kubelets = {"cp-1": Version.parse("1.26.15"), "w-1": Version.parse("1.26.15")}
+    for step in plan.steps:
+        if step.kind is StepKind.CONTROL_PLANE and step.version is not None:
+            limit = catalog.entry(step.version.minor_version).kubeadm_kubelet_max_older
+            oldest = min(v.minor_version for v in kubelets.values())
+            assert oldest.distance(step.version.minor_version) <= limit, (str(step.version), kubelets)
+        elif step.kind is StepKind.NODES and step.version is not None:
+            kubelets.update(dict.fromkeys(step.nodes, step.version))
+    assert set(kubelets.values()) == {Version.parse("1.30.14")}
 
 
 def test_patch_only_upgrade_is_one_control_plane_step_and_one_nodes_step() -> None:

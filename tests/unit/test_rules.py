@@ -34,8 +34,10 @@ def state(apiservers: dict[str, str], kubelets: dict[str, str], emulated: dict[s
         ({"a": "1.30.1", "b": "1.32.0"}, {"w": "1.30.1"}, None, [Code.SKEW_APISERVERS]),
         ({"a": "1.31.0"}, {"w": "1.28.0"}, None, []),  # N-3 from 1.28
         ({"a": "1.31.0"}, {"w": "1.27.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),
-        ({"a": "1.27.0"}, {"w": "1.25.0"}, None, []),  # N-2 before 1.28
-        ({"a": "1.27.0"}, {"w": "1.24.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),
+        ({"a": "1.27.0"}, {"w": "1.26.0"}, None, []),  # the policy allows N-2 before 1.28; kubeadm 1.27 N-1
+        ({"a": "1.27.0"}, {"w": "1.25.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),
+        ({"a": "1.28.0"}, {"w": "1.26.9"}, None, [Code.SKEW_KUBELET_TOO_OLD]),  # kubeadm 1.28: N-1 still
+        ({"a": "1.29.0"}, {"w": "1.26.9"}, None, []),  # kubeadm 1.29: N-3
         ({"a": "1.30.1", "b": "1.31.0"}, {"w": "1.31.0"}, None, [Code.KUBELET_NEWER_THAN_APISERVER]),
         ({"a": "1.30.1"}, {"w": "1.30.9"}, None, []),  # a newer patch is not a newer minor
         ({"a": "1.33.0"}, {"w": "1.33.0"}, {"a": "1.32"}, [Code.KUBELET_NEWER_THAN_EMULATED]),
@@ -54,8 +56,10 @@ def state(apiservers: dict[str, str], kubelets: dict[str, str], emulated: dict[s
         "ha-two-apart",
         "n-3",
         "n-4",
-        "n-2-before-1.28",
-        "n-3-before-1.28",
+        "kubeadm-n-1-at-1.27",
+        "kubeadm-n-2-refused-at-1.27",
+        "kubeadm-n-2-refused-at-1.28",
+        "kubeadm-n-3-at-1.29",
         "kubelet-newer",
         "patch-newer-ok",
         "newer-than-emulated",

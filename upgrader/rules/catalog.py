@@ -52,7 +52,8 @@ class MinorEntry:
     minor: Minor
     patches: tuple[Version, ...]  # latest first
     patches_complete: bool
-    kubelet_max_older: int
+    kubelet_max_older: int  # the skew policy: how many minors a kubelet may lag this apiserver
+    kubeadm_kubelet_max_older: int  # what this minor's `kubeadm upgrade apply` accepts (1 through 1.28)
     kubeadm_etcd: Version
     emulation_min: Minor | None
     removed_apis: tuple[RemovedApi, ...]
@@ -142,6 +143,8 @@ def _entry(key: str, raw: Mapping[str, Any]) -> MinorEntry:
         patches=patches,
         patches_complete=bool(raw["patches_complete"]),
         kubelet_max_older=int(raw["kubelet_max_older"]),
+        # a catalog written before this was kept: the skew policy's number (kubeadm's own check may be stricter)
+        kubeadm_kubelet_max_older=int(raw.get("kubeadm_kubelet_max_older", raw["kubelet_max_older"])),
         kubeadm_etcd=Version.parse(raw["kubeadm_etcd"], what=f"etcd version of {key}"),
         emulation_min=Minor.parse(raw["emulation_min"]) if raw["emulation_min"] else None,
         removed_apis=removed,

@@ -42,8 +42,18 @@ class ClusterState:
 
 
 def kubelet_floor(newest_apiserver: Minor, catalog: catalog_mod.Catalog) -> Minor:
-    """The oldest kubelet minor allowed with ``newest_apiserver`` (N-3 from 1.28, N-2 before)."""
-    return newest_apiserver - catalog.entry(newest_apiserver).kubelet_max_older
+    """The oldest kubelet minor allowed with ``newest_apiserver``: the skew policy's (N-3 from 1.28, N-2
+    before) or, when stricter, what that minor's ``kubeadm upgrade apply`` accepts (N-1 through 1.28:
+    kubeadm refuses older kubelets unless forced, and upgrader never forces it)."""
+    entry = catalog.entry(newest_apiserver)
+    return newest_apiserver - min(entry.kubelet_max_older, entry.kubeadm_kubelet_max_older)
+
+
+def _floor_reason(newest: Minor, catalog: catalog_mod.Catalog) -> str:
+    entry = catalog.entry(newest)
+    if entry.kubeadm_kubelet_max_older < entry.kubelet_max_older:
+        return f"kubeadm {newest} refuses older kubelets (its limit is {entry.kubeadm_kubelet_max_older} minor)"
+    return f"the oldest allowed with a {newest} apiserver"
 
 
 def violations(state: ClusterState, catalog: catalog_mod.Catalog) -> list[Finding]:
@@ -86,8 +96,7 @@ def violations(state: ClusterState, catalog: catalog_mod.Catalog) -> list[Findin
             Finding(
                 Code.SKEW_KUBELET_TOO_OLD,
                 Severity.BLOCKER,
-                f"kubelets older than {floor}, the oldest allowed with a {newest} apiserver: "
-                f"{findings.names_list(too_old)}",
+                f"kubelets older than {floor} ({_floor_reason(newest, catalog)}): {findings.names_list(too_old)}",
                 f"upgrade those kubelets to {oldest} first (e.g. a plan with --to {state.oldest_apiserver})",
                 nodes=too_old,
             )
