@@ -168,13 +168,9 @@ class PackageSettings(_Section):
     """Where the Kubernetes packages or binaries come from."""
 
     method: PackageMethod
+    # binary: the release tree (default https://dl.k8s.io/release, laid out vX.Y.Z/bin/linux/ARCH/NAME with
+    # NAME.sha256 beside it); apt and dnf: the pkgs.k8s.io-shaped host (default https://pkgs.k8s.io)
     mirror: HttpUrl | None = None
-
-    @model_validator(mode="after")
-    def _binary_needs_mirror(self) -> PackageSettings:
-        if self.method is PackageMethod.BINARY and self.mirror is None:
-            raise ValueError("method 'binary' needs a mirror URL")
-        return self
 
 
 class AnsibleSettings(_Section):

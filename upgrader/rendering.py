@@ -15,22 +15,26 @@ from upgrader import config, errors, names
 from upgrader.versions import Version
 
 PKGS_K8S_IO = "https://pkgs.k8s.io"
+DL_K8S_IO = "https://dl.k8s.io/release"  # the official release binaries: vX.Y.Z/bin/linux/ARCH/NAME(.sha256)
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)  # noqa: S701 - not HTML
 _APT_LINE = _ENV.from_string(
-    "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] {{ base }}/core:/stable:/v{{ minor }}/deb/ /"
+    "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.asc] {{ base }}/core:/stable:/v{{ minor }}/deb/ /"
 )
+_APT_KEY = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/deb/Release.key")
 _DNF_URL = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/rpm/")
 
 
 def package_vars(packages: config.PackageSettings, version: Version) -> dict[str, Any]:
     """The variables ``tasks/packages.yml`` reads to install ``version`` by the configured method."""
     minor = str(version.minor_version)
-    base = (packages.mirror or PKGS_K8S_IO).rstrip("/")
+    default = DL_K8S_IO if packages.method is config.PackageMethod.BINARY else PKGS_K8S_IO
+    base = (packages.mirror or default).rstrip("/")
     out: dict[str, Any] = {"package_method": packages.method.value, "version": str(version), "minor": minor}
     if packages.method is config.PackageMethod.BINARY:
         out["mirror"] = base
     elif packages.method is config.PackageMethod.APT:
         out["apt_repository_line"] = _APT_LINE.render(base=base, minor=minor)
+        out["apt_key_url"] = _APT_KEY.render(base=base, minor=minor)
     else:
         out["dnf_repository_url"] = _DNF_URL.render(base=base, minor=minor)
     return out

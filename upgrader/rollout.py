@@ -24,16 +24,29 @@ EMULATED_FLAG = "emulated-version"
 COMPONENTS = ("apiServer", "controllerManager", "scheduler")
 
 
+MAP_ARGS = "kubeadm.k8s.io/v1beta3"  # extraArgs is a map of flag -> value
+LIST_ARGS = "kubeadm.k8s.io/v1beta4"  # extraArgs is a list of {name, value}
+
+
 def with_emulation(cluster_configuration: str, minor: Minor | None) -> str:
     """The ClusterConfiguration with ``--emulated-version`` set to ``minor`` (or removed) on every
-    component that takes it; unchanged text when it already says so."""
+    component that takes it; unchanged text when it already says so. The shape of ``extraArgs`` is
+    the one its ``apiVersion`` defines (a v1beta3 document without any ``extraArgs`` still gets a map)."""
     config: dict[str, Any] = yaml.safe_load(cluster_configuration) or {}
+    api_version = config.get("apiVersion")
+    if api_version not in (MAP_ARGS, LIST_ARGS):
+        raise errors.OperationFailed(
+            f"the kubeadm ClusterConfiguration is {api_version!r}; upgrader edits {MAP_ARGS} and {LIST_ARGS}"
+        )
     changed = False
     for component in COMPONENTS:
         section = config.setdefault(component, {}) or {}
         config[component] = section
         extra = section.get("extraArgs")
-        if isinstance(extra, dict):  # v1beta3
+        if api_version == MAP_ARGS:
+            extra = extra if isinstance(extra, dict) else {}
+            if minor is not None or extra:
+                section["extraArgs"] = extra
             before = extra.get(EMULATED_FLAG)
             if minor is None:
                 extra.pop(EMULATED_FLAG, None)

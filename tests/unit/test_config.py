@@ -110,9 +110,13 @@ def test_bad_mirror_url(cluster_yaml: Path) -> None:
     assert any("packages.mirror: not an http(s) URL" in p for p in problems_of(cluster_yaml))
 
 
-def test_binary_method_needs_a_mirror(cluster_yaml: Path) -> None:
+def test_binary_method_defaults_to_the_official_release_tree(cluster_yaml: Path) -> None:
+    from upgrader import rendering
+    from upgrader.versions import Version
+
     replace(cluster_yaml, "  method: apt\n", "  method: binary\n")
-    assert any("packages: method 'binary' needs a mirror URL" in p for p in problems_of(cluster_yaml))
+    out = rendering.package_vars(config.load(cluster_yaml).packages, Version.parse("1.33.5"))
+    assert out["mirror"] == "https://dl.k8s.io/release"  # + /v1.33.5/bin/linux/amd64/kubelet(.sha256)
 
 
 def test_unknown_package_method(cluster_yaml: Path) -> None:

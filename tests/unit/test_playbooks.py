@@ -23,8 +23,10 @@ def test_apt_gets_the_per_minor_pkgs_k8s_io_repository() -> None:
         "package_method": "apt",
         "version": "1.32.9",
         "minor": "1.32",
-        "apt_repository_line": "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.gpg] "
+        "apt_repository_line": "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.asc] "
         "https://pkgs.k8s.io/core:/stable:/v1.32/deb/ /",
+        # each minor's repository has its own signing key, fetched again with every repository change
+        "apt_key_url": "https://pkgs.k8s.io/core:/stable:/v1.32/deb/Release.key",
     }
 
 

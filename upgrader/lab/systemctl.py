@@ -1,4 +1,9 @@
-"""The systemctl stand-in a lab node has in ``usr/bin``: ``systemctl restart kubelet``.
+"""The systemctl stand-in a lab node has in ``usr/bin``: ``systemctl restart kubelet`` and
+``systemctl daemon-reload``.
+
+``daemon-reload`` succeeds and does nothing: a lab kubelet has no unit file for systemd to re-read (the
+real command reloads every unit file and drop-in, systemctl(1), so a package that changed the kubelet's
+unit takes effect at the next restart; upgrader runs it before each restart, as the install docs do).
 
 The lab kubelet runs inside the supervisor, so "restarting" it is a request it picks up within a
 fraction of a second: it reads the kubelet installed in the node's ``/usr/bin`` again and reports that
@@ -32,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="systemctl", add_help=False)
     parser.add_argument("--node-root", required=True)
     parser.add_argument("verb")
-    parser.add_argument("unit")
+    parser.add_argument("unit", nargs="?", default="")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.verb == "daemon-reload" and not args.unit:
+        return 0
     unit = args.unit.removesuffix(".service")
     if unit not in UNITS:
         print(f"Failed to {args.verb} {args.unit}: Unit {args.unit} not found (upgrader lab).", file=sys.stderr)
