@@ -33,5 +33,5 @@ def test_v1beta4_takes_a_list_and_keeps_other_flags() -> None:
 
 
 def test_an_unknown_api_version_is_refused_not_guessed() -> None:
-    with pytest.raises(errors.OperationFailed, match="'kubeadm.k8s.io/v1beta2'; upgrader edits"):
+    with pytest.raises(errors.OperationFailed, match=r"'kubeadm\.k8s\.io/v1beta2'; upgrader edits"):
         rollout.with_emulation(V1BETA3.replace("v1beta3", "v1beta2"), Minor(1, 30))
