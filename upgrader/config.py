@@ -168,9 +168,28 @@ class PackageSettings(_Section):
     """Where the Kubernetes packages or binaries come from."""
 
     method: PackageMethod
+    # Where kubeadm, kubelet and kubectl live on the nodes (the kubelet unit's ExecStart must agree): the
+    # packages' /usr/bin, or the install docs' /usr/local/bin (Kubespray's bin_dir; /opt/bin on Flatcar)
+    # with the binary method. An inventory's `bin_dir` variable (Kubespray's) wins for its hosts.
+    bin_dir: str = Field(default="/usr/bin", pattern=r"^(/[A-Za-z0-9._+-]+)+$")
     # binary: the release tree (default https://dl.k8s.io/release, laid out vX.Y.Z/bin/linux/ARCH/NAME with
     # NAME.sha256 beside it); apt and dnf: the pkgs.k8s.io-shaped host (default https://pkgs.k8s.io)
     mirror: HttpUrl | None = None
+
+    @field_validator("bin_dir")
+    @classmethod
+    def _plain_path(cls, value: str) -> str:
+        if any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"not a plain absolute path: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _packages_install_into_usr_bin(self) -> PackageSettings:
+        if self.method is not PackageMethod.BINARY and self.bin_dir != "/usr/bin":
+            raise ValueError(
+                f"method '{self.method.value}' installs into /usr/bin; bin_dir {self.bin_dir} needs 'binary'"
+            )
+        return self
 
 
 class AnsibleSettings(_Section):

@@ -15,12 +15,13 @@ The result is the facts format ``plan --facts`` reads, plus ``warnings`` for wha
 
 from __future__ import annotations
 
+import base64
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from upgrader import errors, session
+from upgrader import errors, session, units
 from upgrader.etcd import kv
 from upgrader.executor import runner
 from upgrader.kube import cluster as kube
@@ -126,6 +127,7 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
     if result.status is not runner.Status.SUCCESSFUL and not result.tasks:
         raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
     per_host: dict[str, dict[str, str]] = {}
+    disagree: list[str] = []
     for host, res in result.by_host("upgrader: node facts").items():
         lines = dict(line.strip().split("=", 1) for line in str(res.get("stdout", "")).splitlines() if "=" in line)
         found = per_host.setdefault(host, {})
@@ -133,7 +135,34 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
             found["cgroup"] = lines["cgroup"]
         if lines.get("kubelet"):
             found["installed_kubelet"] = _plain(lines["kubelet"])
+        if problem := unit_disagrees(host, lines.get("bin", ""), lines.get("unit", "")):
+            disagree.append(problem)
+    if disagree:
+        more = f" (and {len(disagree) - 1} more nodes)" if len(disagree) > 1 else ""
+        raise BinDirMismatch(disagree[0] + more)
     return per_host, warnings
+
+
+class BinDirMismatch(errors.InputError):
+    """The kubelet unit runs a binary other than the one upgrader would install: nothing is changed."""
+
+
+def unit_disagrees(host: str, bin_dir: str, unit_b64: str) -> str | None:
+    """Why ``host``'s kubelet unit and the bin_dir upgrader installs into disagree, or None. A unit that
+    cannot be read (no systemctl, no unit) is not a disagreement: there is nothing to compare."""
+    if not bin_dir or not unit_b64:
+        return None
+    try:
+        text = base64.b64decode(unit_b64, validate=True).decode("utf-8", "replace")
+    except ValueError:
+        return None
+    runs = units.exec_start(text)
+    if runs is None or runs == f"{bin_dir.rstrip('/')}/kubelet":
+        return None
+    return (
+        f"{host}: the kubelet unit runs {runs}, but upgrader would install the kubelet into {bin_dir}: set "
+        f"packages.bin_dir (or the inventory's bin_dir) to {runs.rpartition('/')[0] or '/'}; nothing was changed"
+    )
 
 
 def installed_kubelets(cluster: session.ClusterSession) -> dict[str, Version | None]:

@@ -114,11 +114,12 @@ class ClusterSession:
         limit: tuple[str, ...] = (),
         timeout: int = 600,
     ) -> runner.PlaybookResult:
-        """Runs one of upgrader's playbooks on this cluster's inventory."""
+        """Runs one of upgrader's playbooks on this cluster's inventory. Every playbook gets
+        ``upgrader_bin_dir`` (packages.bin_dir; an inventory's own ``bin_dir`` wins for its hosts)."""
         request = runner.PlaybookRequest(
             playbook,
             self.inventory,
-            extravars=dict(extravars or {}),
+            extravars={"upgrader_bin_dir": self.cfg.packages.bin_dir, **(extravars or {})},
             limit=limit,
             timeout=timeout,
             host_key_checking=self.cfg.ansible.host_key_checking,

@@ -27,9 +27,21 @@ class Labs:
         self.labs: list[topology.Lab] = []
         self.seen: list[processes.ProcessId] = []
 
-    def up(self, name: str, *, version: str = "1.30.6", control_planes: int = 3, workers: int = 3) -> topology.Lab:
+    def up(
+        self,
+        name: str,
+        *,
+        version: str = "1.30.6",
+        control_planes: int = 3,
+        workers: int = 3,
+        layout: topology.Layout = topology.Layout.KUBEADM,
+    ) -> topology.Lab:
         lab = create.create(
-            self.base / name, version=Version.parse(version), control_planes=control_planes, workers=workers
+            self.base / name,
+            version=Version.parse(version),
+            control_planes=control_planes,
+            workers=workers,
+            layout=layout,
         )
         self.labs.append(lab)
         control.up(lab.dir, timeout=60)

@@ -49,9 +49,10 @@ def test_extra_variables_reach_ansible_as_text_never_as_templates(
     """``node_root`` given as an extra variable with Jinja in it: the node-facts playbook reads the
     directory of that literal name, and the lookup in the other name never runs its command."""
     marker = tmp_path / "ran-a-command"
-    monkeypatch.setenv("UPGRADER_TEST_MARKER", str(marker))  # a path without "/" in the template
+    # a path without "/" in the template; ANSIBLE_* is what a playbook inherits of the environment
+    monkeypatch.setenv("ANSIBLE_UPGRADER_TEST_MARKER", str(marker))
     loaded = inventory.load(shared_lab.dir / "inventory" / "hosts.ini")
-    for name in ("j{{ 7*7 }}", "p{{ lookup('pipe', 'touch $UPGRADER_TEST_MARKER') }}"):
+    for name in ("j{{ 7*7 }}", "p{{ lookup('pipe', 'touch $ANSIBLE_UPGRADER_TEST_MARKER') }}"):
         root = tmp_path / name
         (root / "usr" / "bin").mkdir(parents=True)
         (root / "sys" / "fs" / "cgroup").mkdir(parents=True)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from upgrader import errors
 from upgrader.cli import _errors, _options, _render
 
 app = _options.group("A simulated kubeadm cluster with real etcd, for tests and rehearsals.")
@@ -27,12 +28,25 @@ def create(
     cgroup_v1: Annotated[
         list[str] | None, typer.Option("--cgroup-v1", help="A node on cgroup v1 (repeatable).")
     ] = None,
+    layout: Annotated[
+        str,
+        typer.Option(
+            "--layout",
+            help="kubeadm: binaries in /usr/bin, the packages' kubelet unit; kubespray: /usr/local/bin "
+            "(the inventory's bin_dir) and Kubespray's unit.",
+        ),
+    ] = "kubeadm",
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Lay out a lab: node roots with kubeadm's files, inventory, kubeconfig, cluster.yaml. Starts nothing."""
     from upgrader.lab import create as create_mod
+    from upgrader.lab import topology
     from upgrader.versions import Version
 
+    try:
+        chosen = topology.Layout(layout)
+    except ValueError:
+        raise errors.UsageError(f"--layout is kubeadm or kubespray, not {layout!r}") from None
     lab = create_mod.create(
         directory,
         version=Version.parse(version),
@@ -40,6 +54,7 @@ def create(
         workers=workers,
         etcd_binary=etcd_binary,
         cgroup_v1=tuple(cgroup_v1 or ()),
+        layout=chosen,
     )
     if output is _render.OutputFormat.JSON:
         _render.emit_json({**lab.as_dict(), "dir": str(lab.dir), "cluster_config": str(lab.dir / "cluster.yaml")})

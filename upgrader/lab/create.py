@@ -152,6 +152,7 @@ def _inventory(lab: topology.Lab) -> str:
         "[all:vars]",
         "ansible_connection=local",
         f"ansible_python_interpreter={lab.python}",
+        *([f"bin_dir={lab.layout.bin_dir}"] if lab.layout is topology.Layout.KUBESPRAY else []),
     ]
     return (
         "# Lab inventory: Kubespray's groups; only node_root and the connection differ from a real cluster.\n"
@@ -197,8 +198,9 @@ def _write_node(
     kube_dir = root / "etc" / "kubernetes"
     (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
     _cgroup_layout(root, v1=cgroup_v1)
-    mirror.install(lab.mirror_dir, lab.version, root)
+    mirror.install(lab.mirror_dir, lab.version, root, bin_dir=lab.layout.bin_dir)
     mirror.install_systemctl(root, lab.python)
+    write_kubelet_unit(root, lab.layout)
     node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
     _write_private(
         kube_dir / "kubelet.conf",
@@ -226,6 +228,73 @@ def _write_node(
     manifests.write(manifests_dir / "kube-scheduler.yaml", manifests.scheduler(lab.version))
 
 
+# The kubelet units a node has, by layout. kubeadm: the kubelet package's unit and the kubeadm package's
+# drop-in, as kubernetes/release ships them (cmd/krel/templates/latest/kubelet/kubelet.service and
+# kubeadm/10-kubeadm.conf, installed under /usr/lib/systemd/system). Kubespray: its own unit in
+# /etc/systemd/system (roles/kubernetes/node/templates/kubelet.service.j2), running {{ bin_dir }}/kubelet.
+_PACKAGE_UNIT = """[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+_KUBEADM_DROP_IN = """# Note: This dropin only works with kubeadm and kubelet v1.11+
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf \\
+--kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+EnvironmentFile=-/etc/sysconfig/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+_KUBESPRAY_UNIT = """[Unit]
+Description=Kubernetes Kubelet Server
+Documentation=https://github.com/GoogleCloudPlatform/kubernetes
+Wants=containerd.service
+
+[Service]
+EnvironmentFile=-/etc/kubernetes/kubelet.env
+ExecStart={bin_dir}/kubelet \\
+\t\t$KUBE_LOGTOSTDERR \\
+\t\t$KUBE_LOG_LEVEL \\
+\t\t$KUBELET_API_SERVER \\
+\t\t$KUBELET_ADDRESS \\
+\t\t$KUBELET_PORT \\
+\t\t$KUBELET_HOSTNAME \\
+\t\t$KUBELET_ARGS \\
+\t\t$KUBELET_NETWORK_PLUGIN \\
+\t\t$KUBELET_VOLUME_PLUGIN \\
+\t\t$KUBELET_CLOUDPROVIDER
+Restart=always
+RestartSec=10s
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def write_kubelet_unit(root: Path, layout: topology.Layout) -> None:
+    if layout is topology.Layout.KUBESPRAY:
+        unit = root / "etc" / "systemd" / "system" / "kubelet.service"
+        unit.parent.mkdir(parents=True, exist_ok=True)
+        unit.write_text(_KUBESPRAY_UNIT.format(bin_dir=layout.bin_dir))
+        return
+    unit = root / "usr" / "lib" / "systemd" / "system" / "kubelet.service"
+    (unit.parent / "kubelet.service.d").mkdir(parents=True, exist_ok=True)
+    unit.write_text(_PACKAGE_UNIT)
+    (unit.parent / "kubelet.service.d" / "10-kubeadm.conf").write_text(_KUBEADM_DROP_IN)
+
+
 def _install_etcd_tool(root: Path, etcd_binary: str) -> None:
     """etcd's restore tool in the node's /usr/bin, as an operator installs it on a control-plane node so a
     restore can run there: etcdutl, or etcd 3.4's etcdctl (same ``snapshot restore`` flags)."""
@@ -248,6 +317,7 @@ def create(
     workers: int = 3,
     etcd_binary: str | None = None,
     cgroup_v1: tuple[str, ...] = (),
+    layout: topology.Layout = topology.Layout.KUBEADM,
 ) -> topology.Lab:
     if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
         raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
@@ -274,6 +344,7 @@ def create(
         nodes=nodes,
         etcd_binary=etcd,
         python=sys.executable,
+        layout=layout,
     )
     for sub in ("run", "snapshots"):
         (lab.dir / sub).mkdir(mode=0o700, exist_ok=True)

@@ -4,7 +4,7 @@ Like the real kubelet it watches ``/etc/kubernetes/manifests``: a new or changed
 its component, a manifest moved out of the directory stops it (how kubeadm and restore procedures
 stop control-plane components), a component that exits is restarted with a growing back-off and is
 reported as not ready meanwhile. Towards the API it registers the Node, reports it Ready with the
-``kubeletVersion`` of the kubelet installed in the node's ``/usr/bin``, publishes mirror pods for its
+``kubeletVersion`` of the binary its kubelet unit runs (``systemctl cat``), publishes mirror pods for its
 static pods and marks the workload pods bound to it as running.
 
 Like a real kubelet it reports the version it was started with: installing a new kubelet changes
@@ -81,7 +81,9 @@ class Kubelet:
         self._restart_seen = self._restart_token()
 
     def _installed(self) -> str:
-        version = mirror.installed_version(self.root / "usr" / "bin" / "kubelet")
+        """The version of the binary the node's kubelet unit runs (what systemd would start)."""
+        binary = systemctl.kubelet_binary(self.root)
+        version = mirror.installed_version(binary) if binary else None
         return f"v{version}" if version else "unknown"
 
     def _restart_token(self) -> str | None:

@@ -36,16 +36,23 @@ _VERSION_ANSWERS = {
 def script(tool: str, version: Version, python: str) -> str:
     module = {"kubeadm": "upgrader.lab.kubeadm", "kubelet": "upgrader.lab.binaries", "kubectl": "upgrader.lab.binaries"}
     test, answer = _VERSION_ANSWERS[tool]
-    # Installed as ROOT/usr/bin/TOOL, a stand-in finds its node's root two levels up, where the real
-    # binary would find /.
+    # Installed as ROOT/BIN_DIR/TOOL (/usr/bin, /usr/local/bin, ...), a stand-in finds its node's root
+    # where the real binary would find /: the nearest directory above it holding the lab's node marker.
     return (
         "#!/bin/sh\n"
         f"# upgrader-lab-stand-in: {tool} v{version}\n"
         f"if [ {test} ]; then echo {shlex.quote(answer.format(v=version))}; exit 0; fi\n"
-        'root=$(cd "$(dirname "$0")/../.." && pwd)\n'
-        f"exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "
+        + FIND_ROOT
+        + f"exec {shlex.quote(python)} -m {module[tool]} --tool {tool} --binary-version {version} "
         '--node-root "$root" "$@"\n'
     )
+
+
+NODE_MARKER = ".upgrader-lab-node"  # in every node's root
+FIND_ROOT = (
+    'root=$(cd "$(dirname "$0")" && pwd)\n'
+    f'while [ "$root" != / ] && [ ! -e "$root/{NODE_MARKER}" ]; do root=$(dirname "$root"); done\n'
+)
 
 
 def path(mirror: Path, version: Version, tool: str) -> Path:
@@ -76,24 +83,27 @@ def install_systemctl(root: Path, python: str) -> None:
     target.write_text(
         "#!/bin/sh\n"
         "# upgrader-lab-stand-in: systemctl\n"
-        'root=$(cd "$(dirname "$0")/../.." && pwd)\n'
-        f'exec {shlex.quote(python)} -m upgrader.lab.systemctl --node-root "$root" "$@"\n'
+        + FIND_ROOT
+        + f'exec {shlex.quote(python)} -m upgrader.lab.systemctl --node-root "$root" "$@"\n'
     )
     os.chmod(target, 0o755)  # noqa: S103 - an executable
 
 
-def install(mirror: Path, version: Version, root: Path, tools: tuple[str, ...] = TOOLS) -> None:
-    """Installs a release's stand-ins into a node's /usr/bin (what a playbook does on a real node)."""
-    bin_dir = root / "usr" / "bin"
-    bin_dir.mkdir(parents=True, exist_ok=True)
+def install(
+    mirror: Path, version: Version, root: Path, tools: tuple[str, ...] = TOOLS, *, bin_dir: str = "/usr/bin"
+) -> None:
+    """Installs a release's stand-ins into a node's ``bin_dir`` (what a playbook does on a real node)."""
+    (root / NODE_MARKER).touch()
+    bin_dir_path = root / bin_dir.lstrip("/")
+    bin_dir_path.mkdir(parents=True, exist_ok=True)
     for tool in tools:
         source = path(mirror, version, tool)
         if not source.is_file():
             raise errors.InputError(f"the lab mirror has no {tool} v{version}")
-        tmp = bin_dir / f".{tool}.tmp"
+        tmp = bin_dir_path / f".{tool}.tmp"
         tmp.write_bytes(source.read_bytes())
         os.chmod(tmp, 0o755)  # noqa: S103 - an executable, as the real binary is
-        tmp.replace(bin_dir / tool)
+        tmp.replace(bin_dir_path / tool)
 
 
 def installed_version(binary: Path) -> Version | None:

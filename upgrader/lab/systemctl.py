@@ -1,5 +1,12 @@
-"""The systemctl stand-in a lab node has in ``usr/bin``: ``systemctl restart kubelet`` and
-``systemctl daemon-reload``.
+"""The systemctl stand-in a lab node has in ``usr/bin``: ``systemctl restart kubelet``,
+``systemctl daemon-reload`` and ``systemctl cat kubelet``.
+
+``cat`` prints the unit file, then its drop-ins, each after a ``# /path`` line, as systemctl(1) does;
+files are looked up below the node's root in systemd's order (systemd.unit(5): the first of
+/etc/systemd/system, /run/systemd/system, /usr/local/lib/systemd/system, /usr/lib/systemd/system and
+/lib/systemd/system that has the unit; drop-ins ``UNIT.d/*.conf`` from all of them, a name in an
+earlier directory hiding the same name in a later one, applied in the order of their names). The lab
+kubelet runs the binary the effective ``ExecStart=`` names, as systemd would.
 
 ``daemon-reload`` succeeds and does nothing: a lab kubelet has no unit file for systemd to re-read (the
 real command reloads every unit file and drop-in, systemctl(1), so a package that changed the kubelet's
@@ -21,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from upgrader import units
+
 UNITS = ("kubelet",)
 WAIT_SECONDS = 30.0
 
@@ -29,11 +38,41 @@ def request_path(root: Path) -> Path:
     return root / "run" / "upgrader-lab" / "kubelet.restart"
 
 
+UNIT_DIRS = (
+    "etc/systemd/system",
+    "run/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+)
+
+
+def unit_files(root: Path, unit: str) -> list[Path]:
+    """The unit file and its drop-ins, in the order systemd applies them."""
+    name = unit if unit.endswith(".service") else f"{unit}.service"
+    main = next((root / d / name for d in UNIT_DIRS if (root / d / name).is_file()), None)
+    drop_ins: dict[str, Path] = {}
+    for directory in UNIT_DIRS:
+        for conf in sorted((root / directory / f"{name}.d").glob("*.conf")):
+            drop_ins.setdefault(conf.name, conf)
+    return ([main] if main else []) + [drop_ins[n] for n in sorted(drop_ins)]
+
+
+def cat(root: Path, unit: str) -> str:
+    return "\n".join(f"# /{p.relative_to(root)}\n{p.read_text()}" for p in unit_files(root, unit))
+
+
+def kubelet_binary(root: Path) -> Path | None:
+    """The kubelet the node's unit runs, below the node's root (None without a unit)."""
+    runs = units.exec_start(cat(root, "kubelet"))
+    return root / runs.lstrip("/") if runs else None
+
+
 def ack_path(root: Path) -> Path:
     return root / "run" / "upgrader-lab" / "kubelet.restarted"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per verb, as systemctl's codes
     parser = argparse.ArgumentParser(prog="systemctl", add_help=False)
     parser.add_argument("--node-root", required=True)
     parser.add_argument("verb")
@@ -42,6 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb == "daemon-reload" and not args.unit:
         return 0
     unit = args.unit.removesuffix(".service")
+    if args.verb == "cat":
+        text = cat(Path(args.node_root), unit)
+        if not text:
+            print(f"No files found for {unit}.service.", file=sys.stderr)
+            return 1
+        print(text)
+        return 0
     if unit not in UNITS:
         print(f"Failed to {args.verb} {args.unit}: Unit {args.unit} not found (upgrader lab).", file=sys.stderr)
         return 5

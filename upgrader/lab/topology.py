@@ -33,6 +33,19 @@ class Role(enum.StrEnum):
     WORKER = "worker"
 
 
+class Layout(enum.StrEnum):
+    """How the nodes are laid out. kubeadm: the packages' way, binaries in /usr/bin, the package's
+    kubelet unit with kubeadm's drop-in. kubespray: Kubespray's defaults, binaries in bin_dir
+    (/usr/local/bin) and its own unit in /etc/systemd/system, bin_dir set in the inventory."""
+
+    KUBEADM = "kubeadm"
+    KUBESPRAY = "kubespray"
+
+    @property
+    def bin_dir(self) -> str:
+        return "/usr/local/bin" if self is Layout.KUBESPRAY else "/usr/bin"
+
+
 @dataclass(frozen=True)
 class LabNode:
     name: str
@@ -53,6 +66,7 @@ class Lab:
     nodes: tuple[LabNode, ...]
     etcd_binary: str
     python: str
+    layout: Layout = Layout.KUBEADM
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -121,6 +135,7 @@ class Lab:
             "nodes": [{"name": n.name, "role": n.role.value, "ip": n.ip} for n in self.nodes],
             "etcd_binary": self.etcd_binary,
             "python": self.python,
+            "layout": self.layout.value,
         }
 
     def save(self) -> None:
@@ -146,6 +161,7 @@ def load(directory: Path) -> Lab:
             nodes=tuple(LabNode(names.node_name(n["name"]), Role(n["role"]), n["ip"]) for n in data["nodes"]),
             etcd_binary=data["etcd_binary"],
             python=data["python"],
+            layout=Layout(data.get("layout", Layout.KUBEADM.value)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.InputError(f"{path} is malformed: {exc}") from exc

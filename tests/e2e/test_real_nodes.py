@@ -1,0 +1,62 @@
+"""Nodes as SREs run them (issue 18): Kubespray's layout, with binaries in its bin_dir and its own
+kubelet unit, upgraded through the inventory's ``bin_dir``; a bin_dir that disagrees with the unit is
+refused before anything changes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tests.e2e.conftest import Labs
+from upgrader import cli
+from upgrader.kube import cluster as kube
+from upgrader.lab import mirror, topology
+
+cli_runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return cli_runner.invoke(cli.app, list(args))
+
+
+def kubelets(lab: topology.Lab) -> dict[str, str]:
+    api = kube.Cluster.connect(lab.kubeconfig)
+    try:
+        return {n.name: n.kubelet for n in api.nodes()}
+    finally:
+        api.close()
+
+
+def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, tmp_path: Path) -> None:
+    lab = labs.up("kubespray", version="1.31.13", control_planes=1, workers=1, layout=topology.Layout.KUBESPRAY)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    root = lab.root("w-1")
+    assert (root / "etc" / "systemd" / "system" / "kubelet.service").is_file()
+    assert not (root / "usr" / "bin" / "kubelet").exists()  # nothing where the packages would put it
+
+    # The inventory's bin_dir is what the unit runs; cluster.yaml says nothing of it (default /usr/bin).
+    # An inventory without it: upgrader would install into /usr/bin while systemd runs /usr/local/bin.
+    inventory = lab.dir / "inventory" / "hosts.ini"
+    wrong = lab.dir / "inventory" / "no-bin-dir.ini"
+    wrong.write_text(inventory.read_text().replace("bin_dir=/usr/local/bin\n", ""))
+    wrong_yaml = lab.dir / "wrong.yaml"
+    wrong_yaml.write_text(Path(cluster_yaml).read_text().replace("inventory/hosts.ini", "inventory/no-bin-dir.ini"))
+    for args in (["facts"], ["plan", "--to", "1.32", *db]):
+        refused = invoke(*args, "-c", str(wrong_yaml))
+        assert refused.exit_code == 2, refused.output
+        assert "the kubelet unit runs /usr/local/bin/kubelet, but upgrader would install the kubelet into /usr/bin" in (
+            refused.stderr
+        )
+        assert "set packages.bin_dir (or the inventory's bin_dir) to /usr/local/bin" in refused.stderr
+
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    done = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
+    assert done.exit_code == 0, done.output
+    assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
+    for node in ("cp-1", "w-1"):  # installed where the unit runs it, and nowhere else
+        installed = lab.root(node) / "usr" / "local" / "bin" / "kubelet"
+        assert str(mirror.installed_version(installed)) == plan["target"]
+        assert not (lab.root(node) / "usr" / "bin" / "kubelet").exists()

@@ -1,0 +1,48 @@
+"""Which binary a kubelet unit runs, as systemd reads it (systemd.service(5): an empty ExecStart=
+resets the list, drop-ins apply after the unit file)."""
+
+from __future__ import annotations
+
+from upgrader import units
+
+# The kubernetes deb package's unit and kubeadm's drop-in, as `systemctl cat kubelet` shows them.
+KUBEADM = """# /usr/lib/systemd/system/kubelet.service
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+
+# /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf"
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS \\
+  $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+
+# Kubespray's kubelet.service.j2 with bin_dir=/usr/local/bin.
+KUBESPRAY = """# /etc/systemd/system/kubelet.service
+[Service]
+EnvironmentFile=-/etc/kubernetes/kubelet.env
+ExecStart=/usr/local/bin/kubelet \\
+    $KUBE_LOGTOSTDERR $KUBE_LOG_LEVEL $KUBELET_API_SERVER
+Restart=always
+"""
+
+
+def test_kubeadms_drop_in_resets_and_sets_the_command() -> None:
+    assert units.exec_start(KUBEADM) == "/usr/bin/kubelet"
+
+
+def test_kubespray_runs_the_kubelet_from_its_bin_dir() -> None:
+    assert units.exec_start(KUBESPRAY) == "/usr/local/bin/kubelet"
+
+
+def test_a_later_drop_in_wins_and_prefixes_are_not_part_of_the_path() -> None:
+    local = "[Service]\nExecStart=\nExecStart=-/opt/bin/kubelet\n"
+    text = KUBEADM + "\n# /etc/systemd/system/kubelet.service.d/20-local.conf\n" + local
+    assert units.exec_start(text) == "/opt/bin/kubelet"
+
+
+def test_no_unit_or_a_reset_without_a_command_says_none() -> None:
+    assert units.exec_start("") is None
+    assert units.exec_start("[Service]\nExecStart=/usr/bin/kubelet\nExecStart=\n") is None
