@@ -497,9 +497,11 @@ def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[st
                     if emulation
                     else "kubeadm ClusterConfiguration: no --emulated-version"
                 )
+                patches = cluster.cfg.upgrade.kubeadm_patches
+                with_patches = f" --patches {patches}" if patches else ""
                 for index, node in enumerate(step.nodes):
                     command = f"kubeadm upgrade apply v{step.version} --yes" if index == 0 else "kubeadm upgrade node"
-                    actions.append(f"{node}: upgrade-control-plane.yml {variables} -> {command}")
+                    actions.append(f"{node}: upgrade-control-plane.yml {variables} -> {command}{with_patches}")
             else:
                 for node in step.nodes:
                     actions.append(

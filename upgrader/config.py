@@ -320,6 +320,17 @@ class UpgradeSettings(_Section):
     drain_timeout: Seconds = 600
     two_step: bool = True
     soak: Seconds = 0
+    # kubeadm's --patches directory on the nodes (as in Init/JoinConfiguration's patches.directory, which
+    # the cluster does not keep): passed to every `kubeadm upgrade apply` and `upgrade node`, or the
+    # patches are lost at the next upgrade. Facts refuse a cluster with /etc/kubernetes/patches unnamed.
+    kubeadm_patches: str | None = Field(default=None, pattern=r"^(/[A-Za-z0-9._+-]+)+$")
+
+    @field_validator("kubeadm_patches")
+    @classmethod
+    def _plain_patches_path(cls, value: str | None) -> str | None:
+        if value is not None and any(part in (".", "..") for part in value.split("/")):
+            raise ValueError(f"not a plain absolute path: {value!r}")
+        return value
 
 
 class ClusterConfig(_Section):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import re
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
         raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
     per_host: dict[str, dict[str, str]] = {}
     disagree: list[str] = []
+    control_plane = set(cluster.inventory.hosts("kube_control_plane"))
     for host, res in result.by_host("upgrader: node facts").items():
         lines = dict(line.strip().split("=", 1) for line in str(res.get("stdout", "")).splitlines() if "=" in line)
         found = per_host.setdefault(host, {})
@@ -137,14 +139,30 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
             found["installed_kubelet"] = _plain(lines["kubelet"])
         if problem := unit_disagrees(host, lines.get("bin", ""), lines.get("unit", "")):
             disagree.append(problem)
+        if host in control_plane and (problem := patches_problem(host, cluster.cfg.upgrade.kubeadm_patches, lines)):
+            disagree.append(problem)
     if disagree:
-        more = f" (and {len(disagree) - 1} more nodes)" if len(disagree) > 1 else ""
-        raise BinDirMismatch(disagree[0] + more)
+        more = f" (and {len(disagree) - 1} more)" if len(disagree) > 1 else ""
+        raise NodeSetupMismatch(disagree[0] + more)
     return per_host, warnings
 
 
-class BinDirMismatch(errors.InputError):
-    """The kubelet unit runs a binary other than the one upgrader would install: nothing is changed."""
+def patches_problem(host: str, configured: str | None, lines: Mapping[str, str]) -> str | None:
+    """A control-plane node whose kubeadm patches would be lost or cannot be found, or None."""
+    if configured and lines.get("patches") == "missing":
+        return f"{host}: upgrade.kubeadm_patches is {configured}, which {host} does not have; nothing was changed"
+    found = lines.get("default_patches", "0").strip()
+    if not configured and found.isdigit() and int(found) > 0:
+        return (
+            f"{host} has kubeadm patches in /etc/kubernetes/patches ({found} files) that upgrade.kubeadm_patches "
+            "does not name: `kubeadm upgrade` would drop them; set upgrade.kubeadm_patches: /etc/kubernetes/patches"
+        )
+    return None
+
+
+class NodeSetupMismatch(errors.InputError):
+    """A node is not set up as cluster.yaml says (the kubelet unit runs another binary than the one
+    upgrader would install; kubeadm patches unnamed or missing): nothing is changed."""
 
 
 def unit_disagrees(host: str, bin_dir: str, unit_b64: str) -> str | None:

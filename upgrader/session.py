@@ -115,11 +115,16 @@ class ClusterSession:
         timeout: int = 600,
     ) -> runner.PlaybookResult:
         """Runs one of upgrader's playbooks on this cluster's inventory. Every playbook gets
-        ``upgrader_bin_dir`` (packages.bin_dir; an inventory's own ``bin_dir`` wins for its hosts)."""
+        ``upgrader_bin_dir`` (packages.bin_dir; an inventory's own ``bin_dir`` wins for its hosts) and
+        ``upgrader_kubeadm_patches`` (upgrade.kubeadm_patches, or empty)."""
         request = runner.PlaybookRequest(
             playbook,
             self.inventory,
-            extravars={"upgrader_bin_dir": self.cfg.packages.bin_dir, **(extravars or {})},
+            extravars={
+                "upgrader_bin_dir": self.cfg.packages.bin_dir,
+                "upgrader_kubeadm_patches": self.cfg.upgrade.kubeadm_patches or "",
+                **(extravars or {}),
+            },
             limit=limit,
             timeout=timeout,
             host_key_checking=self.cfg.ansible.host_key_checking,

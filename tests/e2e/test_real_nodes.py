@@ -1,12 +1,13 @@
 """Nodes as SREs run them (issue 18): Kubespray's layout, with binaries in its bin_dir and its own
 kubelet unit, upgraded through the inventory's ``bin_dir``; a bin_dir that disagrees with the unit is
-refused before anything changes."""
+refused before anything changes; kubeadm patches are kept across a hop, and refused when unnamed."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs
@@ -52,10 +53,34 @@ def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, t
         )
         assert "set packages.bin_dir (or the inventory's bin_dir) to /usr/local/bin" in refused.stderr
 
+    # kubeadm patches on cp-1 (kubeadm init --patches left them there): unnamed, every upgrade would drop
+    # them, so nothing starts; named, every kubeadm upgrade command gets --patches and they survive the hop.
+    patches = lab.root("cp-1") / "etc" / "kubernetes" / "patches"
+    patches.mkdir(parents=True)
+    (patches / "kube-apiserver+merge.yaml").write_text("metadata:\n  annotations:\n    example.com/patched: kept\n")
+    unnamed = invoke("plan", "-c", cluster_yaml, "--to", "1.32", *db)
+    assert unnamed.exit_code == 2, unnamed.output
+    assert "cp-1 has kubeadm patches in /etc/kubernetes/patches (1 files) that upgrade.kubeadm_patches" in (
+        unnamed.stderr
+    )
+    config = yaml.safe_load(Path(cluster_yaml).read_text())
+    config["upgrade"]["kubeadm_patches"] = "/etc/kubernetes/no-such-patches"
+    Path(cluster_yaml).write_text(yaml.safe_dump(config))
+    missing = invoke("plan", "-c", cluster_yaml, "--to", "1.32", *db)
+    assert missing.exit_code == 2 and "which cp-1 does not have; nothing was changed" in missing.stderr
+    config["upgrade"]["kubeadm_patches"] = "/etc/kubernetes/patches"
+    Path(cluster_yaml).write_text(yaml.safe_dump(config))
+
     plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    dry = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--dry-run")
+    assert dry.exit_code == 0 and "kubeadm upgrade apply v1.32" in dry.stdout
+    assert "--yes --patches /etc/kubernetes/patches" in dry.stdout
     done = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
     assert done.exit_code == 0, done.output
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
+    apiserver = yaml.safe_load((lab.manifests("cp-1") / "kube-apiserver.yaml").read_text())
+    assert apiserver["metadata"]["annotations"]["example.com/patched"] == "kept"
+    assert apiserver["spec"]["containers"][0]["image"].endswith(f":v{plan['target']}")
     for node in ("cp-1", "w-1"):  # installed where the unit runs it, and nowhere else
         installed = lab.root(node) / "usr" / "local" / "bin" / "kubelet"
         assert str(mirror.installed_version(installed)) == plan["target"]
