@@ -110,6 +110,19 @@ def test_a_committed_minor_is_rolled_back_by_a_full_restore_with_the_revision_mo
     accepted = invoke("rollback", "-c", str(tmp_path / "tight.yaml"), *db, "--dry-run", "--allow-revision-regression")
     assert accepted.exit_code == 0, accepted.output
 
+    # etcd's restore tool: the nodes have none of their own (etcd runs from an image); upgrader placed
+    # its own with every snapshot. One node lost it: a dry run says so (exit 3, nothing placed, nothing
+    # stopped); the rollback places it again before the outage.
+    placed = lab.root("cp-2") / "var" / "lib" / "upgrader" / "bin"
+    assert [p.name for p in placed.iterdir()] in (["etcdutl"], ["etcdctl"])
+    assert not (lab.root("cp-2") / "usr" / "bin" / "etcdutl").exists()
+    for tool in placed.iterdir():
+        tool.unlink()
+    blind = invoke("rollback", "-c", cluster_yaml, *db, "--dry-run")
+    assert blind.exit_code == 3, blind.output
+    assert "no working etcd restore tool" in blind.stderr and "on cp-2" in blind.stderr
+    assert "nothing was stopped" in blind.stderr and not list(placed.iterdir())
+
     store_ = _etcd(lab)
     served = store_.revision()  # a watcher's last seen revision
     rolled = invoke("rollback", "-c", cluster_yaml, *db, "--yes", "-o", "json")

@@ -83,7 +83,7 @@ def rollback(
                         done = rollback_mod.resume(opened, state, resume, options, lease=lease, observe=observe)
                     summary = {"run": done.id, **_summary(done)}
                 else:
-                    prepared = rollback_mod.prepare(opened, state, to, options)
+                    prepared = rollback_mod.prepare(opened, state, to, options, place_tool=not dry_run)
                     _describe(prepared, output)
                     if dry_run:
                         _show_dry_run(prepared, rollback_mod.dry_run(prepared), output)

