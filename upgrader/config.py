@@ -201,6 +201,11 @@ class AnsibleSettings(_Section):
     forks: int = Field(default=50, ge=1, le=1000)  # nodes a play reaches at once
     # One SSH round trip per task instead of three (as Kubespray sets it); needs no `requiretty` in sudoers.
     pipelining: bool = True
+    # Privilege escalation for every playbook (kubeadm refuses a non-root user; packages, systemctl and
+    # /var/lib/etcd need root). Off: what the inventory says (ansible_become per host or group) stands.
+    become: bool = False
+    become_user: str = Field(default="root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    become_method: str = Field(default="sudo", pattern=r"^(sudo|su|doas|pbrun|pfexec|dzdo|ksu|machinectl|runas)$")
 
 
 class Tier(enum.StrEnum):

@@ -7,6 +7,7 @@ and that every host is a valid node name. All problems come back together in one
 
 from __future__ import annotations
 
+import getpass
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,27 @@ class ConfigReport:
         }
 
 
+def _unprivileged(cfg: config.ClusterConfig, inv: inventory.Inventory) -> list[str]:
+    """Hosts reached as a user other than root with nothing that becomes root: kubeadm refuses a
+    non-root user (its IsPrivilegedUser preflight), and packages, systemctl and /var/lib/etcd need root."""
+    if cfg.ansible.become:
+        return []
+    controller = getpass.getuser()
+    lacking = []
+    for host in inv.all_hosts():
+        access = inv.access.get(host, inventory.Access())
+        user = access.user or (controller if access.connection == "local" or access.user is None else None)
+        if user != "root" and not access.become:
+            lacking.append(f"{host} ({user})")
+    if not lacking:
+        return []
+    shown = ", ".join(lacking[:3]) + (f" and {len(lacking) - 3} more" if len(lacking) > 3 else "")
+    return [
+        f"{shown}: logged in as a user other than root and nothing becomes root; kubeadm refuses a non-root "
+        "user: set ansible.become: true, or ansible_become in the inventory"
+    ]
+
+
 def check_config(path: Path) -> ConfigReport:
     cfg = config.load(path)
     inv = inventory.load(cfg.inventory)  # checks the groups and host names, every problem at once
@@ -53,6 +75,7 @@ def check_config(path: Path) -> ConfigReport:
             "refuses to write them there and never changes the mode of a directory it did not create"
         )
     warnings += session.plain_transport(cfg)
+    warnings += _unprivileged(cfg, inv)
     if len(etcd_hosts) % 2 == 0 and etcd_hosts:
         warnings.append(f"{len(etcd_hosts)} etcd members: an even count tolerates no more failures than one fewer")
     groups = {g: inv.hosts(g) for g in GROUPS}

@@ -130,6 +130,9 @@ class ClusterSession:
             host_key_checking=self.cfg.ansible.host_key_checking,
             forks=self.cfg.ansible.forks,
             pipelining=self.cfg.ansible.pipelining,
+            become=self.cfg.ansible.become,
+            become_user=self.cfg.ansible.become_user,
+            become_method=self.cfg.ansible.become_method,
         )
         return runner.run(request, cancel=self.cancel)
 

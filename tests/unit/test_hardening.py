@@ -651,3 +651,35 @@ def test_config_check_names_a_shared_snapshot_directory_and_plain_s3(cluster_yam
     assert any(f"snapshots.dir {shared} is not private (others may enter it (mode 755))" in w for w in warnings)
     assert any("unencrypted (encrypt: false) over plain http" in w for w in warnings)
     assert shared.stat().st_mode & 0o777 == 0o755
+
+
+# -- issue 18: who the playbooks run as ------------------------------------------------------------
+
+
+def test_config_check_warns_when_a_non_root_login_has_nothing_that_becomes_root(cluster_yaml: Path) -> None:
+    inventory_file = cluster_yaml.parent / "inventory" / "hosts.ini"
+    inventory_file.write_text(
+        inventory_file.read_text().replace("ansible_connection=local\n", "ansible_user=ops\n")
+        + "\n[kube_node:vars]\nansible_become=true\n"
+    )
+    result = invoke("config", "check", "-c", str(cluster_yaml), "-o", "json")
+    assert result.exit_code == 0, result.output
+    warned = [w for w in json.loads(result.stdout)["warnings"] if "nothing becomes root" in w]
+    assert warned and warned[0].startswith("cp-1 (ops), cp-2 (ops), cp-3 (ops): logged in as a user other than root")
+    assert "w-1" not in warned[0]  # its group becomes root
+    assert "hunter2" not in result.output  # the inventory's other variables never come back
+    edit(cluster_yaml, {"ansible.become": True})
+    result = invoke("config", "check", "-c", str(cluster_yaml), "-o", "json")
+    assert not [w for w in json.loads(result.stdout)["warnings"] if "becomes root" in w]
+
+
+def test_ansible_become_reaches_every_playbook_as_ansible_s_own_settings(cluster_yaml: Path) -> None:
+    from upgrader.executor import inventory as inventory_mod
+
+    loaded = inventory_mod.load(cluster_yaml.parent / "inventory" / "hosts.ini")
+    request = runner.PlaybookRequest("node-facts.yml", loaded, become=True, become_user="root", become_method="sudo")
+    env = runner._environment(request, Path("/x"))
+    assert (env["ANSIBLE_BECOME"], env["ANSIBLE_BECOME_USER"], env["ANSIBLE_BECOME_METHOD"]) == ("true", "root", "sudo")
+    assert "ANSIBLE_BECOME" not in runner._environment(runner.PlaybookRequest("node-facts.yml", loaded), Path("/x"))
+    bad = edit(cluster_yaml, {"ansible.become_method": "sudo; rm -rf /"})
+    _one_line(invoke("config", "check", "-c", str(bad)), 2, "problem")

@@ -1,10 +1,11 @@
 """Reads an Ansible inventory through ``ansible-inventory --list``, so every format Ansible accepts
 (INI, YAML, directories, scripts, plugins) is read exactly as the playbooks will see it.
 
-Only group membership and host names come back: host variables may hold passwords and keys and
-are dropped here, before anything could log them. ``load`` is the one way to get an ``Inventory``
-and it checks it first: the groups upgrader drives (Kubespray's names) have hosts, and every host
-name is a valid Kubernetes node name. Playbooks use host names in paths on the controller
+Only group membership, host names and three variables that say how a host is reached
+(``ansible_user``, ``ansible_become``, ``ansible_connection``) come back: the other host variables may
+hold passwords and keys and are dropped here, before anything could log them. ``load`` is the one
+way to get an ``Inventory`` and it checks it first: the groups upgrader drives (Kubespray's names)
+have hosts, and every host name is a valid Kubernetes node name. Playbooks use host names in paths on the controller
 (``dest/{{ inventory_hostname }}/``), so a host called ``../../x`` must never reach one; the executor
 takes only an ``Inventory``, so no playbook runs on an unchecked one.
 
@@ -36,9 +37,31 @@ REQUIRED_GROUPS = ("kube_control_plane", "etcd")  # kube_node may be empty: a cl
 
 
 @dataclass(frozen=True)
+class Access:
+    """How Ansible reaches a host and as whom, from the inventory's variables (never a password)."""
+
+    user: str | None = None  # ansible_user; None: the controller's user
+    become: bool = False  # ansible_become
+    connection: str | None = None  # ansible_connection; None: ssh
+
+    @classmethod
+    def of(cls, hostvars: Mapping[str, Any]) -> Access:
+        become = hostvars.get("ansible_become")
+        return cls(
+            user=str(hostvars["ansible_user"]) if hostvars.get("ansible_user") else None,
+            become=become is True or str(become).lower() in ("true", "yes", "1"),
+            connection=str(hostvars["ansible_connection"]) if hostvars.get("ansible_connection") else None,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "become": self.become, "connection": self.connection}
+
+
+@dataclass(frozen=True)
 class Inventory:
     source: Path
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # every host in each group, sorted
+    access: Mapping[str, Access] = field(default_factory=dict)  # per host; only these three variables are kept
 
     def hosts(self, group: str) -> tuple[str, ...]:
         return self.groups.get(group, ())
@@ -83,16 +106,26 @@ def _flatten(data: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
     return {group: tuple(sorted(members(group, frozenset()))) for group in data if group != "_meta"}
 
 
+def _access(data: Mapping[str, Any]) -> dict[str, Access]:
+    meta = data.get("_meta")
+    hostvars = meta.get("hostvars") if isinstance(meta, Mapping) else None
+    if not isinstance(hostvars, Mapping):
+        return {}
+    return {str(host): Access.of(v) for host, v in hostvars.items() if isinstance(v, Mapping)}
+
+
 def load(path: Path) -> Inventory:
     """Parses and checks the inventory at ``path``: one Ansible cannot parse is an ``InputError``, one
     with a missing group or an invalid host name a ``ConfigError`` listing every problem."""
     key = _static_key(path)
-    groups = _cached(key) if key else None
-    if groups is None:
-        groups = _flatten(_ansible_inventory(path))
+    found = _cached(key) if key else None
+    if found is None:
+        data = _ansible_inventory(path)
+        found = (_flatten(data), _access(data))
         if key:
-            _keep(key, groups)
-    inv = Inventory(source=path, groups=groups)
+            _keep(key, *found)
+    groups, access = found
+    inv = Inventory(source=path, groups=groups, access=access)
     problems = _problems(inv)
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
@@ -125,22 +158,24 @@ def _cache_dir() -> Path:
     return environment.data_dir() / "inventories"
 
 
-def _cached(key: str) -> dict[str, tuple[str, ...]] | None:
+def _cached(key: str) -> tuple[dict[str, tuple[str, ...]], dict[str, Access]] | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text())
-        return {str(g): tuple(str(h) for h in hosts) for g, hosts in data["groups"].items()}
+        groups = {str(g): tuple(str(h) for h in hosts) for g, hosts in data["groups"].items()}
+        access = {str(h): Access(**a) for h, a in data["access"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    return groups, access
 
 
-def _keep(key: str, groups: Mapping[str, tuple[str, ...]]) -> None:
+def _keep(key: str, groups: Mapping[str, tuple[str, ...]], access: Mapping[str, Access]) -> None:
     """Best effort: a cache that cannot be written only costs the next command a second."""
     try:
         directory = files.private_dir(_cache_dir(), what="inventory cache")
         tmp = directory / f".{key}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps({"groups": groups}))
+            out.write(json.dumps({"groups": groups, "access": {h: a.as_dict() for h, a in access.items()}}))
             out.flush()
             os.fsync(out.fileno())
         files.replace_durably(tmp, directory / f"{key}.json")

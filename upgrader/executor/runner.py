@@ -71,6 +71,9 @@ class PlaybookRequest:
     host_key_checking: bool = True
     forks: int = 50
     pipelining: bool = True
+    become: bool = False  # privilege escalation for every task (the inventory's ansible_become otherwise)
+    become_user: str = "root"
+    become_method: str = "sudo"
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.limit) - set(self.inventory.all_hosts()))
@@ -147,6 +150,10 @@ def _environment(request: PlaybookRequest, private: Path) -> dict[str, str]:
     }
     if not request.host_key_checking:  # Ansible's default (on) otherwise; cluster.yaml may turn it off
         env["ANSIBLE_HOST_KEY_CHECKING"] = "false"
+    if request.become:  # Ansible's [privilege_escalation] settings, as `-b --become-user --become-method`
+        env.update(
+            ANSIBLE_BECOME="true", ANSIBLE_BECOME_USER=request.become_user, ANSIBLE_BECOME_METHOD=request.become_method
+        )
     return env
 
 
