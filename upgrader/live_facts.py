@@ -122,9 +122,19 @@ def _stored_objects(store: kv.KV, after: Minor, catalog: catalog_mod.Catalog) ->
     return found
 
 
+_NO_ROOT = ("sudo password", "password is required", "not in the sudoers", "privilege escalation", "become")
+
+
 def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, str]], list[str]]:
     result = cluster.playbook("node-facts.yml", timeout=300)
-    warnings = [f"node facts: {f}" for f in result.failures()]
+    failures = result.failures()
+    if denied := [f for f in failures if any(word in f.lower() for word in _NO_ROOT)]:
+        # the login works but cannot become root: nothing upgrader does on that node could succeed
+        raise errors.ExecutorError(
+            f"{denied[0]}: upgrader's playbooks need root there (ansible.become, or ansible_become and a "
+            "sudo rule in the inventory's hosts); nothing was changed"
+        )
+    warnings = [f"node facts: {f}" for f in failures]
     if result.status is not runner.Status.SUCCESSFUL and not result.tasks:
         raise errors.ExecutorError(f"the node-facts playbook {result.status.value} (rc {result.rc})")
     per_host: dict[str, dict[str, str]] = {}
@@ -137,6 +147,11 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
             found["cgroup"] = lines["cgroup"]
         if lines.get("kubelet"):
             found["installed_kubelet"] = _plain(lines["kubelet"])
+        if lines.get("uid", "0").strip() not in ("0", ""):
+            disagree.append(
+                f"{host}: upgrader's playbooks run there as uid {lines['uid'].strip()}, not root, and kubeadm refuses "
+                "a non-root user: set ansible.become: true (or ansible_become in the inventory); nothing was changed"
+            )
         if problem := unit_disagrees(host, lines.get("bin", ""), lines.get("unit", "")):
             disagree.append(problem)
         if host in control_plane and (problem := patches_problem(host, cluster.cfg.upgrade.kubeadm_patches, lines)):

@@ -35,6 +35,7 @@ class Labs:
         control_planes: int = 3,
         workers: int = 3,
         layout: topology.Layout = topology.Layout.KUBEADM,
+        ssh: bool = False,
     ) -> topology.Lab:
         lab = create.create(
             self.base / name,
@@ -42,6 +43,7 @@ class Labs:
             control_planes=control_planes,
             workers=workers,
             layout=layout,
+            ssh_mode=ssh,
         )
         self.labs.append(lab)
         control.up(lab.dir, timeout=60)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -85,3 +86,54 @@ def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, t
         installed = lab.root(node) / "usr" / "local" / "bin" / "kubelet"
         assert str(mirror.installed_version(installed)) == plan["target"]
         assert not (lab.root(node) / "usr" / "bin" / "kubelet").exists()
+
+
+def _ssh_ready() -> str | None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "the lab's SSH mode adds its users: run the tests as root"
+    if not Path("/usr/sbin/sshd").is_file() or shutil.which("sudo") is None:
+        return "openssh-server and sudo are not installed (bootstrap.sh test installs them)"
+    return None
+
+
+@pytest.mark.skipif(_ssh_ready() is not None, reason=str(_ssh_ready()))
+def test_over_ssh_as_a_user_that_becomes_root_an_upgrade_and_a_rollback(labs: Labs, tmp_path: Path) -> None:
+    """Every node behind a real sshd on its own address, reached as upgrader-lab with host-key checking on,
+    becoming root with sudo: as most inventories log in."""
+    lab = labs.up("overssh", version="1.31.13", control_planes=1, workers=1, ssh=True)
+    cluster_yaml = str(lab.dir / "cluster.yaml")
+    db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
+    assert yaml.safe_load(Path(cluster_yaml).read_text())["ansible"]["become"] is True
+
+    # A login user that may not become root, and one that may but is not told to: one line each, nothing run.
+    inventory = lab.dir / "inventory" / "hosts.ini"
+    (lab.dir / "inventory" / "nosudo.ini").write_text(
+        inventory.read_text().replace("ansible_user=upgrader-lab\n", "ansible_user=upgrader-lab-nosudo\n")
+    )
+    nosudo = lab.dir / "nosudo.yaml"
+    nosudo.write_text(Path(cluster_yaml).read_text().replace("inventory/hosts.ini", "inventory/nosudo.ini"))
+    refused = invoke("plan", "-c", str(nosudo), "--to", "1.32", *db)
+    assert refused.exit_code == 1, refused.output
+    assert "Missing sudo password" in refused.stderr and "need root there" in refused.stderr
+    unbecome = yaml.safe_load(Path(cluster_yaml).read_text())
+    unbecome["ansible"]["become"] = False
+    (lab.dir / "plain.yaml").write_text(yaml.safe_dump(unbecome))
+    checked = invoke("config", "check", "-c", str(lab.dir / "plain.yaml"), "-o", "json")
+    assert any("nothing becomes root" in w for w in json.loads(checked.stdout)["warnings"])
+    plain = invoke("plan", "-c", str(lab.dir / "plain.yaml"), "--to", "1.32", *db)
+    assert plain.exit_code == 2 and "not root, and kubeadm refuses a non-root user" in plain.stderr, plain.output
+
+    before = json.loads(invoke("snapshot", "create", "-c", cluster_yaml, *db, "-o", "json").stdout)["id"]
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    done = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
+    assert done.exit_code == 0, done.output
+    assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
+    rolled = invoke("rollback", "-c", cluster_yaml, *db, "--to", before, "--yes", "-o", "json")
+    assert rolled.exit_code == 0, rolled.output
+    assert json.loads(rolled.stdout)["rollback"]["route"] == "full-restore"
+    assert set(kubelets(lab).values()) == {"v1.31.13"}
+    placed = lab.root("cp-1") / "var" / "lib" / "upgrader" / "bin"
+    assert [p.stat().st_uid for p in placed.iterdir()] == [0]  # written as root, through sudo

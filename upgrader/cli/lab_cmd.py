@@ -36,6 +36,14 @@ def create(
             "(the inventory's bin_dir) and Kubespray's unit.",
         ),
     ] = "kubeadm",
+    ssh: Annotated[
+        bool,
+        typer.Option(
+            "--ssh",
+            help="Reach the nodes over a real sshd per node, as a non-root user that becomes root with sudo "
+            "(needs root, openssh-server and sudo; adds the lab users once).",
+        ),
+    ] = False,
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Lay out a lab: node roots with kubeadm's files, inventory, kubeconfig, cluster.yaml. Starts nothing."""
@@ -55,6 +63,7 @@ def create(
         etcd_binary=etcd_binary,
         cgroup_v1=tuple(cgroup_v1 or ()),
         layout=chosen,
+        ssh_mode=ssh,
     )
     if output is _render.OutputFormat.JSON:
         _render.emit_json({**lab.as_dict(), "dir": str(lab.dir), "cluster_config": str(lab.dir / "cluster.yaml")})

@@ -96,7 +96,7 @@ def up(directory: Path, *, timeout: float = 60.0) -> tuple[topology.Lab, float]:
     if running is not None:
         raise errors.Refused(f"lab {lab.name} is already up (supervisor pid {running.pid})")
     processes.Registry(lab.run_dir / "pids.json").stop_all()  # leftovers of a supervisor that was killed
-    taken = topology.ports_taken(lab.block, [(n.name, n.role, n.ip) for n in lab.nodes])
+    taken = topology.ports_taken(lab.block, [(n.name, n.role, n.ip) for n in lab.nodes], ssh=lab.ssh)
     if taken:
         raise errors.Refused(
             f"lab {lab.name} cannot start: already in use: {', '.join(taken)} "

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from upgrader import errors
 from upgrader.etcd import tools
-from upgrader.lab import manifests, mirror, pki, topology
+from upgrader.lab import manifests, mirror, pki, ssh, topology
 from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
 
@@ -149,8 +149,11 @@ def _inventory(lab: topology.Lab) -> str:
         "kube_node",
         "",
         "[all:vars]",
-        "ansible_connection=local",
-        f"ansible_python_interpreter={lab.python}",
+        *(
+            ssh.inventory_vars(lab)
+            if lab.ssh
+            else ["ansible_connection=local", f"ansible_python_interpreter={lab.python}"]
+        ),
         *([f"bin_dir={lab.layout.bin_dir}"] if lab.layout is topology.Layout.KUBESPRAY else []),
     ]
     return (
@@ -175,6 +178,7 @@ def _cluster_yaml(lab: topology.Lab) -> str:
         "packages": {"method": "binary", "mirror": lab.mirror_url},
         "snapshots": {"dir": "snapshots", "keep": 5},
         "upgrade": {"max_unavailable": 1, "drain_timeout": "5m", "two_step": True, "soak": "0s"},
+        **({"ansible": {"become": True}} if lab.ssh else {}),
     }
     return (
         f"# Cluster config for the upgrader lab {lab.name}; `upgrader config check -c` accepts it as is.\n"
@@ -302,6 +306,7 @@ def create(
     etcd_binary: str | None = None,
     cgroup_v1: tuple[str, ...] = (),
     layout: topology.Layout = topology.Layout.KUBEADM,
+    ssh_mode: bool = False,
 ) -> topology.Lab:
     if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
         raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
@@ -329,7 +334,10 @@ def create(
         etcd_binary=etcd,
         python=sys.executable,
         layout=layout,
+        ssh=ssh_mode,
     )
+    if ssh_mode:
+        ssh.prepare_host()
     for sub in ("run", "snapshots"):
         (lab.dir / sub).mkdir(mode=0o700, exist_ok=True)
     mirror.build(lab.mirror_dir, lab.python, extra=(version,))
@@ -349,6 +357,8 @@ def create(
     client = pki.issue(cas.etcd, "upgrader-etcd-client", client=True)
     client.write(lab.pki_dir / "apiserver-etcd-client.crt", lab.pki_dir / "apiserver-etcd-client.key")
     _write_private(lab.kubeconfig, admin_conf)
+    if lab.ssh:
+        ssh.create(lab)
     (lab.dir / "inventory").mkdir(exist_ok=True)
     (lab.dir / "inventory" / "hosts.ini").write_text(_inventory(lab))
     (lab.dir / "cluster.yaml").write_text(_cluster_yaml(lab))

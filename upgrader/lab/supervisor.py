@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -22,7 +23,7 @@ from typing import Any
 
 from upgrader import errors
 from upgrader.etcd import kv
-from upgrader.lab import balancer, controller, kubelet, processes, topology
+from upgrader.lab import balancer, controller, kubelet, processes, ssh, topology
 
 log = logging.getLogger("upgrader.lab.supervisor")
 
@@ -88,6 +89,10 @@ def run(directory: Path) -> int:
         stop,
     )
     controllers = controller.Controller(lab, stop)
+    servers: list[subprocess.Popen[bytes]] = []
+    if lab.ssh:  # a real sshd per node, on the node's address, stopped by pid below
+        ssh.publish_keys(lab)
+        servers = [ssh.start(lab, node, lab.run_dir / "logs" / f"sshd-{node.name}.log") for node in lab.nodes]
     helpers = [
         threading.Thread(target=mirror.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True),
         threading.Thread(target=lb.serve, name="balancer"),
@@ -98,6 +103,7 @@ def run(directory: Path) -> int:
     log.info("lab %s supervisor running (pid %d)", lab.name, os.getpid())
     while not stop.wait(0.3):
         children = [processes.ProcessId.of(pid) for k in kubelets for pid in k.children()]
+        children += [processes.ProcessId.of(s.pid) for s in servers if s.poll() is None]
         registry.write([c for c in children if c is not None])
         _write_json(
             lab.run_dir / "state.json",
@@ -115,6 +121,10 @@ def run(directory: Path) -> int:
     log.info("control plane stopped")
     mirror.shutdown()
     mirror.server_close()
+    for server in servers:
+        ssh.stop(server)
+    if lab.ssh:
+        ssh.withdraw_keys(lab)
     registry.stop_all()
     (lab.run_dir / "state.json").unlink(missing_ok=True)
     for thread in helpers:

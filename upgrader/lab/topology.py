@@ -24,6 +24,7 @@ ETCD_PEER_PORT = 2380
 ETCD_METRICS_PORT = 2381
 APISERVER_PORT = 6443
 MIRROR_PORT = 8080
+SSH_PORT = 22
 MAX_CONTROL_PLANES = 9
 MAX_WORKERS = 99
 
@@ -67,6 +68,7 @@ class Lab:
     etcd_binary: str
     python: str
     layout: Layout = Layout.KUBEADM
+    ssh: bool = False  # nodes reached over a real sshd per node, as a non-root user that becomes root
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Lab:
             "etcd_binary": self.etcd_binary,
             "python": self.python,
             "layout": self.layout.value,
+            "ssh": self.ssh,
         }
 
     def save(self) -> None:
@@ -162,6 +165,7 @@ def load(directory: Path) -> Lab:
             etcd_binary=data["etcd_binary"],
             python=data["python"],
             layout=Layout(data.get("layout", Layout.KUBEADM.value)),
+            ssh=bool(data.get("ssh", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.InputError(f"{path} is malformed: {exc}") from exc
@@ -183,9 +187,10 @@ def addresses(block: str, control_planes: int, workers: int) -> list[tuple[str, 
     return nodes
 
 
-def ports_taken(block: str, nodes: list[tuple[str, Role, str]]) -> list[str]:
+def ports_taken(block: str, nodes: list[tuple[str, Role, str]], *, ssh: bool = False) -> list[str]:
     """The address:port pairs of a lab that something else already holds."""
     wanted = [(f"{block}.10", APISERVER_PORT), (f"{block}.10", MIRROR_PORT)]
+    wanted += [(ip, SSH_PORT) for _, _, ip in nodes] if ssh else []
     for _, role, ip in nodes:
         if role is Role.CONTROL_PLANE:
             wanted += [(ip, ETCD_CLIENT_PORT), (ip, ETCD_PEER_PORT), (ip, ETCD_METRICS_PORT), (ip, APISERVER_PORT)]
