@@ -87,12 +87,24 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
     total = 0
     expected: int | None = None
     complete = False
+
+    def write(data: bytes) -> None:
+        """Only the file writes are reported as write errors (a progress callback's failure is not a disk's)."""
+        try:
+            _write_all(fd, data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise errors.OperationFailed(
+                    f"no space left in {dest.parent} for the snapshot ({total} bytes written)"
+                ) from exc
+            raise errors.OperationFailed(f"cannot write the snapshot to {part}: {exc.strerror}") from exc
+
     try:
         for response in call:
             watchdog.beat()
             blob = bytes(response.blob)
             if held is not None:
-                _write_all(fd, held)
+                write(held)
                 digest.update(held)
             elif response.remaining_bytes:
                 expected = len(blob) + int(response.remaining_bytes) + TRAILER
@@ -105,18 +117,15 @@ def _stream_one(store: kv.KV, endpoint: str, dest: Path, *, idle_timeout: float,
                 f"the snapshot stream from {endpoint} ended without a valid sha256 trailer "
                 f"({total} bytes): it was cut short or corrupted"
             )
-        _write_all(fd, held)
-        os.fsync(fd)
+        write(held)
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise errors.OperationFailed(f"cannot write the snapshot to {part}: {exc.strerror}") from exc
         complete = True
     except grpc.RpcError as exc:
         reason = f"no data for {idle_timeout:.0f}s" if watchdog.fired.is_set() else str(exc.details() or exc.code())
         raise kv.EtcdUnavailable(f"the snapshot stream from {endpoint} failed after {total} bytes: {reason}") from exc
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise errors.OperationFailed(
-                f"no space left in {dest.parent} for the snapshot ({total} bytes written)"
-            ) from exc
-        raise errors.OperationFailed(f"cannot write the snapshot to {part}: {exc.strerror}") from exc
     finally:
         watchdog.done.set()
         os.close(fd)
