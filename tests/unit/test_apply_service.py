@@ -99,3 +99,40 @@ def test_abandon_refuses_another_clusters_run_and_a_rollback_that_has_begun(jour
     gone = apply.abandon(journal, "prod-eu1", untouched.id)
     assert gone.run.status is records.RunStatus.CANCELED and gone.cordoned == ()
     assert gone.left_behind() == "nothing left behind"
+
+
+def test_a_new_run_takes_over_the_cordons_an_ended_run_left_and_forgets_those_since_uncordoned(
+    journal: store.Store,
+) -> None:
+    """Issue 17: after SIGTERM mid-drain and --abandon, a new apply succeeded with w-1 still cordoned."""
+    specs = [step("snapshot", []), step("nodes", ["w-1", "w-2"])]
+    old = journal.create_run(
+        run_id=records.RunId("prod-eu1-old"),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.UPGRADE,
+        steps=specs,
+        host="h",
+        pid=1,
+        options={},
+    )
+    journal.step_progress(old.id, 1, {"cordoned:w-1": "by upgrader, to drain it", "cordoned:w-2": "by upgrader"})
+    journal.set_run(old.id, records.RunStatus.CANCELED, stopped_reason="abandoned", at=datetime.now(UTC))
+    assert apply.left_cordoned(journal, "prod-eu1") == {"w-1": (old.id, 1), "w-2": (old.id, 1)}
+    new = journal.create_run(
+        run_id=records.RunId("prod-eu1-new"),
+        cluster="prod-eu1",
+        plan_id=None,
+        kind=records.RunKind.UPGRADE,
+        steps=specs,
+        host="h",
+        pid=2,
+        options={},
+    )
+    plan = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.30.14")]), "1.31.13")
+    prepared = apply.Prepared(plan=plan, plan_id=records.PlanId(plan.id), inherited={"w-1": old.id})  # w-2: uncordoned
+    apply.adopt_cordons(journal, journal.run(new.id), prepared)
+    assert journal.run(new.id).steps[1].detail["cordoned:w-1"] == f"by upgrader run {old.id}, which ended"
+    assert journal.run(old.id).steps[1].detail == {}  # moved, and the stale one forgotten
+    assert apply.left_cordoned(journal, "prod-eu1") == {}
+    assert [e.kind for e in journal.events(cluster="prod-eu1")] == ["cordon-inherited"]
