@@ -17,9 +17,7 @@ from upgrader.versions import Version
 PKGS_K8S_IO = "https://pkgs.k8s.io"
 DL_K8S_IO = "https://dl.k8s.io/release"  # the official release binaries: vX.Y.Z/bin/linux/ARCH/NAME(.sha256)
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)  # noqa: S701 - not HTML
-_APT_LINE = _ENV.from_string(
-    "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.asc] {{ base }}/core:/stable:/v{{ minor }}/deb/ /"
-)
+_APT_URL = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/deb/")
 _APT_KEY = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/deb/Release.key")
 _DNF_URL = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/rpm/")
 
@@ -33,7 +31,8 @@ def package_vars(packages: config.PackageSettings, version: Version) -> dict[str
     if packages.method is config.PackageMethod.BINARY:
         out["mirror"] = base
     elif packages.method is config.PackageMethod.APT:
-        out["apt_repository_line"] = _APT_LINE.render(base=base, minor=minor)
+        # the line itself is written by the playbook: its key path is below the node's root
+        out["apt_repository_url"] = _APT_URL.render(base=base, minor=minor)
         out["apt_key_url"] = _APT_KEY.render(base=base, minor=minor)
     else:
         out["dnf_repository_url"] = _DNF_URL.render(base=base, minor=minor)

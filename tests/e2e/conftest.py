@@ -36,6 +36,7 @@ class Labs:
         workers: int = 3,
         layout: topology.Layout = topology.Layout.KUBEADM,
         ssh: bool = False,
+        packages: str = "binary",
     ) -> topology.Lab:
         lab = create.create(
             self.base / name,
@@ -44,6 +45,7 @@ class Labs:
             workers=workers,
             layout=layout,
             ssh_mode=ssh,
+            packages=packages,
         )
         self.labs.append(lab)
         control.up(lab.dir, timeout=60)

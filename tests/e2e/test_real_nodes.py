@@ -5,6 +5,7 @@ refused before anything changes; kubeadm patches are kept across a hop, and refu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -88,6 +89,20 @@ def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, t
         assert not (lab.root(node) / "usr" / "bin" / "kubelet").exists()
 
 
+def _another_key(tmp_path: Path) -> str:
+    import subprocess
+
+    home = tmp_path / "other-gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
+    subprocess.run(
+        [*gpg, "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", "someone <x@invalid>", "ed25519"],
+        check=True,
+        capture_output=True,
+    )
+    return subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True, text=True).stdout
+
+
 def _ssh_ready() -> str | None:
     import os
     import shutil
@@ -99,11 +114,31 @@ def _ssh_ready() -> str | None:
     return None
 
 
+def _packages(lab: topology.Lab, node: str) -> dict[str, str]:
+    """What the node's own dpkg database says: package -> "version selection"."""
+    import subprocess
+
+    from upgrader.lab import aptrepo
+
+    env = {**os.environ, **aptrepo.environment(lab.root(node))}
+    listed = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version}\n", "kubeadm", "kubelet", "kubectl"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
+    held = subprocess.run(["dpkg", "--get-selections"], env=env, capture_output=True, text=True, check=True).stdout
+    selection = dict(line.split() for line in held.splitlines())
+    return {name: f"{version} {selection[name]}" for name, version in (line.split() for line in listed if line)}
+
+
 @pytest.mark.skipif(_ssh_ready() is not None, reason=str(_ssh_ready()))
-def test_over_ssh_as_a_user_that_becomes_root_an_upgrade_and_a_rollback(labs: Labs, tmp_path: Path) -> None:
+def test_over_ssh_with_sudo_and_real_apt_an_upgrade_and_a_rollback(labs: Labs, tmp_path: Path) -> None:
     """Every node behind a real sshd on its own address, reached as upgrader-lab with host-key checking on,
-    becoming root with sudo: as most inventories log in."""
-    lab = labs.up("overssh", version="1.31.13", control_planes=1, workers=1, ssh=True)
+    becoming root with sudo, as most inventories log in; packages from the lab's signed pkgs.k8s.io-shaped
+    repositories through the real apt-get, dpkg and python-apt on each node's own dpkg database."""
+    lab = labs.up("overssh", version="1.31.13", control_planes=1, workers=1, ssh=True, packages="apt")
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
     assert yaml.safe_load(Path(cluster_yaml).read_text())["ansible"]["become"] is True
@@ -126,14 +161,34 @@ def test_over_ssh_as_a_user_that_becomes_root_an_upgrade_and_a_rollback(labs: La
     plain = invoke("plan", "-c", str(lab.dir / "plain.yaml"), "--to", "1.32", *db)
     assert plain.exit_code == 2 and "not root, and kubeadm refuses a non-root user" in plain.stderr, plain.output
 
+    assert _packages(lab, "w-1") == dict.fromkeys(("kubeadm", "kubectl", "kubelet"), "1.31.13-1.1 hold")
     before = json.loads(invoke("snapshot", "create", "-c", cluster_yaml, *db, "-o", "json").stdout)["id"]
     plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
-    done = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
+
+    # The v1.32 repository's published key is not the one that signed it: apt refuses, the step fails
+    # naming the node and the cause, and nothing is installed; with the right key the run resumes.
+    published = lab.mirror_dir / "core:" / "stable:" / "v1.32" / "deb" / "Release.key"
+    right_key = published.read_text()
+    published.write_text(_another_key(tmp_path))
+    failed = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes", "-o", "json")
+    assert failed.exit_code == 1, failed.output
+    assert "cp-1: upgrader: apt install at v1.32.9" in failed.stderr, failed.stderr
+    assert "GPG error: " in failed.stderr and "/core:/stable:/v1.32/deb" in failed.stderr
+    assert _packages(lab, "cp-1") == dict.fromkeys(("kubeadm", "kubectl", "kubelet"), "1.31.13-1.1 hold")
+    published.write_text(right_key)
+    done = invoke("apply", "--resume", json.loads(failed.stdout)["run"], "-c", cluster_yaml, *db, "-o", "json")
     assert done.exit_code == 0, done.output
     assert set(kubelets(lab).values()) == {f"v{plan['target']}"}
+    for node in ("cp-1", "w-1"):  # installed at the pinned version and held again
+        assert _packages(lab, node) == dict.fromkeys(("kubeadm", "kubectl", "kubelet"), "1.32.9-1.1 hold")
     rolled = invoke("rollback", "-c", cluster_yaml, *db, "--to", before, "--yes", "-o", "json")
     assert rolled.exit_code == 0, rolled.output
     assert json.loads(rolled.stdout)["rollback"]["route"] == "full-restore"
     assert set(kubelets(lab).values()) == {"v1.31.13"}
+    assert _packages(lab, "w-1") == {
+        "kubeadm": "1.31.13-1.1 hold",  # a worker's kubeadm goes to the restored control plane's version
+        "kubectl": "1.31.13-1.1 hold",
+        "kubelet": "1.31.13-1.1 hold",
+    }
     placed = lab.root("cp-1") / "var" / "lib" / "upgrader" / "bin"
     assert [p.stat().st_uid for p in placed.iterdir()] == [0]  # written as root, through sudo

@@ -23,8 +23,7 @@ def test_apt_gets_the_per_minor_pkgs_k8s_io_repository() -> None:
         "package_method": "apt",
         "version": "1.32.9",
         "minor": "1.32",
-        "apt_repository_line": "deb [signed-by=/etc/apt/keyrings/kubernetes-apt-keyring.asc] "
-        "https://pkgs.k8s.io/core:/stable:/v1.32/deb/ /",
+        "apt_repository_url": "https://pkgs.k8s.io/core:/stable:/v1.32/deb/",
         # each minor's repository has its own signing key, fetched again with every repository change
         "apt_key_url": "https://pkgs.k8s.io/core:/stable:/v1.32/deb/Release.key",
     }
@@ -58,3 +57,17 @@ def test_every_playbook_passes_ansible_syntax_check(playbook: str, cluster_yaml:
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("method", ["apt", "dnf", "binary"])
+def test_rollback_node_hands_every_package_variable_to_the_package_tasks(method: str) -> None:
+    """rollback-node.yml passes the package variables of two versions by name: one it forgets is undefined
+    there (the apt path's key URL was, and only a real apt run on the lab showed it)."""
+    import yaml
+
+    play = yaml.safe_load((bundled.playbooks_dir() / "rollback-node.yml").read_text())[0]
+    includes = [t for t in play["tasks"] if t.get("ansible.builtin.include_tasks") == "tasks/packages.yml"]
+    variables = rendering.package_vars(settings(method, "http://127.0.0.1:8080"), Version.parse("1.32.9"))
+    assert len(includes) == 2
+    for task in includes:
+        assert set(variables) <= set(task["vars"]), set(variables) - set(task["vars"])

@@ -44,6 +44,14 @@ def create(
             "(needs root, openssh-server and sudo; adds the lab users once).",
         ),
     ] = False,
+    packages: Annotated[
+        str,
+        typer.Option(
+            "--packages",
+            help="binary: from the lab's dl.k8s.io-shaped mirror; apt: from its pkgs.k8s.io-shaped signed "
+            "repositories, with real apt and dpkg on each node's root (needs dpkg-deb, gpg, python3-apt).",
+        ),
+    ] = "binary",
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Lay out a lab: node roots with kubeadm's files, inventory, kubeconfig, cluster.yaml. Starts nothing."""
@@ -64,6 +72,7 @@ def create(
         cgroup_v1=tuple(cgroup_v1 or ()),
         layout=chosen,
         ssh_mode=ssh,
+        packages=packages,
     )
     if output is _render.OutputFormat.JSON:
         _render.emit_json({**lab.as_dict(), "dir": str(lab.dir), "cluster_config": str(lab.dir / "cluster.yaml")})

@@ -115,7 +115,7 @@ def _message(result: Mapping[str, Any]) -> str:
     if stderr and result.get("msg") in (None, "", "non-zero return code"):  # a raw command: say what it said
         return f"{stderr[-1].strip()[:300]} (rc {result.get('rc')})"
     text = str(result.get("msg") or result.get("reason") or "failed")
-    return text.strip().splitlines()[0][:300] if text.strip() else "failed"
+    return text.strip().splitlines()[0][:600] if text.strip() else "failed"  # apt names the key late in its line
 
 
 _KEEP = ("msg", "stat", "stdout", "stderr", "rc", "dest", "checksum", "files", "content", "changed", "failed")

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 
 from upgrader import errors
 from upgrader.etcd import tools
-from upgrader.lab import manifests, mirror, pki, ssh, topology
+from upgrader.lab import aptrepo, manifests, mirror, pki, ssh, topology
 from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
 
@@ -130,9 +130,17 @@ def _cgroup_layout(root: Path, *, v1: bool) -> None:
         (cgroup / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
 
 
+def _python(lab: topology.Lab) -> str:
+    """The interpreter of the nodes' Ansible modules: the system's where apt's module needs python-apt."""
+    return "/usr/bin/python3" if lab.packages == "apt" else lab.python
+
+
 def _inventory(lab: topology.Lab) -> str:
     def line(node: topology.LabNode) -> str:
-        return f"{node.name} ansible_host={node.ip} node_root={lab.root(node)}"
+        base = f"{node.name} ansible_host={node.ip} node_root={lab.root(node)}"
+        if lab.packages == "apt":  # apt and dpkg on the node's own root (a Python literal, as INI reads it)
+            base += f' node_environment="{aptrepo.environment(lab.root(node))!r}"'
+        return base
 
     sections = [
         "[kube_control_plane]",
@@ -152,7 +160,7 @@ def _inventory(lab: topology.Lab) -> str:
         *(
             ssh.inventory_vars(lab)
             if lab.ssh
-            else ["ansible_connection=local", f"ansible_python_interpreter={lab.python}"]
+            else ["ansible_connection=local", f"ansible_python_interpreter={_python(lab)}"]
         ),
         *([f"bin_dir={lab.layout.bin_dir}"] if lab.layout is topology.Layout.KUBESPRAY else []),
     ]
@@ -175,7 +183,7 @@ def _cluster_yaml(lab: topology.Lab) -> str:
             "cert": "pki/apiserver-etcd-client.crt",
             "key": "pki/apiserver-etcd-client.key",
         },
-        "packages": {"method": "binary", "mirror": lab.mirror_url},
+        "packages": {"method": lab.packages, "mirror": lab.mirror_url},
         "snapshots": {"dir": "snapshots", "keep": 5},
         "upgrade": {"max_unavailable": 1, "drain_timeout": "5m", "two_step": True, "soak": "0s"},
         **({"ansible": {"become": True}} if lab.ssh else {}),
@@ -201,7 +209,11 @@ def _write_node(
     kube_dir = root / "etc" / "kubernetes"
     (root / "var" / "lib" / "kubelet").mkdir(parents=True, exist_ok=True)
     _cgroup_layout(root, v1=cgroup_v1)
-    mirror.install(lab.mirror_dir, lab.version, root, bin_dir=lab.layout.bin_dir)
+    if lab.packages == "apt":
+        (root / mirror.NODE_MARKER).touch()
+        aptrepo.prepare_node(lab, root)
+    else:
+        mirror.install(lab.mirror_dir, lab.version, root, bin_dir=lab.layout.bin_dir)
     mirror.install_systemctl(root, lab.python)
     write_kubelet_unit(root, lab.layout)
     node_creds = pki.issue(cas.ca, f"system:node:{node.name}", organization="system:nodes", client=True)
@@ -307,6 +319,7 @@ def create(
     cgroup_v1: tuple[str, ...] = (),
     layout: topology.Layout = topology.Layout.KUBEADM,
     ssh_mode: bool = False,
+    packages: str = "binary",
 ) -> topology.Lab:
     if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
         raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
@@ -335,12 +348,19 @@ def create(
         python=sys.executable,
         layout=layout,
         ssh=ssh_mode,
+        packages=packages,
     )
+    if packages not in ("binary", "apt"):
+        raise errors.InputError(f"--packages is binary or apt, not {packages!r}")
+    if packages == "apt" and layout is not topology.Layout.KUBEADM:
+        raise errors.InputError("apt packages install into /usr/bin: an apt lab has the kubeadm layout")
     if ssh_mode:
         ssh.prepare_host()
     for sub in ("run", "snapshots"):
         (lab.dir / sub).mkdir(mode=0o700, exist_ok=True)
     mirror.build(lab.mirror_dir, lab.python, extra=(version,))
+    if packages == "apt":
+        aptrepo.build(lab)
     cas = _Authorities()
     admin = pki.issue(cas.ca, "kubernetes-admin", organization="system:masters", client=True)
     admin_conf = yaml.safe_dump(

@@ -176,5 +176,5 @@ def inventory_vars(lab: topology.Lab, user: str = USER) -> list[str]:
         f"ansible_port={PORT}",
         f"ansible_ssh_private_key_file={client_key(lab)}",
         f"ansible_ssh_common_args='-o UserKnownHostsFile={known_hosts(lab)} -o IdentitiesOnly=yes'",
-        "ansible_python_interpreter=/usr/bin/python3",
+        "ansible_python_interpreter=/usr/bin/python3",  # any Python the node has (python-apt for apt labs)
     ]

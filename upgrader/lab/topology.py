@@ -69,6 +69,7 @@ class Lab:
     python: str
     layout: Layout = Layout.KUBEADM
     ssh: bool = False  # nodes reached over a real sshd per node, as a non-root user that becomes root
+    packages: str = "binary"  # binary: from the lab's dl.k8s.io mirror; apt: from its pkgs.k8s.io, real apt and dpkg
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -139,6 +140,7 @@ class Lab:
             "python": self.python,
             "layout": self.layout.value,
             "ssh": self.ssh,
+            "packages": self.packages,
         }
 
     def save(self) -> None:
@@ -166,6 +168,7 @@ def load(directory: Path) -> Lab:
             python=data["python"],
             layout=Layout(data.get("layout", Layout.KUBEADM.value)),
             ssh=bool(data.get("ssh", False)),
+            packages=str(data.get("packages", "binary")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise errors.InputError(f"{path} is malformed: {exc}") from exc
