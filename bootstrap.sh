@@ -53,7 +53,8 @@ setup() {
 }
 
 # What only the tests need from the system: a PostgreSQL server (the state tests run on it as well as
-# on SQLite), libfaketime (hosts with skewed clocks), and OpenSSH's server and sudo (the lab over SSH). Best effort: without them those tests are
+# on SQLite), libfaketime (hosts with skewed clocks), and OpenSSH's server, sudo, gpg and python-apt (the
+# lab over SSH with real apt). Best effort: without them those tests are
 # skipped, each with its reason in pytest's summary.
 test_tools() {
   if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
@@ -64,9 +65,11 @@ test_tools() {
     log "installing faketime for the clock-skew test"
     ( apt_install faketime ) || log "faketime could not be installed: the clock-skew test will be skipped"
   fi
-  if [ ! -x /usr/sbin/sshd ] || ! command -v sudo >/dev/null; then
-    log "installing openssh-server and sudo for the lab over SSH"
-    ( apt_install openssh-server openssh-client sudo ) || log "openssh-server could not be installed: the SSH lab test will be skipped"
+  if [ ! -x /usr/sbin/sshd ] || ! command -v sudo >/dev/null || ! command -v gpg >/dev/null \
+     || ! /usr/bin/python3 -c 'import apt_pkg' 2>/dev/null; then
+    log "installing openssh-server, sudo, gnupg and python3-apt for the lab over SSH with real apt"
+    ( apt_install openssh-server openssh-client sudo gnupg python3-apt ) \
+      || log "they could not be installed: the SSH and apt lab test will be skipped"
   fi
 }
 

@@ -109,8 +109,13 @@ def _ssh_ready() -> str | None:
 
     if os.geteuid() != 0:
         return "the lab's SSH mode adds its users: run the tests as root"
-    if not Path("/usr/sbin/sshd").is_file() or shutil.which("sudo") is None:
-        return "openssh-server and sudo are not installed (bootstrap.sh test installs them)"
+    if not Path("/usr/sbin/sshd").is_file() or shutil.which("sudo") is None or shutil.which("gpg") is None:
+        return "openssh-server, sudo or gnupg is not installed (bootstrap.sh test installs them)"
+    if shutil.which("dpkg-deb") is None or (
+        not Path("/usr/lib/python3/dist-packages/apt_pkg.pyi").exists()
+        and (not list(Path("/usr/lib/python3/dist-packages").glob("apt_pkg*.so")))
+    ):
+        return "dpkg-deb or python3-apt is not installed (bootstrap.sh test installs them)"
     return None
 
 
