@@ -15,7 +15,6 @@ The result is the facts format ``plan --facts`` reads, plus ``warnings`` for wha
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -152,7 +151,7 @@ def _node_facts(cluster: session.ClusterSession) -> tuple[dict[str, dict[str, st
                 f"{host}: upgrader's playbooks run there as uid {lines['uid'].strip()}, not root, and kubeadm refuses "
                 "a non-root user: set ansible.become: true (or ansible_become in the inventory); nothing was changed"
             )
-        if problem := unit_disagrees(host, lines.get("bin", ""), lines.get("unit", "")):
+        if problem := unit_disagrees(host, lines.get("bin", ""), lines.get("execstart")):
             disagree.append(problem)
         if host in control_plane and (problem := patches_problem(host, cluster.cfg.upgrade.kubeadm_patches, lines)):
             disagree.append(problem)
@@ -180,16 +179,13 @@ class NodeSetupMismatch(errors.InputError):
     upgrader would install; kubeadm patches unnamed or missing): nothing is changed."""
 
 
-def unit_disagrees(host: str, bin_dir: str, unit_b64: str) -> str | None:
-    """Why ``host``'s kubelet unit and the bin_dir upgrader installs into disagree, or None. A unit that
-    cannot be read (no systemctl, no unit) is not a disagreement: there is nothing to compare."""
-    if not bin_dir or not unit_b64:
+def unit_disagrees(host: str, bin_dir: str, last_exec_start: str | None) -> str | None:
+    """Why ``host``'s kubelet unit and the bin_dir upgrader installs into disagree, or None.
+    ``last_exec_start`` is the value of the unit's last ``ExecStart=`` line (None: no unit could be
+    read, so there is nothing to compare)."""
+    if not bin_dir or last_exec_start is None:
         return None
-    try:
-        text = base64.b64decode(unit_b64, validate=True).decode("utf-8", "replace")
-    except ValueError:
-        return None
-    runs = units.exec_start(text)
+    runs = units.exec_start(f"ExecStart={last_exec_start}")
     if runs is None or runs == f"{bin_dir.rstrip('/')}/kubelet":
         return None
     return (

@@ -49,9 +49,10 @@ def script(tool: str, version: Version, python: str) -> str:
 
 
 NODE_MARKER = ".upgrader-lab-node"  # in every node's root
-FIND_ROOT = (
-    'root=$(cd "$(dirname "$0")" && pwd)\n'
-    f'while [ "$root" != / ] && [ ! -e "$root/{NODE_MARKER}" ]; do root=$(dirname "$root"); done\n'
+FIND_ROOT = (  # parameter expansion only: no process for what a real binary gets for free
+    'root=${0%/*}; case $root in /*) ;; *) root=$(cd "$root" && pwd) ;; esac\n'
+    f'while [ -n "$root" ] && [ ! -e "$root/{NODE_MARKER}" ]; do root=${{root%/*}}; done\n'
+    '[ -n "$root" ] || root=/\n'
 )
 
 
@@ -84,9 +85,40 @@ def install_systemctl(root: Path, python: str) -> None:
         "#!/bin/sh\n"
         "# upgrader-lab-stand-in: systemctl\n"
         + FIND_ROOT
+        + _SYSTEMCTL_IN_SHELL
         + f'exec {shlex.quote(python)} -m upgrader.lab.systemctl --node-root "$root" "$@"\n'
     )
     os.chmod(target, 0o755)  # noqa: S103 - an executable
+
+
+# ``daemon-reload`` and ``cat`` answered by the shell, as ``upgrader.lab.systemctl`` would (same search
+# order, systemd.unit(5)): a compiled systemctl answers in milliseconds, and a Python start-up per node
+# would make the node-facts playbook slower in the lab than on a real cluster for no reason of the product's.
+_UNIT_DIRS = (
+    "etc/systemd/system run/systemd/system usr/local/lib/systemd/system usr/lib/systemd/system lib/systemd/system"
+)
+_SYSTEMCTL_IN_SHELL = (
+    '[ "$1" = daemon-reload ] && [ $# -eq 1 ] && exit 0\n'
+    'if [ "$1" = cat ] && [ $# -eq 2 ]; then\n'
+    '  u="${2%.service}.service"; main=""\n'
+    f"  for d in {_UNIT_DIRS}; do\n"
+    '    if [ -z "$main" ] && [ -f "$root/$d/$u" ]; then main="$d/$u"; fi\n'
+    "  done\n"
+    '  [ -n "$main" ] || { echo "No files found for $u." >&2; exit 1; }\n'
+    '  echo "# /$main"; cat "$root/$main"\n'
+    # drop-ins by name (the glob sorts), each from the first directory that has it; no process but cat
+    '  names=" "\n'
+    f"  for d in {_UNIT_DIRS}; do\n"
+    '    for f in "$root/$d/$u.d/"*.conf; do [ -f "$f" ] && names="$names${f##*/} "; done\n'
+    "  done\n"
+    "  for name in $(printf '%s\\n' $names | LC_ALL=C sort -u); do\n"
+    f"    for d in {_UNIT_DIRS}; do\n"
+    '      if [ -f "$root/$d/$u.d/$name" ]; then echo; echo "# /$d/$u.d/$name"; cat "$root/$d/$u.d/$name"; break; fi\n'
+    "    done\n"
+    "  done\n"
+    "  exit 0\n"
+    "fi\n"
+)
 
 
 def install(
