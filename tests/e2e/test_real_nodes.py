@@ -13,8 +13,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs
+from tests.e2e.test_apply import kubelets
 from upgrader import cli
-from upgrader.kube import cluster as kube
 from upgrader.lab import mirror, topology
 
 cli_runner = CliRunner()
@@ -22,14 +22,6 @@ cli_runner = CliRunner()
 
 def invoke(*args: str):  # type: ignore[no-untyped-def]
     return cli_runner.invoke(cli.app, list(args))
-
-
-def kubelets(lab: topology.Lab) -> dict[str, str]:
-    api = kube.Cluster.connect(lab.kubeconfig)
-    try:
-        return {n.name: n.kubelet for n in api.nodes()}
-    finally:
-        api.close()
 
 
 def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, tmp_path: Path) -> None:

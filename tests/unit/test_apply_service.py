@@ -22,18 +22,27 @@ def step(kind: str, nodes: list[str]) -> dict[str, object]:
     return {"kind": kind, "version": None if kind == "snapshot" else "1.31.13", "nodes": nodes}
 
 
-def test_estimates_come_from_this_clusters_history_per_node_for_the_control_plane(journal: store.Store) -> None:
-    specs = [step("snapshot", []), step("control-plane", ["cp-1", "cp-2", "cp-3"]), step("nodes", ["w-1", "w-2"])]
-    run = journal.create_run(
-        run_id=records.RunId("prod-eu1-1"),
+def new_run(
+    journal: store.Store,
+    run_id: str,
+    steps: list[dict[str, object]],
+    kind: records.RunKind = records.RunKind.UPGRADE,
+) -> records.RunRecord:
+    return journal.create_run(
+        run_id=records.RunId(run_id),
         cluster="prod-eu1",
         plan_id=None,
-        kind=records.RunKind.UPGRADE,
-        steps=specs,
+        kind=kind,
+        steps=steps,
         host="h",
         pid=1,
         options={},
     )
+
+
+def test_estimates_come_from_this_clusters_history_per_node_for_the_control_plane(journal: store.Store) -> None:
+    specs = [step("snapshot", []), step("control-plane", ["cp-1", "cp-2", "cp-3"]), step("nodes", ["w-1", "w-2"])]
+    run = new_run(journal, "prod-eu1-1", specs)
     start = datetime(2026, 12, 1, tzinfo=UTC)
     for position, seconds in enumerate((12, 30, 20)):
         journal.start_step(run.id, position, at=start)
@@ -70,15 +79,11 @@ def test_drift_names_each_node_that_moved_since_the_plan() -> None:
 
 
 def _rollback_run(journal: store.Store, run_id: str) -> records.RunRecord:
-    return journal.create_run(
-        run_id=records.RunId(run_id),
-        cluster="prod-eu1",
-        plan_id=None,
-        kind=records.RunKind.ROLLBACK,
-        steps=[{"kind": "hold-control-plane", "nodes": ["cp-1"]}, {"kind": "restore", "nodes": ["cp-1"]}],
-        host="h",
-        pid=1,
-        options={},
+    return new_run(
+        journal,
+        run_id,
+        [{"kind": "hold-control-plane", "nodes": ["cp-1"]}, {"kind": "restore", "nodes": ["cp-1"]}],
+        records.RunKind.ROLLBACK,
     )
 
 
@@ -106,29 +111,11 @@ def test_a_new_run_takes_over_the_cordons_an_ended_run_left_and_forgets_those_si
 ) -> None:
     """Issue 17: after SIGTERM mid-drain and --abandon, a new apply succeeded with w-1 still cordoned."""
     specs = [step("snapshot", []), step("nodes", ["w-1", "w-2"])]
-    old = journal.create_run(
-        run_id=records.RunId("prod-eu1-old"),
-        cluster="prod-eu1",
-        plan_id=None,
-        kind=records.RunKind.UPGRADE,
-        steps=specs,
-        host="h",
-        pid=1,
-        options={},
-    )
+    old = new_run(journal, "prod-eu1-old", specs)
     journal.step_progress(old.id, 1, {"cordoned:w-1": "by upgrader, to drain it", "cordoned:w-2": "by upgrader"})
     journal.set_run(old.id, records.RunStatus.CANCELED, stopped_reason="abandoned", at=datetime.now(UTC))
     assert apply.left_cordoned(journal, "prod-eu1") == {"w-1": (old.id, 1), "w-2": (old.id, 1)}
-    new = journal.create_run(
-        run_id=records.RunId("prod-eu1-new"),
-        cluster="prod-eu1",
-        plan_id=None,
-        kind=records.RunKind.UPGRADE,
-        steps=specs,
-        host="h",
-        pid=2,
-        options={},
-    )
+    new = new_run(journal, "prod-eu1-new", specs)
     plan = make_plan(make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.30.14")]), "1.31.13")
     prepared = apply.Prepared(plan=plan, plan_id=records.PlanId(plan.id), inherited={"w-1": old.id})  # w-2: uncordoned
     apply.adopt_cordons(journal, journal.run(new.id), prepared)
