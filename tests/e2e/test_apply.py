@@ -523,3 +523,46 @@ def test_apply_1_30_to_1_33_drains_each_node_once_and_never_breaks_the_budget(la
     assert watcher.samples > 20
     assert watcher.cordons == {n: 1 for n in ("cp-1", "cp-2", "cp-3", "w-1", "w-2", "w-3")}
     assert watcher.fewest_ready_web is not None and watcher.fewest_ready_web >= 2  # the PDB's minAvailable
+
+
+def test_a_drain_waits_for_this_pod_not_its_name_and_only_a_controller_owner_counts(
+    shared_lab: topology.Lab,
+) -> None:
+    """Issue 19: a StatefulSet recreates db-0 under the same name within seconds, so waiting for the name to
+    go made every drain time out (kubectl's waitForDelete counts a new uid as gone); and a pod whose only
+    owner is not its controller has nothing to bring it back (kubectl's GetControllerOf)."""
+    from kubernetes import client as k8s
+
+    from upgrader.kube import writes
+
+    api = kube.Cluster.connect(shared_lab.kubeconfig)
+    core = k8s.CoreV1Api(api.api)
+
+    def pod(name: str, controller: bool) -> k8s.V1Pod:
+        owner = k8s.V1OwnerReference(
+            api_version="apps/v1", kind="StatefulSet", name="db", uid="0", controller=controller
+        )
+        return k8s.V1Pod(
+            metadata=k8s.V1ObjectMeta(name=name, namespace="demo", owner_references=[owner]),
+            spec=k8s.V1PodSpec(node_name="w-2", containers=[k8s.V1Container(name="db", image="db:1")]),
+        )
+
+    try:
+        core.create_namespaced_pod("demo", pod("db-0", controller=True))
+        core.create_namespaced_pod("demo", pod("adopted-0", controller=False))
+        writer = writes.Writer(api)
+        found = {p.name: p for p in writer.pods_on("w-2")}
+        first = found["db-0"]
+        assert first.owner_kind == "StatefulSet" and first.uid
+        assert found["adopted-0"].owner_kind is None  # owned, but not by a controller: a bare pod
+        assert writer.pod_exists(first)
+        core.delete_namespaced_pod("db-0", "demo")
+        core.create_namespaced_pod("demo", pod("db-0", controller=True))  # as the StatefulSet controller does
+        again = next(p for p in writer.pods_on("w-2") if p.name == "db-0")
+        assert again.uid != first.uid
+        assert not writer.pod_exists(first) and writer.pod_exists(again)
+    finally:
+        for name in ("db-0", "adopted-0"):
+            with contextlib.suppress(k8s.ApiException):
+                core.delete_namespaced_pod(name, "demo")
+        api.close()

@@ -37,6 +37,7 @@ class PodInfo:
     mirror: bool  # a static pod's mirror: the kubelet owns it, evicting it does nothing
     empty_dir: bool  # has emptyDir volumes, whose data an eviction deletes
     phase: str
+    uid: str = ""  # the object's identity: a StatefulSet's pod comes back under the same name, not this uid
 
     @property
     def ref(self) -> str:
@@ -92,8 +93,10 @@ class Writer:
         ).items
         out = []
         for pod in items:
+            # Only the controller counts, as kubectl's GetControllerOf: an owner that is not the controller
+            # recreates nothing, so such a pod is bare (kept unless --force-drain).
             owners = pod.metadata.owner_references or []
-            controller = next((o for o in owners if o.controller), owners[0] if owners else None)
+            controller = next((o for o in owners if o.controller), None)
             volumes = (pod.spec.volumes if pod.spec else None) or []
             out.append(
                 PodInfo(
@@ -103,6 +106,7 @@ class Writer:
                     mirror=MIRROR_ANNOTATION in (pod.metadata.annotations or {}),
                     empty_dir=any(v.empty_dir is not None for v in volumes),
                     phase=(pod.status.phase if pod.status else "") or "",
+                    uid=str(pod.metadata.uid or ""),
                 )
             )
         return out
@@ -147,13 +151,17 @@ class Writer:
         return True
 
     def pod_exists(self, pod: PodInfo) -> bool:
+        """Whether this very pod is still there: not found, or found with another uid (a StatefulSet's
+        controller recreates ``db-0`` under its name within seconds), is gone, as kubectl's waitForDelete
+        counts it."""
+
         def call() -> bool:
             try:
-                self.core.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=self.timeout)
+                found = self.core.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=self.timeout)
             except ApiException as exc:
                 if exc.status == 404:
                     return False
                 raise
-            return True
+            return not pod.uid or str(found.metadata.uid or "") == pod.uid
 
         return self.cluster.call(f"read pod {pod.ref}", call)  # type: ignore[no-any-return]
