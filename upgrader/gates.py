@@ -9,6 +9,8 @@ naming the node and what differs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from upgrader import errors, health, session
 from upgrader.engine.ports import Expected
 from upgrader.kube import cluster as kube
@@ -31,25 +33,34 @@ class Live:
         self.cluster = cluster
         self.catalog = catalog
 
-    def _endpoints(self) -> dict[str, str]:
+    def servers(self) -> dict[str, kube.Apiserver]:
+        """Each control-plane node's apiserver, from its mirror pod (endpoint, manifest flags)."""
         try:
-            return {a.node: a.endpoint for a in self.cluster.api.apiservers()}
+            return {a.node: a for a in self.cluster.api.apiservers()}
         except kube.KubeUnavailable:
             return {}
 
-    def apiserver(self, node: str, endpoints: dict[str, str] | None = None) -> tuple[Version, Minor] | None:
-        """``node``'s apiserver as it answers; ``endpoints`` saves listing the mirror pods again."""
-        endpoint = (self._endpoints() if endpoints is None else endpoints).get(node)
-        if not endpoint:
+    def apiserver(self, node: str, servers: Mapping[str, kube.Apiserver] | None = None) -> tuple[Version, Minor] | None:
+        """``node``'s apiserver as it answers: its binary version, and the version it emulates. ``/version``
+        reports the emulation only from Kubernetes 1.33 (apimachinery's ``version.Info`` gained
+        ``emulationMajor``/``emulationMinor`` in v0.33); an older apiserver started with
+        ``--emulated-version`` says only its binary's version, so the flag is read from its mirror pod.
+        ``servers`` saves listing the mirror pods again."""
+        server = (self.servers() if servers is None else servers).get(node)
+        if server is None:
             return None
         try:
-            live = self.cluster.api.version(endpoint)
+            live = self.cluster.api.version(server.endpoint)
         except kube.KubeUnavailable:
             return None
         version = plain(live.git_version)
         if version is None:
             return None
-        return version, Minor.parse(live.emulation) if live.emulation else version.minor_version
+        emulation = live.emulation or server.emulated_flag
+        try:
+            return version, Minor.parse(emulation) if emulation else version.minor_version
+        except errors.UpgraderError:
+            return version, version.minor_version
 
     def kubelet(self, node: str) -> tuple[Version | None, bool]:
         try:
@@ -64,9 +75,9 @@ class Live:
         problems: list[str] = []
         apiservers: dict[str, Version] = {}
         emulated: dict[str, Minor] = {}
-        endpoints = self._endpoints()  # once for every apiserver, not once each
+        servers = self.servers()  # once for every apiserver, not once each
         for name, wanted in sorted(expected.apiservers.items()):
-            live = self.apiserver(name, endpoints)
+            live = self.apiserver(name, servers)
             if live is None:
                 problems.append(f"the apiserver on {name} does not answer")
                 continue

@@ -220,7 +220,8 @@ def _apiservers(api: kube.Cluster, warnings: list[str]) -> tuple[list[dict[str, 
         try:
             live = api.version(server.endpoint)
             member["apiserver"] = _plain(live.git_version)
-            member["emulated"] = live.emulation or ".".join(member["apiserver"].split(".")[:2])
+            # /version names the emulation only from 1.33: before, the flag in its manifest says it
+            member["emulated"] = live.emulation or server.emulated_flag or ".".join(member["apiserver"].split(".")[:2])
             metrics |= deprecated_from_metrics(api.metrics(server.endpoint))
         except kube.KubeUnavailable as exc:
             warnings.append(f"apiserver on {server.node} did not answer ({exc}); using its manifest's version")

@@ -69,9 +69,9 @@ def live_versions(probe: gates.Live) -> Expected:
     api = probe.cluster.api
     apiservers = {}
     try:
-        endpoints = {server.node: server.endpoint for server in api.apiservers()}  # listed once, not per node
-        for node in endpoints:
-            live = probe.apiserver(node, endpoints)
+        servers = {server.node: server for server in api.apiservers()}  # listed once, not per node
+        for node in servers:
+            live = probe.apiserver(node, servers)
             if live is not None:
                 apiservers[node] = live
         kubelets = {n.name: v for n in api.nodes() if (v := gates.plain(n.kubelet)) is not None}

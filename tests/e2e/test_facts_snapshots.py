@@ -142,8 +142,10 @@ def test_facts_of_a_mid_hop_two_step_control_plane(labs: Labs) -> None:
     cluster = session.ClusterSession.open(config.load(lab.dir / "cluster.yaml"))
 
     def moved() -> bool:
+        # the process answers at 1.32.9 and its mirror pod (where a 1.32 apiserver's --emulated-version is
+        # read: its /version does not say it) shows the new manifest
         control_plane = live_facts.collect(cluster, with_nodes=False).data["control_plane"]
-        return control_plane[0]["apiserver"] == "1.32.9"
+        return control_plane[0]["apiserver"] == control_plane[0]["manifest_version"] == "1.32.9"
 
     with cluster:
         wait_for(moved, timeout=40, what="cp-1 at 1.32.9")

@@ -162,6 +162,7 @@ class Writer:
                 if exc.status == 404:
                     return False
                 raise
-            return not pod.uid or str(found.metadata.uid or "") == pod.uid
+            uid = found.metadata.uid if found.metadata else None
+            return not pod.uid or str(uid or "") == pod.uid
 
         return self.cluster.call(f"read pod {pod.ref}", call)  # type: ignore[no-any-return]

@@ -169,7 +169,10 @@ class Api:
     # -- fixed endpoints -----------------------------------------------------------------------
 
     def version(self) -> dict[str, Any]:
-        return {
+        """What a real apiserver of this binary answers: apimachinery's ``version.Info`` has the emulation
+        and minimum-compatibility fields from v0.33 (Kubernetes 1.33) on, ``omitempty``; a 1.31 or 1.32
+        apiserver started with ``--emulated-version`` reports its binary's version alone."""
+        info: dict[str, Any] = {
             "major": str(self.binary.major),
             "minor": str(self.binary.minor),
             "gitVersion": f"v{self.binary}",
@@ -179,11 +182,15 @@ class Api:
             "goVersion": "go1.24",
             "compiler": "gc",
             "platform": "linux/amd64",
-            "emulationMajor": str(self.emulated.major),
-            "emulationMinor": str(self.emulated.minor),
-            "minCompatibilityMajor": str(self.emulated.major),
-            "minCompatibilityMinor": str(self.emulated.minor - 1),
         }
+        if self.binary.minor_version >= Minor(1, 33):
+            info.update(
+                emulationMajor=str(self.emulated.major),
+                emulationMinor=str(self.emulated.minor),
+                minCompatibilityMajor=str(self.emulated.major),
+                minCompatibilityMinor=str(self.emulated.minor - 1),
+            )
+        return info
 
     def health(self, path: str, verbose: bool) -> tuple[int, str]:
         checks = [("ping", True), ("log", True)]
