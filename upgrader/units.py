@@ -15,11 +15,13 @@ def exec_start(text: str) -> str | None:
     """The binary the effective ``ExecStart=`` runs, or None when the unit sets none."""
     commands: list[str] = []
     pending = ""
-    for raw in text.splitlines():
+    lines = text.splitlines()
+    for index, raw in enumerate(lines):
         line = pending + raw.strip()
-        if line.endswith("\\"):  # a continued line
+        if line.endswith("\\") and index < len(lines) - 1:  # continued on the next line (a last one cannot be)
             pending = line[:-1] + " "
             continue
+        line = line.removesuffix("\\").rstrip()
         pending = ""
         if not line.startswith("ExecStart="):
             continue

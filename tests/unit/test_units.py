@@ -45,6 +45,11 @@ def test_a_later_drop_in_wins_and_prefixes_are_not_part_of_the_path() -> None:
     assert units.exec_start(text) == "/opt/bin/kubelet"
 
 
+def test_the_first_line_of_a_continued_command_names_its_binary() -> None:
+    """Node facts send only the last ExecStart= line: Kubespray's ends with a backslash."""
+    assert units.exec_start("ExecStart=/usr/local/bin/kubelet \\") == "/usr/local/bin/kubelet"
+
+
 def test_no_unit_or_a_reset_without_a_command_says_none() -> None:
     assert units.exec_start("") is None
     assert units.exec_start("[Service]\nExecStart=/usr/bin/kubelet\nExecStart=\n") is None
