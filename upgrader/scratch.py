@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Collection
 from pathlib import Path
 
 from upgrader import environment, files, pids
@@ -30,10 +31,11 @@ def stale(kind: str) -> dict[Path, int]:
     return dead
 
 
-def directory(kind: str, *, what: str, clean: bool = True) -> Path:
-    """A fresh 0700 directory for this process; first removes the ones dead processes left behind."""
+def directory(kind: str, *, what: str, keep: Collection[str] = ()) -> Path:
+    """A fresh 0700 directory for this process; first removes the ones dead processes left behind,
+    except those named in ``keep`` (still in use by something that outlived its process)."""
     base = parent(kind, what=what)
-    if clean:
-        for gone in stale(kind):
+    for gone in stale(kind):
+        if str(gone) not in keep:
             shutil.rmtree(gone, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))

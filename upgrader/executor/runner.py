@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -240,10 +239,6 @@ def _marked() -> dict[str, tuple[str, list[int]]]:
     return found
 
 
-def _running_dirs() -> list[Path]:
-    return [Path(d) for d in _marked()]
-
-
 def leftovers() -> list[Leftover]:
     """The playbooks of dead upgrader processes on this host that are still running (read from /proc)."""
     dead = {str(directory): owner for directory, owner in scratch.stale(KIND).items()}
@@ -291,12 +286,7 @@ def wait_for_leftovers(
 def _private_data_dir() -> Path:
     """A fresh 0700 directory for one run under upgrader's state directory; removes the ones of dead
     processes (a SIGKILL skips every ``finally``) whose playbook has ended."""
-    running = {str(d) for d in _running_dirs()}
-    base = scratch.parent(KIND, what="Ansible working directory")
-    for stale in scratch.stale(KIND):
-        if str(stale) not in running:
-            shutil.rmtree(stale, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=base))
+    return scratch.directory(KIND, what="Ansible working directory", keep=_marked().keys())
 
 
 def _write_private(path: Path, text: str) -> None:

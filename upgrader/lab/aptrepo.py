@@ -20,12 +20,11 @@ import gzip
 import hashlib
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from upgrader import errors
-from upgrader.lab import mirror, topology
+from upgrader.lab import mirror, processes, topology
 from upgrader.rules import catalog as catalog_mod
 from upgrader.versions import Version
 
@@ -41,15 +40,8 @@ def gnupg_home(lab: topology.Lab) -> Path:
     return lab.dir / "gnupg"
 
 
-def _run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str = "") -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, input=stdin, env=env)
-    if done.returncode != 0:
-        raise errors.OperationFailed(f"{' '.join(argv[:3])}: {(done.stderr or done.stdout).strip()[:300]}")
-    return str(done.stdout)
-
-
 def _gpg(lab: topology.Lab, *args: str) -> str:
-    return _run(["gpg", "--batch", "--quiet", "--homedir", str(gnupg_home(lab)), *args])
+    return processes.run(["gpg", "--batch", "--quiet", "--homedir", str(gnupg_home(lab)), *args])
 
 
 def build(lab: topology.Lab) -> None:
@@ -103,7 +95,7 @@ def _deb(directory: Path, tool: str, version: Version, binary: Path) -> None:
             "Maintainer: upgrader lab <lab@upgrader.invalid>\n"
             f"Description: the upgrader lab's stand-in for {tool} v{version}\n"
         )
-        _run(
+        processes.run(
             ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(directory / deb_name(tool, version))]
         )
 
@@ -113,7 +105,7 @@ def _index(directory: Path) -> None:
     entries = []
     for deb in sorted(directory.glob("*.deb")):
         data = deb.read_bytes()
-        control = _run(["dpkg-deb", "-f", str(deb)]).strip()
+        control = processes.run(["dpkg-deb", "-f", str(deb)]).strip()
         entries.append(
             f"{control}\nFilename: ./{deb.name}\nSize: {len(data)}\nSHA256: {hashlib.sha256(data).hexdigest()}\n"
         )
@@ -190,8 +182,8 @@ def prepare_node(lab: topology.Lab, root: Path) -> None:
     )
     repo = repo_dir(lab, lab.version)
     env = {**os.environ, **environment(root)}
-    _run(
+    processes.run(
         ["dpkg", "--force-script-chrootless", "-i", *(str(repo / deb_name(t, lab.version)) for t in TOOLS)],
         env=env,
     )
-    _run(["dpkg", "--set-selections"], env=env, stdin="".join(f"{t} hold\n" for t in TOOLS))
+    processes.run(["dpkg", "--set-selections"], env=env, stdin="".join(f"{t} hold\n" for t in TOOLS))

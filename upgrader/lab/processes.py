@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from upgrader import errors
+
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), or None."""
@@ -107,3 +109,11 @@ class Registry:
                 wait_gone(process, 10.0)
         self.path.unlink(missing_ok=True)
         return len(alive)
+
+
+def run(argv: list[str], *, env: dict[str, str] | None = None, stdin: str = "") -> str:
+    """A set-up command of the lab (ssh-keygen, gpg, dpkg, useradd); its output, or one line naming it."""
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, input=stdin, env=env)
+    if done.returncode != 0:
+        raise errors.OperationFailed(f"{' '.join(argv[:3])}: {(done.stderr or done.stdout).strip()[:300]}")
+    return str(done.stdout)

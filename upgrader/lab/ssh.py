@@ -49,8 +49,8 @@ def prepare_host() -> None:
         try:
             pwd.getpwnam(user)
         except KeyError:
-            _run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", user])
-        _run(["usermod", "-p", "*", user])  # no password login, but not locked (sshd refuses locked accounts)
+            processes.run(["useradd", "--system", "--create-home", "--shell", "/bin/sh", user])
+        processes.run(["usermod", "-p", "*", user])  # no password login, but not locked (sshd refuses locked accounts)
     if not SUDOERS.is_file():
         tmp = SUDOERS.with_name(".upgrader-lab.tmp")
         tmp.write_text(
@@ -58,15 +58,9 @@ def prepare_host() -> None:
             f"{USER} ALL=(ALL) NOPASSWD: ALL\n"
         )
         tmp.chmod(0o440)
-        _run(["visudo", "-c", "-f", str(tmp)])
+        processes.run(["visudo", "-c", "-f", str(tmp)])
         tmp.replace(SUDOERS)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-
-
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, stdin=subprocess.DEVNULL)
-    if done.returncode != 0:
-        raise errors.OperationFailed(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()[:300]}")
 
 
 def ssh_dir(lab: topology.Lab) -> Path:
@@ -89,11 +83,13 @@ def create(lab: topology.Lab) -> None:
     """The client key, each node's host key and sshd_config, and the known_hosts file."""
     directory = ssh_dir(lab)
     (directory / "hosts").mkdir(parents=True, mode=0o700, exist_ok=True)
-    _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"upgrader-lab@{lab.name}", "-f", str(client_key(lab))])
+    processes.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"upgrader-lab@{lab.name}", "-f", str(client_key(lab))]
+    )
     lines = []
     for node in lab.nodes:
         key = directory / "hosts" / node.name
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(key)])
+        processes.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(key)])
         public = key.with_suffix(".pub").read_text().split()
         lines.append(f"{node.ip} {public[0]} {public[1]}")
         (directory / "hosts" / f"{node.name}.sshd_config").write_text(_sshd_config(lab, node, key))

