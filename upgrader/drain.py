@@ -1,9 +1,13 @@
 """Draining a node the way ``kubectl drain`` does, through the Eviction API so PodDisruptionBudgets hold.
 
 - cordon first (the caller does), then evict every pod bound to the node except mirror pods (the
-  kubelet owns them) and DaemonSet pods (their controller would put them straight back);
+  kubelet owns them) and DaemonSet pods (their controller would put them straight back), as
+  ``kubectl drain --ignore-daemonsets`` does (``pkg/drain/filters.go``);
 - a pod with no controller is refused unless ``force`` (``kubectl drain --force``): nothing would
-  recreate it;
+  recreate it; so is a DaemonSet's pod whose DaemonSet no longer exists (deleted with
+  ``--cascade=orphan``);
+- a finished pod (Succeeded or Failed) is evicted whatever owns it and whatever its volumes: its
+  disruption has already happened;
 - a pod with emptyDir volumes is refused unless ``delete_emptydir_data``
   (``kubectl drain --delete-emptydir-data``): its data is deleted with it;
 - an eviction a budget refuses (HTTP 429) is retried until ``timeout``, after 1 s, then 2 s, then
@@ -51,6 +55,8 @@ class PodWriter(Protocol):
 
     def pod_exists(self, pod: writes.PodInfo) -> bool: ...
 
+    def daemonset_exists(self, namespace: str, name: str) -> bool: ...
+
 
 class Drainer:
     def __init__(self, writer: PodWriter, policy: DrainPolicy, cancel: threading.Event) -> None:
@@ -68,24 +74,31 @@ class Drainer:
         return self.writer.unschedulable(node)
 
     def _to_evict(self, node: str) -> list[writes.PodInfo]:
-        pods = [
-            p
-            for p in self.writer.pods_on(node)
-            if not p.mirror and p.owner_kind != "DaemonSet" and p.phase not in ("Succeeded", "Failed")
-        ]
-        bare = [p.ref for p in pods if p.owner_kind is None]
+        pods = [p for p in self.writer.pods_on(node) if not p.mirror]
+        finished = [p for p in pods if p.finished]
+        running = [p for p in pods if not p.finished]
+        daemons = [p for p in running if p.daemon]
+        orphans = [p for p in daemons if not self.writer.daemonset_exists(p.namespace, p.owner_name)]
+        if orphans and not self.policy.force:
+            names = ", ".join(f"{p.ref} (DaemonSet {p.owner_name})" for p in orphans[:5])
+            raise DrainFailed(
+                f"cannot drain {node}: {names}: its DaemonSet no longer exists, so nothing would recreate it; "
+                "delete it, or pass --force-drain"
+            )
+        others = [p for p in running if not p.daemon]
+        bare = [p.ref for p in others if p.owner_kind is None]
         if bare and not self.policy.force:
             raise DrainFailed(
                 f"cannot drain {node}: {', '.join(bare[:5])} has no controller and would not come back; "
                 "delete it, or pass --force-drain"
             )
-        local = [p.ref for p in pods if p.empty_dir]
+        local = [p.ref for p in others if p.empty_dir]
         if local and not self.policy.delete_emptydir_data:
             raise DrainFailed(
                 f"cannot drain {node}: {', '.join(local[:5])} uses emptyDir, whose data an eviction deletes; "
                 "pass --delete-emptydir-data"
             )
-        return pods
+        return finished + orphans + others
 
     def drain(self, node: str) -> int:
         pods = self._to_evict(node)

@@ -11,8 +11,17 @@ from upgrader import drain
 from upgrader.kube.writes import Evicted, Eviction, PodInfo
 
 
-def pod(name: str, owner: str | None = "ReplicaSet", *, mirror: bool = False, empty_dir: bool = False) -> PodInfo:
-    return PodInfo("demo", name, owner, mirror, empty_dir, "Running")
+def pod(
+    name: str,
+    owner: str | None = "ReplicaSet",
+    *,
+    mirror: bool = False,
+    empty_dir: bool = False,
+    phase: str = "Running",
+    owner_name: str = "owner",
+) -> PodInfo:
+    owner_fields = (owner_name, "apps/v1") if owner else ("", "")
+    return PodInfo("demo", name, owner, mirror, empty_dir, phase, f"uid-{name}", *owner_fields)
 
 
 @dataclass
@@ -22,6 +31,7 @@ class FakeWriter:
     cordoned: set[str] = field(default_factory=set)
     evicted: list[str] = field(default_factory=list)
     lingering: dict[str, int] = field(default_factory=dict)  # pod -> reads before it is gone
+    daemonsets: set[str] = field(default_factory=lambda: {"kube-proxy"})
 
     def unschedulable(self, node: str) -> bool:
         return node in self.cordoned
@@ -39,6 +49,9 @@ class FakeWriter:
         self.evicted.append(target.name)
         return Eviction(Evicted.EVICTED)
 
+    def daemonset_exists(self, namespace: str, name: str) -> bool:
+        return name in self.daemonsets
+
     def pod_exists(self, target: PodInfo) -> bool:
         left = self.lingering.get(target.name, 0)
         self.lingering[target.name] = left - 1
@@ -52,7 +65,11 @@ def drainer(writer: FakeWriter, **policy: object) -> drain.Drainer:
 
 def test_daemonset_and_mirror_pods_are_skipped_and_evicted_pods_are_waited_for() -> None:
     writer = FakeWriter(
-        [pod("web-1"), pod("kube-proxy-x", "DaemonSet"), pod("kube-apiserver-cp-1", "Node", mirror=True)],
+        [
+            pod("web-1"),
+            pod("kube-proxy-x", "DaemonSet", owner_name="kube-proxy"),
+            pod("kube-apiserver-cp-1", "Node", mirror=True),
+        ],
         lingering={"web-1": 3},
     )
     assert drainer(writer).drain("w-1") == 1
@@ -64,6 +81,29 @@ def test_a_pod_without_a_controller_is_refused_unless_forced() -> None:
     with pytest.raises(drain.DrainFailed, match=r"demo/debug has no controller.*--force-drain"):
         drainer(writer).drain("w-1")
     assert drainer(writer, force=True).drain("w-1") == 1
+
+
+def test_a_daemonset_pod_whose_daemonset_is_gone_is_refused_unless_forced_like_kubectl() -> None:
+    """kubectl's daemonSetFilter: a DaemonSet deleted with --cascade=orphan leaves pods nothing recreates."""
+    orphan = pod("node-exporter-x", "DaemonSet", owner_name="node-exporter")
+    writer = FakeWriter([orphan, pod("kube-proxy-x", "DaemonSet", owner_name="kube-proxy")])
+    with pytest.raises(drain.DrainFailed, match=r"demo/node-exporter-x \(DaemonSet node-exporter\).*--force-drain"):
+        drainer(writer).drain("w-1")
+    assert writer.evicted == []
+    assert drainer(writer, force=True).drain("w-1") == 1
+    assert writer.evicted == ["node-exporter-x"]  # the live DaemonSet's pod is still skipped
+
+
+def test_finished_pods_are_evicted_whatever_owns_them_or_their_volumes() -> None:
+    """kubectl lets a Succeeded or Failed pod through every filter: no --force, no --delete-emptydir-data."""
+    done = [
+        pod("job-done", None, phase="Succeeded"),
+        pod("cache-failed", empty_dir=True, phase="Failed"),
+        pod("proxy-old", "DaemonSet", owner_name="gone", phase="Failed"),
+    ]
+    writer = FakeWriter(done)
+    assert drainer(writer).drain("w-1") == 3
+    assert sorted(writer.evicted) == ["cache-failed", "job-done", "proxy-old"]
 
 
 def test_emptydir_data_is_refused_unless_asked_for_like_kubectl() -> None:

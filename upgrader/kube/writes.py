@@ -38,10 +38,22 @@ class PodInfo:
     empty_dir: bool  # has emptyDir volumes, whose data an eviction deletes
     phase: str
     uid: str = ""  # the object's identity: a StatefulSet's pod comes back under the same name, not this uid
+    owner_name: str = ""  # the controller's name (a DaemonSet's, to see whether it still exists)
+    owner_api_version: str = ""
 
     @property
     def ref(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded or Failed: its disruption has already happened, so kubectl's filters all let it go."""
+        return self.phase in ("Succeeded", "Failed")
+
+    @property
+    def daemon(self) -> bool:
+        """Controlled by an apps/v1 DaemonSet (kubectl's isControllerRefDaemonSet)."""
+        return self.owner_kind == "DaemonSet" and self.owner_api_version == "apps/v1"
 
 
 @dataclass(frozen=True)
@@ -107,9 +119,27 @@ class Writer:
                     empty_dir=any(v.empty_dir is not None for v in volumes),
                     phase=(pod.status.phase if pod.status else "") or "",
                     uid=str(pod.metadata.uid or ""),
+                    owner_name=controller.name if controller else "",
+                    owner_api_version=controller.api_version if controller else "",
                 )
             )
         return out
+
+    def daemonset_exists(self, namespace: str, name: str) -> bool:
+        """Whether the DaemonSet still exists: one deleted with ``--cascade=orphan`` leaves pods nothing
+        will recreate (kubectl's daemonSetFilter refuses them unless forced)."""
+        apps = client.AppsV1Api(self.cluster.api)
+
+        def call() -> bool:
+            try:
+                apps.read_namespaced_daemon_set(name, namespace, _request_timeout=self.timeout)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return False
+                raise
+            return True
+
+        return self.cluster.call(f"read daemonset {namespace}/{name}", call)  # type: ignore[no-any-return]
 
     def evict(self, pod: PodInfo) -> Eviction:
         body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod.name, namespace=pod.namespace))

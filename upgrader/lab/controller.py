@@ -1,25 +1,35 @@
 """The lab's controllers: what kube-controller-manager and the scheduler would do for the seeded workloads.
 
-Once the API answers it seeds a namespace ``demo`` with a ReplicaSet-owned ``web`` workload of three
-pods guarded by a PodDisruptionBudget (minAvailable 2), and a DaemonSet-owned ``kube-proxy`` pod per
-node, so drains have something to evict and something to skip. Then it keeps ``web`` at three pods,
-placing replacements on Ready, schedulable workers, the way a ReplicaSet and the scheduler would. It
-also raises and clears etcd's NOSPACE alarm for the ``disk-full`` fault.
+Once the API answers it seeds a namespace ``demo`` with a ReplicaSet ``web`` of three pods guarded by a
+PodDisruptionBudget (minAvailable 2), a StatefulSet ``db`` of two pods guarded by a budget of its own
+(maxUnavailable 1), and in ``kube-system`` the DaemonSet ``kube-proxy`` with a pod per node, so drains
+have something to evict, something that comes back under its own name, and something to skip. Then,
+every second:
+
+- the ReplicaSet keeps ``web`` at three pods and the StatefulSet keeps ``db-0`` and ``db-1``, the next
+  ordinal only once the one before is Ready (OrderedReady), placing new pods on Ready, schedulable
+  workers, the way the scheduler would; the DaemonSet puts back a node's kube-proxy pod;
+- the disruption controller writes every budget's status (``lab.disruption``), which the apiserver's
+  eviction handler spends;
+- etcd's NOSPACE alarm is raised and cleared for the ``disk-full`` fault.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 from upgrader.etcd import kv
-from upgrader.lab import faults, http, topology
+from upgrader.lab import disruption, faults, http, topology
 
 log = logging.getLogger(__name__)
 
-REPLICAS = 3
 NAMESPACE = "demo"
+WEB_REPLICAS = 3
+DB_REPLICAS = 2
+PAUSE = "registry.k8s.io/pause:3.10"
 
 
 def _ready(node: dict[str, Any]) -> bool:
@@ -39,21 +49,44 @@ class Controller:
         self.seeded = (lab.run_dir / "seeded").exists()
         self._alarmed: set[str] = set()
 
-    def _post(self, path: str, body: dict[str, Any]) -> None:
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Creates, or reads what already exists (seeding is repeated after a restart)."""
         reply = self.api.request("POST", path, body)
-        if reply.status not in (200, 201, 409):
+        if reply.status == 409 and body.get("metadata", {}).get("name"):
+            reply = self.api.get(f"{path}/{body['metadata']['name']}")
+        if reply.status not in (200, 201):
             raise OSError(f"POST {path}: {reply.status}")
+        found: dict[str, Any] = reply.json()
+        return found
+
+    def _list(self, path: str) -> list[dict[str, Any]] | None:
+        reply = self.api.get(path)
+        return list(reply.json()["items"]) if reply.status == 200 else None
 
     def seed(self) -> None:
         for namespace in ("kube-system", "default", NAMESPACE):
             self._post("/api/v1/namespaces", {"metadata": {"name": namespace}})
+        for name, spec in (
+            ("web", {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}),
+            ("db", {"maxUnavailable": 1, "selector": {"matchExpressions": [_in("app", "db")]}}),
+        ):
+            budget = {"metadata": {"name": name}, "spec": spec}
+            self._post(f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets", budget)
         self._post(
-            f"/apis/policy/v1/namespaces/{NAMESPACE}/poddisruptionbudgets",
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets",
+            {"metadata": {"name": "web-7d4b9", "labels": {"app": "web"}}, "spec": _workload("web", WEB_REPLICAS)},
+        )
+        self._post(
+            f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets",
             {
-                "metadata": {"name": "web"},
-                "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+                "metadata": {"name": "db", "labels": {"app": "db"}},
+                "spec": {**_workload("db", DB_REPLICAS), "serviceName": "db", "podManagementPolicy": "OrderedReady"},
             },
         )
+        proxy = _workload("kube-proxy", 0, image=f"registry.k8s.io/kube-proxy:v{self.lab.version}", label="k8s-app")
+        proxy.pop("replicas")
+        daemonset = {"metadata": {"name": "kube-proxy"}, "spec": proxy}
+        self._post("/apis/apps/v1/namespaces/kube-system/daemonsets", daemonset)
         self._post(
             "/api/v1/namespaces/kube-system/configmaps",
             {
@@ -66,81 +99,112 @@ class Controller:
                 },
             },
         )
-        for node in self.lab.nodes:
-            self._post(
-                "/api/v1/namespaces/kube-system/pods",
-                {
-                    "metadata": {
-                        "name": f"kube-proxy-{node.name}",
-                        "labels": {"k8s-app": "kube-proxy"},
-                        "ownerReferences": [
-                            {
-                                "apiVersion": "apps/v1",
-                                "kind": "DaemonSet",
-                                "name": "kube-proxy",
-                                "controller": True,
-                                "uid": "kube-proxy",
-                            }
-                        ],
-                    },
-                    "spec": {
-                        "nodeName": node.name,
-                        "containers": [
-                            {"name": "kube-proxy", "image": f"registry.k8s.io/kube-proxy:v{self.lab.version}"}
-                        ],
-                    },
-                },
-            )
         (self.lab.run_dir / "seeded").touch()
         self.seeded = True
 
-    def reconcile_web(self) -> None:
-        pods = self.api.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app%3Dweb")
-        nodes = self.api.get("/api/v1/nodes")
-        if pods.status != 200 or nodes.status != 200:
+    def _schedulable(self) -> list[str]:
+        nodes = self._list("/api/v1/nodes") or []
+        ready = [n for n in nodes if _ready(n) and not (n.get("spec") or {}).get("unschedulable")]
+        workers = [n for n in ready if not _taints(n)]
+        return [n["metadata"]["name"] for n in workers or ready]  # without workers, the control plane takes them
+
+    def _create_pod(
+        self, kind: str, owner: dict[str, Any], node: str, metadata: dict[str, Any], spec: dict[str, Any]
+    ) -> None:
+        reference = {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "name": owner["metadata"]["name"],
+            "uid": owner["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        body = {"metadata": {**metadata, "ownerReferences": [reference]}, "spec": {**spec, "nodeName": node}}
+        self._post(f"/api/v1/namespaces/{owner['metadata']['namespace']}/pods", body)
+
+    def reconcile_workloads(self) -> None:
+        candidates = self._schedulable()
+        pods = self._list(f"/api/v1/namespaces/{NAMESPACE}/pods")
+        if pods is None:
             return
-        live = [p for p in pods.json()["items"] if not p["metadata"].get("deletionTimestamp")]
-        candidates = [
-            n
-            for n in nodes.json()["items"]
-            if _ready(n) and not (n.get("spec") or {}).get("unschedulable") and not _taints(n)
-        ]
-        if not candidates:  # a lab without workers: the control plane takes workloads
-            candidates = [
-                n for n in nodes.json()["items"] if _ready(n) and not (n.get("spec") or {}).get("unschedulable")
-            ]
-        load = {n["metadata"]["name"]: 0 for n in candidates}
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        load = {n: 0 for n in candidates}
         for pod in live:
             node = pod.get("spec", {}).get("nodeName")
             if node in load:
                 load[node] += 1
-        for _ in range(REPLICAS - len(live)):
+
+        def place() -> str | None:
             if not load:
-                return
+                return None
             target = min(load, key=lambda n: (load[n], n))
             load[target] += 1
-            self._post(
-                f"/api/v1/namespaces/{NAMESPACE}/pods",
-                {
-                    "metadata": {
-                        "generateName": "web-",
-                        "labels": {"app": "web"},
-                        "ownerReferences": [
-                            {
-                                "apiVersion": "apps/v1",
-                                "kind": "ReplicaSet",
-                                "name": "web-7d4b9",
-                                "controller": True,
-                                "uid": "web-7d4b9",
-                            }
-                        ],
-                    },
-                    "spec": {
-                        "nodeName": target,
-                        "containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}],
-                    },
-                },
-            )
+            return target
+
+        for owner in self._list(f"/apis/apps/v1/namespaces/{NAMESPACE}/replicasets") or []:
+            mine = [p for p in live if _owned_by(p, owner)]
+            for _ in range(int(owner["spec"].get("replicas", 1)) - len(mine)):
+                node = place()
+                if node is None:
+                    break
+                template = owner["spec"]["template"]
+                metadata = {"generateName": f"{owner['metadata']['name']}-", "labels": template["metadata"]["labels"]}
+                self._create_pod("ReplicaSet", owner, node, metadata, template["spec"])
+        for owner in self._list(f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets") or []:
+            name = owner["metadata"]["name"]
+            members = {p["metadata"]["name"]: p for p in pods if _owned_by(p, owner)}
+            for ordinal in range(int(owner["spec"].get("replicas", 1))):
+                pod_name = f"{name}-{ordinal}"
+                if pod_name in members:
+                    if not disruption.pod_ready(members[pod_name]):
+                        break  # OrderedReady: the next ordinal waits for this one
+                    continue
+                node = place()
+                if node is None:
+                    break
+                template = owner["spec"]["template"]
+                labels = {**template["metadata"]["labels"], "statefulset.kubernetes.io/pod-name": pod_name}
+                self._create_pod("StatefulSet", owner, node, {"name": pod_name, "labels": labels}, template["spec"])
+                break  # one at a time, each once the one before is Ready
+        self._reconcile_daemonset()
+
+    def _reconcile_daemonset(self) -> None:
+        reply = self.api.get("/apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy")
+        pods = self._list("/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dkube-proxy")
+        if reply.status != 200 or pods is None:
+            return  # deleted: its pods are orphans now, as after kubectl delete --cascade=orphan
+        owner = reply.json()
+        have = {p.get("spec", {}).get("nodeName") for p in pods}
+        template = owner["spec"]["template"]
+        for node in self.lab.nodes:
+            if node.name not in have:
+                metadata = {"name": f"kube-proxy-{node.name}", "labels": template["metadata"]["labels"]}
+                self._create_pod("DaemonSet", owner, node.name, metadata, template["spec"])
+
+    def reconcile_budgets(self) -> None:
+        """The disruption controller: every budget's status, written only if the budget is unchanged."""
+        budgets = self._list("/apis/policy/v1/poddisruptionbudgets")
+        pods = self._list("/api/v1/pods")
+        if budgets is None or pods is None:
+            return
+        scales: dict[tuple[str, str, str], int | None] = {}
+
+        def scale_of(namespace: str, kind: str, name: str) -> int | None:
+            key = (namespace, kind, name)
+            if key not in scales:
+                plural = {"ReplicaSet": "replicasets", "StatefulSet": "statefulsets"}.get(kind)
+                reply = self.api.get(f"/apis/apps/v1/namespaces/{namespace}/{plural}/{name}") if plural else None
+                scales[key] = int(reply.json()["spec"].get("replicas", 1)) if reply and reply.status == 200 else None
+            return scales[key]
+
+        now = datetime.now(UTC)
+        for budget in budgets:
+            new = disruption.status(budget, disruption.selected(budget, pods), scale_of, now)
+            if new == budget.get("status"):
+                continue
+            meta = budget["metadata"]
+            path = f"/apis/policy/v1/namespaces/{meta['namespace']}/poddisruptionbudgets/{meta['name']}/status"
+            self.api.request("PUT", path, {**budget, "status": new})  # a 409 is retried next round
 
     def disk_alarms(self) -> None:
         active = {n for n, fs in faults.read(self.lab.run_dir).items() if faults.Fault.DISK_FULL in fs}
@@ -168,8 +232,31 @@ class Controller:
             try:
                 if not self.seeded:
                     self.seed()
-                self.reconcile_web()
+                self.reconcile_workloads()
+                self.reconcile_budgets()
                 self.disk_alarms()
             except (OSError, ValueError, kv.EtcdUnavailable) as exc:
                 log.debug("controller: %s", exc)
             self.stop_event.wait(1.0)
+
+
+def _in(key: str, *values: str) -> dict[str, Any]:
+    return {"key": key, "operator": "In", "values": list(values)}
+
+
+def _workload(app: str, replicas: int, *, image: str = PAUSE, label: str = "app") -> dict[str, Any]:
+    return {
+        "replicas": replicas,
+        "selector": {"matchLabels": {label: app}},
+        "template": {
+            "metadata": {"labels": {label: app}},
+            "spec": {"containers": [{"name": app, "image": image}]},
+        },
+    }
+
+
+def _owned_by(pod: dict[str, Any], owner: dict[str, Any]) -> bool:
+    return any(
+        o.get("controller") and o.get("uid") == owner["metadata"]["uid"]
+        for o in pod["metadata"].get("ownerReferences") or []
+    )

@@ -89,28 +89,32 @@ class Discovery:
         for resource in registry.RESOURCES:
             if resource.group != group or version not in resource.versions:
                 continue
-            verbs = ["create", "delete", "get", "list", "patch", "update"]
-            resources.append(
-                {
-                    "name": resource.plural,
-                    "singularName": resource.kind.lower(),
+            # No "watch" and no "deletecollection": the lab serves neither, so it does not advertise them.
+            entry: dict[str, Any] = {
+                "name": resource.plural,
+                "singularName": resource.kind.lower(),
+                "kind": resource.kind,
+                "namespaced": resource.namespaced,
+                "verbs": ["create", "delete", "get", "list", "patch", "update"],
+            }
+            if resource.short:
+                entry["shortNames"] = list(resource.short)
+            if resource.categories:
+                entry["categories"] = list(resource.categories)
+            resources.append(entry)
+            for sub in resource.subresources:
+                sub_entry: dict[str, Any] = {
+                    "name": f"{resource.plural}/{sub}",
+                    "singularName": "",
                     "kind": resource.kind,
                     "namespaced": resource.namespaced,
-                    "verbs": verbs,
+                    "verbs": ["get", "patch", "update"],
                 }
-            )
-            for sub in resource.subresources:
-                sub_verbs = ["create"] if sub == "eviction" else ["get", "patch", "update"]
-                kind = "Eviction" if sub == "eviction" else resource.kind
-                resources.append(
-                    {
-                        "name": f"{resource.plural}/{sub}",
-                        "singularName": "",
-                        "kind": kind,
-                        "namespaced": resource.namespaced,
-                        "verbs": sub_verbs,
-                    }
-                )
+                if sub == "eviction":
+                    # The group and version of the Eviction kind, as kube-apiserver's discovery names them;
+                    # kubectl drain reads them (CheckEvictionSupport) and deletes pods outright without.
+                    sub_entry.update(kind="Eviction", group="policy", version="v1", verbs=["create"])
+                resources.append(sub_entry)
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}
 
 

@@ -26,6 +26,8 @@ class Resource:
     namespaced: bool
     key: str  # the registry path segment (nodes are "minions" in kube-apiserver)
     subresources: tuple[str, ...] = ()
+    short: tuple[str, ...] = ()  # kubectl's short names (``no``, ``po``, ``pdb``), from discovery
+    categories: tuple[str, ...] = ()  # ``all`` for what ``kubectl get all`` lists
 
     def prefix(self, namespace: str | None = None) -> str:
         base = f"/registry/{self.key}/"
@@ -35,11 +37,13 @@ class Resource:
         return f"{self.prefix(namespace)}{name}"
 
 
+_FLOWCONTROL = ("v1", "v1beta3", "v1beta2", "v1beta1")
+
 RESOURCES = (
-    Resource("nodes", "Node", "", ("v1",), False, "minions", ("status",)),
-    Resource("pods", "Pod", "", ("v1",), True, "pods", ("status", "eviction")),
-    Resource("namespaces", "Namespace", "", ("v1",), False, "namespaces", ("status",)),
-    Resource("configmaps", "ConfigMap", "", ("v1",), True, "configmaps"),
+    Resource("nodes", "Node", "", ("v1",), False, "minions", ("status",), short=("no",)),
+    Resource("pods", "Pod", "", ("v1",), True, "pods", ("status", "eviction"), short=("po",), categories=("all",)),
+    Resource("namespaces", "Namespace", "", ("v1",), False, "namespaces", ("status",), short=("ns",)),
+    Resource("configmaps", "ConfigMap", "", ("v1",), True, "configmaps", short=("cm",)),
     Resource(
         "poddisruptionbudgets",
         "PodDisruptionBudget",
@@ -48,26 +52,32 @@ RESOURCES = (
         True,
         "poddisruptionbudgets",
         ("status",),
+        short=("pdb",),
     ),
+    Resource("daemonsets", "DaemonSet", "apps", ("v1",), True, "daemonsets", ("status",), ("ds",), ("all",)),
+    Resource("replicasets", "ReplicaSet", "apps", ("v1",), True, "replicasets", ("status",), ("rs",), ("all",)),
+    Resource("statefulsets", "StatefulSet", "apps", ("v1",), True, "statefulsets", ("status",), ("sts",), ("all",)),
+    Resource("jobs", "Job", "batch", ("v1",), True, "jobs", ("status",), categories=("all",)),
+    Resource("cronjobs", "CronJob", "batch", ("v1", "v1beta1"), True, "cronjobs", ("status",), ("cj",), ("all",)),
+    Resource("leases", "Lease", "coordination.k8s.io", ("v1",), True, "leases"),
+    Resource("storageclasses", "StorageClass", "storage.k8s.io", ("v1",), False, "storageclasses", short=("sc",)),
     Resource(
-        "flowschemas",
-        "FlowSchema",
-        "flowcontrol.apiserver.k8s.io",
-        ("v1", "v1beta3", "v1beta2", "v1beta1"),
-        False,
-        "flowschemas",
-        ("status",),
+        "flowschemas", "FlowSchema", "flowcontrol.apiserver.k8s.io", _FLOWCONTROL, False, "flowschemas", ("status",)
     ),
     Resource(
         "prioritylevelconfigurations",
         "PriorityLevelConfiguration",
         "flowcontrol.apiserver.k8s.io",
-        ("v1", "v1beta3", "v1beta2", "v1beta1"),
+        _FLOWCONTROL,
         False,
         "prioritylevelconfigurations",
         ("status",),
     ),
 )
+
+
+def find(plural: str) -> Resource:
+    return next(r for r in RESOURCES if r.plural == plural)
 
 
 def timestamp() -> str:
@@ -122,12 +132,20 @@ class Registry:
             token = base64.urlsafe_b64encode(items[-1].key.encode()).decode()
         return [_decode(i) for i in items], str(revision), token
 
-    def create(self, resource: Resource, obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    def create(
+        self, resource: Resource, obj: dict[str, Any], namespace: str | None, *, dry_run: bool = False
+    ) -> dict[str, Any]:
         meta = obj.setdefault("metadata", {})
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", timestamp())
+        meta["generation"] = 1  # bumped by every change of spec (the status subresource leaves it)
         if resource.namespaced:
             meta["namespace"] = namespace
+        if dry_run:
+            if self.store.get(resource.path(meta["name"], namespace)) is not None:
+                raise AlreadyExists(meta["name"])
+            copied: dict[str, Any] = json.loads(json.dumps(obj))
+            return copied
         try:
             item = self.store.create(resource.path(meta["name"], namespace), _encode(obj))
         except kv.Conflict:
@@ -142,6 +160,7 @@ class Registry:
         change: Callable[[dict[str, Any]], dict[str, Any]],
         *,
         retries: int = 5,
+        dry_run: bool = False,
     ) -> dict[str, Any]:
         """Reads, applies ``change``, writes back if nothing changed meanwhile (retrying a few times)."""
         key = resource.path(name, namespace)
@@ -153,17 +172,35 @@ class Registry:
             expected = new.get("metadata", {}).get("resourceVersion")
             if expected is not None and str(expected) != str(item.mod_revision):
                 raise Conflict(name)
+            if dry_run:
+                return {**new, "metadata": {**new.get("metadata", {}), "resourceVersion": str(item.mod_revision)}}
             try:
                 return _decode(self.store.update(key, _encode(new), mod_revision=item.mod_revision))
             except kv.Conflict:
                 continue
         raise Conflict(name)
 
-    def delete(self, resource: Resource, name: str, namespace: str | None) -> dict[str, Any]:
+    def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        *,
+        revision: str | None = None,
+        uid: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Deletes, if the object still has ``revision`` and ``uid`` when given (DeleteOptions'
+        preconditions; Conflict otherwise)."""
         key = resource.path(name, namespace)
         item = self.store.get(key)
         if item is None:
             raise NotFound(name)
+        found = _decode(item)
+        if (revision and str(revision) != str(item.mod_revision)) or (uid and uid != found["metadata"].get("uid")):
+            raise Conflict(name)
+        if dry_run:
+            return found
         try:
             self.store.delete(key, mod_revision=item.mod_revision)
         except kv.Conflict:

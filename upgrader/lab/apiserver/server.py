@@ -20,12 +20,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from upgrader import names
 from upgrader.etcd import kv
-from upgrader.lab import faults
-from upgrader.lab.apiserver import discovery, registry
+from upgrader.lab import disruption, faults
+from upgrader.lab.apiserver import discovery, labels, registry, tables
 from upgrader.versions import Minor, Version
 
 PUBLIC = ("/version", "/livez", "/readyz", "/healthz")
 JSON = "application/json"
+ACCEPTED = (
+    JSON,
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 
 
 class ApiError(Exception):
@@ -106,24 +112,6 @@ def json_patch(target: Any, operations: list[dict[str, Any]]) -> Any:
     return doc
 
 
-def selector_matches(labels: dict[str, str], selector: str) -> bool:
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in term:
-            key, value = term.replace("==", "=").split("=", 1)
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif term.startswith("!"):
-            if term[1:] in labels:
-                return False
-        elif term not in labels:
-            return False
-    return True
-
-
 def _field(obj: dict[str, Any], dotted: str) -> str:
     value: Any = obj
     for part in dotted.split("."):
@@ -138,20 +126,6 @@ def fields_match(obj: dict[str, Any], selector: str) -> bool:
         if (_field(obj, key.strip()) == value.strip()) == negate:
             return False
     return True
-
-
-def pod_ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    if pod.get("metadata", {}).get("deletionTimestamp") or status.get("phase") != "Running":
-        return False
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-
-
-def _int_or_percent(value: Any, total: int, *, round_up: bool) -> int:
-    if isinstance(value, str) and value.endswith("%"):
-        share = int(value[:-1]) * total
-        return -(-share // 100) if round_up else share // 100
-    return int(value)
 
 
 class Api:
@@ -271,24 +245,36 @@ class Api:
         def typed(obj: dict[str, Any]) -> dict[str, Any]:
             return self._typed(resource, version, obj)
 
+        # Server-side dry run (?dryRun=All, or DeleteOptions.dryRun): every check, no write.
+        dry_run = _dry_run(query.get("dryRun"))
         try:
             if name is None:
                 if method == "GET":
                     return 200, self._list(resource, version, namespace, query)
                 if method == "POST":
-                    return 201, typed(self._create(resource, namespace, body, version))
+                    return 201, typed(self._create(resource, namespace, body, version, dry_run))
                 raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
             if sub == "eviction":
                 if method != "POST":
                     raise ApiError(405, "MethodNotAllowed", "evictions are created with POST")
-                return self._evict(namespace or "default", name, body)
+                return self._evict(namespace or "default", name, body, dry_run)
             if method == "GET":
                 return 200, typed(self.registry.get(resource, name, namespace))
             if method == "DELETE":
-                return 200, typed(self.registry.delete(resource, name, namespace))
+                options = body if isinstance(body, dict) else {}
+                precondition = options.get("preconditions") or {}
+                deleted = self.registry.delete(
+                    resource,
+                    name,
+                    namespace,
+                    revision=precondition.get("resourceVersion"),
+                    uid=precondition.get("uid"),
+                    dry_run=dry_run or _dry_run(options.get("dryRun")),
+                )
+                return 200, typed(deleted)
             if method in ("PUT", "PATCH"):
                 change = self._changer(method, resource, sub, body, content_type)
-                return 200, typed(self.registry.update(resource, name, namespace, change))
+                return 200, typed(self.registry.update(resource, name, namespace, change, dry_run=dry_run))
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
         except registry.NotFound:
             raise not_found(resource, name or "") from None
@@ -322,9 +308,12 @@ class Api:
         items, revision, token = self.registry.list(
             resource, namespace, limit=limit, after=registry.continue_key(query.get("continue"))
         )
-        labels, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
-        if labels:
-            items = [i for i in items if selector_matches(i.get("metadata", {}).get("labels") or {}, labels)]
+        selector, fields = query.get("labelSelector", ""), query.get("fieldSelector", "")
+        if selector:
+            try:
+                items = [i for i in items if labels.query_matches(i.get("metadata", {}).get("labels") or {}, selector)]
+            except labels.BadSelector as exc:
+                raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from None
         if fields:
             items = [i for i in items if fields_match(i, fields)]
         metadata: dict[str, Any] = {"resourceVersion": revision}
@@ -336,7 +325,9 @@ class Api:
             item.pop("apiVersion", None)
         return {"kind": f"{resource.kind}List", "apiVersion": api_version, "metadata": metadata, "items": items}
 
-    def _create(self, resource: registry.Resource, namespace: str | None, body: Any, version: str) -> dict[str, Any]:
+    def _create(
+        self, resource: registry.Resource, namespace: str | None, body: Any, version: str, dry_run: bool
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError(400, "BadRequest", "the body must be a JSON object")
         meta = body.setdefault("metadata", {})
@@ -356,7 +347,7 @@ class Api:
         # the lab keeps the writer's so that old-version objects can be simulated).
         body["apiVersion"] = self._api_version(resource, version)
         body["kind"] = resource.kind
-        return self.registry.create(resource, body, namespace)
+        return self.registry.create(resource, body, namespace, dry_run=dry_run)
 
     def _changer(
         self, method: str, resource: registry.Resource, sub: str, body: Any, content_type: str
@@ -376,9 +367,11 @@ class Api:
                 new = json_patch(current, body)
             else:
                 new = merge_patch(current, body)
-            for immutable in ("uid", "creationTimestamp", "name", "namespace"):
+            for immutable in ("uid", "creationTimestamp", "name", "namespace", "generation"):
                 if immutable in current["metadata"]:
                     new["metadata"][immutable] = current["metadata"][immutable]
+            if sub != "status" and new.get("spec") != current.get("spec"):
+                new["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
             if sub == "status":  # the status subresource changes status only
                 return {
                     **current,
@@ -394,63 +387,133 @@ class Api:
 
         return change
 
-    def _evict(self, namespace: str, name: str, body: Any) -> tuple[int, dict[str, Any]]:
-        pods = next(r for r in registry.RESOURCES if r.plural == "pods")
-        pdbs = next(r for r in registry.RESOURCES if r.plural == "poddisruptionbudgets")
+    # -- eviction, as pkg/registry/core/pod/storage/eviction.go ----------------------------------
+
+    def _evict(self, namespace: str, name: str, body: Any, dry_run: bool) -> tuple[int, dict[str, Any]]:
+        """Evicts ``name`` if its budget's status (the disruption controller's) allows it, spending one
+        disruption with a compare-and-swap on the budget first: concurrent evictions, through this
+        apiserver or another, cannot all spend the last one."""
+        pods, pdbs = registry.find("pods"), registry.find("poddisruptionbudgets")
+        if isinstance(body, dict):
+            if (body.get("metadata") or {}).get("name") not in (None, name):
+                raise ApiError(400, "BadRequest", "name in URL does not match name in Eviction object")
+            dry_run = dry_run or _dry_run((body.get("deleteOptions") or {}).get("dryRun"))
+        for _ in range(EVICTION_RETRIES):
+            try:
+                pod = self.registry.get(pods, name, namespace)
+            except registry.NotFound:
+                raise not_found(pods, name) from None
+            meta, phase = pod["metadata"], (pod.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed", "Pending") or meta.get("deletionTimestamp"):
+                # a terminal, pending or terminating pod is deleted without asking its budget (canIgnorePDB)
+                return self._evicted(pods, namespace, name, dry_run)
+            budgets, _, _ = self.registry.list(pdbs, namespace)
+            pod_labels = meta.get("labels") or {}
+            matching = [b for b in budgets if _selects(b, pod_labels)]
+            if len(matching) > 1:
+                raise ApiError(
+                    500,
+                    "InternalError",
+                    "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                )
+            if not matching:
+                return self._evicted(pods, namespace, name, dry_run)
+            budget = matching[0]
+            state = budget.get("status") or {}
+            if not disruption.pod_ready(pod):
+                always = (budget.get("spec") or {}).get("unhealthyPodEvictionPolicy") == "AlwaysAllow"
+                healthy_budget = state.get("currentHealthy", 0) >= state.get("desiredHealthy", 0) > 0
+                if always or healthy_budget:  # an unready pod does not count: nothing to spend
+                    return self._evicted(pods, namespace, name, dry_run, revision=meta["resourceVersion"])
+            try:
+                self._spend(budget, name, dry_run)
+            except registry.Conflict:
+                time.sleep(EVICTION_RETRY_SECONDS)
+                continue
+            return self._evicted(pods, namespace, name, dry_run)
+        raise ApiError(
+            504, "Timeout", f'couldn\'t update PodDisruptionBudget "{budget["metadata"]["name"]}" due to conflicts'
+        )
+
+    def _spend(self, budget: dict[str, Any], pod: str, dry_run: bool) -> None:
+        """checkAndDecrement: refuses unless the controller has seen this generation and allows a
+        disruption; then records the pod in disruptedPods, only if the budget is unchanged since read."""
+        name = budget["metadata"]["name"]
+        state = budget.get("status") or {}
+        if state.get("observedGeneration", 0) < budget["metadata"].get("generation", 1):
+            raise _too_many(f"The disruption budget {name} is still being processed by the server.")
+        allowed = int(state.get("disruptionsAllowed", 0))
+        if allowed < 0 or len(state.get("disruptedPods") or {}) > MAX_DISRUPTED_PODS:
+            raise ApiError(403, "Forbidden", f'poddisruptionbudgets.policy "{name}" is forbidden')
+        if allowed == 0:
+            raise _too_many(
+                f"The disruption budget {name} needs {state.get('desiredHealthy', 0)} healthy pods "
+                f"and has {state.get('currentHealthy', 0)} currently"
+            )
+        if dry_run:
+            return
+        read = budget["metadata"]["resourceVersion"]
+
+        def spend(current: dict[str, Any]) -> dict[str, Any]:
+            if current["metadata"]["resourceVersion"] != read:
+                raise registry.Conflict(name)
+            status = dict(current.get("status") or {})
+            status["disruptionsAllowed"] = allowed - 1
+            status["disruptedPods"] = {**(status.get("disruptedPods") or {}), pod: registry.timestamp()}
+            return {**current, "status": status}
+
+        self.registry.update(registry.find("poddisruptionbudgets"), name, budget["metadata"]["namespace"], spend)
+
+    def _evicted(
+        self, pods: registry.Resource, namespace: str, name: str, dry_run: bool, *, revision: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
         try:
-            pod = self.registry.get(pods, name, namespace)
+            if not dry_run:
+                self.registry.delete(pods, name, namespace, revision=revision)
         except registry.NotFound:
             raise not_found(pods, name) from None
-        labels = pod.get("metadata", {}).get("labels") or {}
-        budgets, _, _ = self.registry.list(pdbs, namespace)
-        matching = [b for b in budgets if _selects(b, labels)]
-        if len(matching) > 1:
-            raise ApiError(
-                500,
-                "InternalError",
-                "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-            )
-        if matching and pod_ready(pod):
-            allowed = self._disruptions_allowed(matching[0], namespace)
-            if allowed <= 0:
-                budget = matching[0]["metadata"]["name"]
-                raise ApiError(
-                    429,
-                    "TooManyRequests",
-                    "Cannot evict pod as it would violate the pod's disruption budget.",
-                    {
-                        "causes": [
-                            {
-                                "reason": "DisruptionBudget",
-                                "message": f"The disruption budget {budget} needs more healthy pods",
-                            }
-                        ]
-                    },
-                )
-        self.registry.delete(pods, name, namespace)
+        except registry.Conflict:  # an unready pod changed since it was read: the client retries
+            raise _too_many(
+                f"The disruption budget for {namespace}/{name} is still being processed by the server."
+            ) from None
         return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
-    def _disruptions_allowed(self, budget: dict[str, Any], namespace: str) -> int:
-        pods = next(r for r in registry.RESOURCES if r.plural == "pods")
-        items, _, _ = self.registry.list(pods, namespace)
-        selected = [p for p in items if _selects(budget, p.get("metadata", {}).get("labels") or {})]
-        healthy = sum(1 for p in selected if pod_ready(p))
-        spec = budget.get("spec") or {}
-        if "minAvailable" in spec:
-            desired = _int_or_percent(spec["minAvailable"], len(selected), round_up=True)
-        else:
-            desired = len(selected) - _int_or_percent(spec.get("maxUnavailable", 0), len(selected), round_up=True)
-        return healthy - desired
+
+EVICTION_RETRIES = 20  # eviction.go's EvictionsRetry: 20 steps of 500 ms
+EVICTION_RETRY_SECONDS = 0.5
+MAX_DISRUPTED_PODS = 2000
 
 
-def _selects(budget: dict[str, Any], labels: dict[str, str]) -> bool:
-    wanted = ((budget.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return all(labels.get(k) == v for k, v in wanted.items())
+def _too_many(message: str) -> ApiError:
+    return ApiError(
+        429,
+        "TooManyRequests",
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+        {"causes": [{"reason": "DisruptionBudget", "message": message}]},
+    )
+
+
+def _selects(budget: dict[str, Any], pod_labels: dict[str, str]) -> bool:
+    try:
+        return labels.object_matches((budget.get("spec") or {}).get("selector"), pod_labels)
+    except labels.BadSelector:  # an invalid selector matches no pod (eviction.go)
+        return False
+
+
+def _dry_run(value: Any) -> bool:
+    """``dryRun`` as the apiserver takes it: absent, or ``All``; anything else is refused."""
+    if value in (None, "", []):
+        return False
+    values = value if isinstance(value, list) else [value]
+    if values != ["All"]:
+        raise ApiError(400, "BadRequest", f'Invalid dryRun value {value!r}: supported values: "All"')
+    return True
 
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Server
+    _raw = b""
 
     def log_message(self, format: str, *args: Any) -> None:
         return
@@ -463,11 +526,36 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> Any:
+    def _raw_body(self) -> bytes:
+        """The whole request body, whatever the method: a body left unread would be parsed as the next
+        request on this connection (DELETE carries DeleteOptions; Go's client may send chunks)."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _body(self) -> Any:
+        raw = self._raw
         if not raw:
             return None
+        content_type = (self.headers.get("Content-Type") or JSON).split(";", 1)[0].strip()
+        if content_type not in ACCEPTED:
+            # kube-apiserver also reads protobuf (and CBOR); the lab reads JSON only and says so, as an
+            # apiserver does for a type it does not accept
+            accepted = ", ".join(ACCEPTED)
+            raise ApiError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted media types include: {accepted}",
+            )
         try:
             return json.loads(raw)
         except json.JSONDecodeError:
@@ -481,6 +569,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         api = self.server.api
+        self._raw = self._raw_body()  # read before any answer, so the connection stays in step
         if faults.Fault.SLOW in self.server.faults:
             time.sleep(faults.SLOW_SECONDS)
         url = urlsplit(self.path)
@@ -558,7 +647,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         if resource.namespaced and namespace is None and name is not None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        body = self._body() if method in ("POST", "PUT", "PATCH") else None
+        body = self._body()
         content_type = self.headers.get("Content-Type") or JSON
         code, payload = api.handle(
             method,
@@ -571,6 +660,13 @@ class Handler(BaseHTTPRequestHandler):
             body=body,
             content_type=content_type,
         )
+        if method == "GET" and code == 200 and tables.wants_table(self.headers.get("Accept") or ""):
+            items = payload.get("items") if name is None else [payload]
+            for item in items or []:
+                item.setdefault("kind", resource.kind)
+                item.setdefault("apiVersion", payload.get("apiVersion"))
+            revision = str((payload.get("metadata") or {}).get("resourceVersion") or "")
+            payload = tables.table(resource.kind, items or [], revision, query.get("includeObject", "Metadata"))
         self._send(code, payload)
 
     def do_GET(self) -> None:

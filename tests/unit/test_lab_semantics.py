@@ -1,0 +1,96 @@
+"""The lab apiserver's selectors and the disruption controller's arithmetic, against the rules of
+apimachinery's ``labels`` package and kube-controller-manager's ``disruption.go``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from upgrader.lab import disruption
+from upgrader.lab.apiserver import labels
+
+NOW = datetime(2026, 12, 4, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=web", True),
+        ("app==web,tier!=db", True),
+        ("app in (web, api),tier", True),
+        ("app notin (web)", False),
+        ("!zone", True),
+        ("tier in (db)", False),
+        ("zone notin (a)", True),  # a missing key is not in any set
+    ],
+)
+def test_a_query_selector_reads_equality_and_set_terms(selector: str, expected: bool) -> None:
+    assert labels.query_matches({"app": "web", "tier": "front"}, selector) is expected
+
+
+def test_a_selector_the_lab_cannot_read_is_refused_not_matched() -> None:
+    with pytest.raises(labels.BadSelector):
+        labels.query_matches({"app": "web"}, "app in web")
+
+
+def test_match_expressions_select_like_label_selector_as_selector() -> None:
+    expression = {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}
+    assert labels.object_matches(expression, {"app": "db"})
+    assert not labels.object_matches(expression, {"app": "web"})  # it used to match every pod
+    assert not labels.object_matches({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, {"app": "x"})
+    assert labels.object_matches({}, {"app": "x"})  # policy/v1: an empty selector selects every pod
+    assert not labels.object_matches(None, {"app": "x"})
+    with pytest.raises(labels.BadSelector):
+        labels.object_matches({"matchExpressions": [{"key": "a", "operator": "Like"}]}, {})
+
+
+def _pod(name: str, *, ready: bool = True, owner: str | None = "db") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "demo", "labels": {"app": "db"}}
+    if owner:
+        meta["ownerReferences"] = [{"kind": "StatefulSet", "name": owner, "controller": True, "uid": "u"}]
+    return {
+        "metadata": meta,
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
+
+
+def _budget(spec: dict[str, Any], status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "db", "namespace": "demo", "generation": 2},
+        "spec": {"selector": {"matchLabels": {"app": "db"}}, **spec},
+        "status": status or {},
+    }
+
+
+def scale(replicas: int | None) -> Any:
+    return lambda namespace, kind, name: replicas
+
+
+def test_max_unavailable_counts_the_controllers_replicas_not_the_pods_left() -> None:
+    """With db-1 evicted and not yet back, one pod is left of two: the budget must allow nothing more
+    (counting the pods left would have allowed a second eviction)."""
+    state = disruption.status(_budget({"maxUnavailable": 1}), [_pod("db-0")], scale(2), NOW)
+    assert (state["expectedPods"], state["desiredHealthy"], state["currentHealthy"]) == (2, 1, 1)
+    assert state["disruptionsAllowed"] == 0 and state["observedGeneration"] == 2
+    whole = disruption.status(_budget({"maxUnavailable": 1}), [_pod("db-0"), _pod("db-1")], scale(2), NOW)
+    assert whole["disruptionsAllowed"] == 1
+
+
+def test_a_pod_the_eviction_handler_announced_is_not_healthy_until_two_minutes_pass() -> None:
+    announced = {"disruptedPods": {"db-1": disruption.stamp(NOW - timedelta(seconds=5))}}
+    pods = [_pod("db-0"), _pod("db-1")]
+    state = disruption.status(_budget({"maxUnavailable": 1}, announced), pods, scale(2), NOW)
+    assert state["currentHealthy"] == 1 and state["disruptionsAllowed"] == 0
+    assert state["disruptedPods"] == announced["disruptedPods"]
+    later = disruption.status(_budget({"maxUnavailable": 1}, announced), pods, scale(2), NOW + timedelta(minutes=3))
+    assert later["currentHealthy"] == 2 and "disruptedPods" not in later
+
+
+def test_integer_min_available_counts_pods_and_a_missing_controller_fails_safe() -> None:
+    pods = [_pod("a"), _pod("b"), _pod("c", ready=False)]
+    state = disruption.status(_budget({"minAvailable": 2}), pods, scale(None), NOW)
+    assert (state["expectedPods"], state["desiredHealthy"], state["disruptionsAllowed"]) == (3, 2, 0)
+    lost = disruption.status(_budget({"minAvailable": "50%"}), [_pod("a")], scale(None), NOW)
+    assert lost["disruptionsAllowed"] == 0 and "found no controllers" in lost["conditions"][0]["message"]
