@@ -135,7 +135,8 @@ def _condition(
     """The DisruptionAllowed condition; its lastTransitionTime moves only when its status does
     (apimachinery's SetStatusCondition)."""
     state = "True" if allowed else "False"
-    before = next((c for c in old.get("conditions") or [] if c.get("type") == "DisruptionAllowed"), {})
+    conditions: list[dict[str, Any]] = old.get("conditions") or []
+    before = next((c for c in conditions if c.get("type") == "DisruptionAllowed"), {})
     return [
         {
             "type": "DisruptionAllowed",
