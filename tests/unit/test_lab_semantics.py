@@ -94,3 +94,13 @@ def test_integer_min_available_counts_pods_and_a_missing_controller_fails_safe()
     assert (state["expectedPods"], state["desiredHealthy"], state["disruptionsAllowed"]) == (3, 2, 0)
     lost = disruption.status(_budget({"minAvailable": "50%"}), [_pod("a")], scale(None), NOW)
     assert lost["disruptionsAllowed"] == 0 and "found no controllers" in lost["conditions"][0]["message"]
+
+
+def test_a_statefulset_pod_recreated_under_the_announced_name_is_healthy_at_once() -> None:
+    """db-1 evicted and recreated by its StatefulSet under the same name: the new pod is not the one
+    announced (a real controller saw the old one terminating and dropped it)."""
+    announced = {"disruptedPods": {"db-1": disruption.stamp(NOW - timedelta(seconds=5))}}
+    again = _pod("db-1")
+    again["metadata"]["creationTimestamp"] = disruption.stamp(NOW - timedelta(seconds=2))
+    state = disruption.status(_budget({"maxUnavailable": 1}, announced), [_pod("db-0"), again], scale(2), NOW)
+    assert state["currentHealthy"] == 2 and state["disruptionsAllowed"] == 1 and "disruptedPods" not in state

@@ -114,11 +114,17 @@ def status(
 
 def _disrupted(pods: list[dict[str, Any]], recorded: dict[str, str], now: datetime) -> dict[str, str]:
     """buildDisruptedPodMap: keep a pod the eviction handler announced while it still exists, is not yet
-    being deleted, and its two minutes have not passed."""
+    being deleted, and its two minutes have not passed.
+
+    A real controller sees every evicted pod terminating (its deletionTimestamp set for the grace
+    period) and drops it then, before a StatefulSet can recreate the name. The lab deletes at once, so
+    a pod created at or after the announcement is that new pod, and its name is dropped too."""
     kept = {}
     for pod in pods:
         name = pod["metadata"].get("name")
         if pod["metadata"].get("deletionTimestamp") or name not in recorded:
+            continue
+        if str(pod["metadata"].get("creationTimestamp") or "") >= recorded[name]:
             continue
         try:
             when = datetime.strptime(recorded[name], TIME_FORMAT).replace(tzinfo=UTC)
