@@ -450,8 +450,9 @@ def _leftover_playbook(ansible_dir: Path, *, owner: int, seconds: float) -> subp
 
 
 class Watcher:
-    """Watches the cluster from outside while a run goes on: every cordon of every node, and the fewest
-    ready pods of the PDB-guarded ``web`` workload ever seen."""
+    """Watches the cluster from outside while a run goes on: every cordon of every node, the fewest ready
+    pods of the budget-guarded ``web`` ReplicaSet and ``db`` StatefulSet ever seen, and every uid ``db``'s
+    pods had (a StatefulSet's pod comes back under its name with a new one)."""
 
     def __init__(self, lab: topology.Lab) -> None:
         import threading
@@ -459,6 +460,8 @@ class Watcher:
         self.lab = lab
         self.cordons: dict[str, int] = {}
         self.fewest_ready_web: int | None = None
+        self.fewest_ready_db: int | None = None
+        self.db_uids: set[str] = set()
         self.samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -473,18 +476,24 @@ class Watcher:
             while not self._stop.wait(0.3):
                 try:
                     now = {n.name for n in api.nodes() if n.unschedulable}
-                    pods = core.list_namespaced_pod("demo", label_selector="app=web", _request_timeout=3).items
+                    pods = core.list_namespaced_pod("demo", _request_timeout=3).items
                 except Exception:
                     continue
                 for node in now - was:
                     self.cordons[node] = self.cordons.get(node, 0) + 1
                 was = now
-                ready = sum(
-                    1
-                    for p in pods
-                    if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
-                )
-                self.fewest_ready_web = ready if self.fewest_ready_web is None else min(self.fewest_ready_web, ready)
+                ready = {"web": 0, "db": 0}
+                for p in pods:
+                    app = (p.metadata.labels or {}).get("app", "")
+                    if app == "db":
+                        self.db_uids.add(p.metadata.uid)
+                    if app in ready and any(
+                        c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])
+                    ):
+                        ready[app] += 1
+                fewest = (self.fewest_ready_web, self.fewest_ready_db)
+                self.fewest_ready_web = ready["web"] if fewest[0] is None else min(fewest[0], ready["web"])
+                self.fewest_ready_db = ready["db"] if fewest[1] is None else min(fewest[1], ready["db"])
                 self.samples += 1
         finally:
             api.close()
@@ -499,10 +508,13 @@ class Watcher:
 
 
 def test_apply_1_30_to_1_33_drains_each_node_once_and_never_breaks_the_budget(labs: Labs, tmp_path: Path) -> None:
+    """Workers two at a time (issue 19): the batch's drains evict concurrently, through three apiservers,
+    against budgets the lab now enforces atomically; the StatefulSet's pods come back under their names."""
     lab = labs.up("big", version="1.30.6", control_planes=3, workers=3)
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
-    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.33", "--save", *db, "-o", "json").stdout)
+    planned = invoke("plan", "-c", cluster_yaml, "--to", "1.33", "--max-unavailable", "2", "--save", *db, "-o", "json")
+    plan = json.loads(planned.stdout)
     hops = [s for s in plan["steps"] if s["kind"] == "control-plane"]
     assert [s["version"].rsplit(".", 1)[0] for s in hops] == ["1.31", "1.32", "1.33"]
     assert any(s.get("emulated") for s in hops)  # two-step where the binaries allow it
@@ -523,6 +535,8 @@ def test_apply_1_30_to_1_33_drains_each_node_once_and_never_breaks_the_budget(la
     assert watcher.samples > 20
     assert watcher.cordons == {n: 1 for n in ("cp-1", "cp-2", "cp-3", "w-1", "w-2", "w-3")}
     assert watcher.fewest_ready_web is not None and watcher.fewest_ready_web >= 2  # the PDB's minAvailable
+    assert watcher.fewest_ready_db is not None and watcher.fewest_ready_db >= 1  # maxUnavailable 1 of 2
+    assert len(watcher.db_uids) > 2  # db-N evicted and recreated under its name: drains waited by uid
 
 
 def test_a_drain_waits_for_this_pod_not_its_name_and_only_a_controller_owner_counts(

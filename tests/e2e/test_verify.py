@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from typer.testing import CliRunner, Result
 
 from tests.e2e.test_hardening import lab_config
@@ -37,6 +39,9 @@ def test_verify_checks_the_gates_a_version_and_a_snapshot_naming_what_differs(
     assert any("node w-3 runs kubelet v1.30.6, the plan expects v1.31.13" in d for d in failed)
     assert "does not match v1.31.13" in wrong.stderr
 
+    core = k8s.CoreV1Api(k8s_config.new_client_from_config(str(shared_lab.kubeconfig)))
+    kept = k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="kept-by-the-snapshot"), data={"a": "b"})
+    core.create_namespaced_config_map("default", kept)
     created = invoke("snapshot", "create", "-c", cluster_yaml, *db, "-o", "json")
     assert created.exit_code == 0, created.output
     snapshot_id = json.loads(created.stdout)["id"]
@@ -45,6 +50,20 @@ def test_verify_checks_the_gates_a_version_and_a_snapshot_naming_what_differs(
     checks = {c["check"]: c for c in json.loads(same.stdout)["checks"]}
     assert checks["manifest"]["detail"] == "12 manifests match the snapshot's"  # 4 per control-plane node
     assert checks["etcd members"]["ok"] and checks["etcd revision"]["ok"]
+    assert checks["etcd keys"]["detail"].startswith("all ") and "keys are there" in checks["etcd keys"]["detail"]
+
+    # Issue 19, item 4: a key the snapshot had and the cluster lost is named (it used to set a key count
+    # beside the snapshot's count of revisions, a line that could not fail).
+    core.delete_namespaced_config_map("kept-by-the-snapshot", "default")
+    try:
+        lost = invoke("verify", "-c", cluster_yaml, "--against", snapshot_id, *db, "-o", "json")
+    finally:
+        core.create_namespaced_config_map("default", kept)
+    assert lost.exit_code == 1, lost.output
+    keys = {c["check"]: c for c in json.loads(lost.stdout)["checks"]}["etcd keys"]
+    assert not keys["ok"] and "1 of the snapshot's" in keys["detail"]
+    assert "/registry/configmaps/default/kept-by-the-snapshot" in keys["detail"]
+    assert invoke("verify", "-c", cluster_yaml, "--against", snapshot_id, *db).exit_code == 0  # back: passes
 
     # a manifest changed on one node: named, file and node
     manifest = shared_lab.root("cp-2") / "etc" / "kubernetes" / "manifests" / "kube-scheduler.yaml"

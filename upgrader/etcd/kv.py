@@ -251,6 +251,29 @@ class KV:
         response = self._call("range", lambda c: c.get_response("\0"))
         return int(response.header.revision)
 
+    def keys_at(self, prefix: str, revision: int = 0, *, page: int = 10_000) -> list[str]:
+        """Every key under ``prefix`` as it was at ``revision`` (0: now), names only and a page at a time
+        (a real cluster has a hundred thousand), all pages read at one revision so they agree."""
+        from etcd3 import etcdrpc
+
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        found: list[str] = []
+        start = prefix.encode()
+
+        def read(c: Any) -> Any:
+            request = etcdrpc.RangeRequest(
+                key=start, range_end=end.encode(), keys_only=True, revision=revision, limit=page
+            )
+            return c.kvstub.Range(request, c.timeout, credentials=c.call_credentials, metadata=c.metadata)
+
+        while True:
+            response = self._call("range", read)
+            revision = revision or int(response.header.revision)
+            found.extend(kv.key.decode(errors="backslashreplace") for kv in response.kvs)
+            if not response.more or not response.kvs:
+                return found
+            start = response.kvs[-1].key + b"\0"
+
     def key_count(self) -> tuple[int, int]:
         """(number of keys, revision) in one count-only read: no key or value is transferred."""
         response = self._call("count", lambda c: _count_every_key(c, revision=0))

@@ -105,8 +105,11 @@ class Controller:
     def _schedulable(self) -> list[str]:
         nodes = self._list("/api/v1/nodes") or []
         ready = [n for n in nodes if _ready(n) and not (n.get("spec") or {}).get("unschedulable")]
-        workers = [n for n in ready if not _taints(n)]
-        return [n["metadata"]["name"] for n in workers or ready]  # without workers, the control plane takes them
+        if not self.lab.workers:  # a lab without workers: its control plane takes the workloads
+            return [n["metadata"]["name"] for n in ready]
+        # As the scheduler does, never onto a tainted node (the seeded pods tolerate nothing): with every
+        # worker cordoned, a new pod waits, and a budget that needs it holds the drain.
+        return [n["metadata"]["name"] for n in ready if not _taints(n)]
 
     def _create_pod(
         self, kind: str, owner: dict[str, Any], node: str, metadata: dict[str, Any], spec: dict[str, Any]

@@ -68,6 +68,16 @@ def _read_archive(path: Path) -> dict[str, bytes]:
         raise snapshot.SnapshotCorrupt(f"{path}: not a readable archive ({exc})") from exc
 
 
+REGISTRY = "/registry/"
+REGISTRY_KEYS = "registry-keys.txt"  # in the archive: one key per line, as etcd held them at the snapshot
+
+
+def registry_keys(archived: dict[str, bytes]) -> list[str] | None:
+    """The keys a snapshot recorded, or None for a snapshot taken before upgrader recorded them."""
+    listing = archived.get(REGISTRY_KEYS)
+    return None if listing is None else listing.decode(errors="backslashreplace").splitlines()
+
+
 def archive_members(record: records.SnapshotRecord) -> dict[str, bytes]:
     """The files of a snapshot's archive by name (``cp-1/manifests/kube-apiserver.yaml``, ...)."""
     if not record.archive_path:
@@ -165,6 +175,10 @@ def take(
         contents = fetch_control_plane(cluster)
         contents["cluster-configuration.yaml"] = (cluster.api.cluster_configuration() or "").encode()
         contents["facts.json"] = json.dumps(collected, indent=2, sort_keys=True).encode()
+        # What a restore must bring back: the keys under /registry at the snapshot's own revision (names
+        # only), for ``verify --against`` to compare key by key.
+        keys = cluster.etcd.keys_at(REGISTRY, status.revision)
+        contents[REGISTRY_KEYS] = "".join(f"{k}\n" for k in keys).encode()
         archive_sha = _archive(contents, archive_path)
         check_archive(archive_path)
         record = records.SnapshotRecord(
