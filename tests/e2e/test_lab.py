@@ -131,6 +131,51 @@ def test_concurrent_evictions_through_three_apiservers_spend_a_budget_once(share
     wait_for(lambda: _web_ready_and_budget_settled(api, policy), what="the replacement web pod")
 
 
+def test_an_unready_pod_is_evicted_only_from_a_healthy_budget_unless_it_always_allows(
+    shared_lab: topology.Lab,
+) -> None:
+    """Issue 19, item 6: the lab evicted a not-Ready pod whatever its budget's health. As eviction.go
+    does, an unready pod goes without spending only when the budget is healthy (or says AlwaysAllow);
+    from an unhealthy budget (minAvailable 3 with two Ready) it is refused."""
+    api = core(shared_lab)
+    policy = client.PolicyV1Api(api.api_client)
+    names = [n.metadata.name for n in api.list_node().items]
+    wait_for(lambda: _web_ready_and_budget_settled(api, policy), what="web settled")
+    for name in names:
+        api.patch_node(name, {"spec": {"unschedulable": True}})
+
+    def observed() -> bool:
+        budget = policy.read_namespaced_pod_disruption_budget("web", "demo")
+        return bool(budget.status and budget.status.observed_generation == budget.metadata.generation)
+
+    def evict(pod: str) -> int:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=pod, namespace="demo"))
+        try:
+            api.create_namespaced_pod_eviction(pod, "demo", body)
+        except ApiException as exc:
+            return int(exc.status)
+        return 201
+
+    try:
+        victim = api.list_namespaced_pod("demo", label_selector="app=web").items[0].metadata.name
+        unready = {"status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+        api.patch_namespaced_pod_status(victim, "demo", unready)
+        policy.patch_namespaced_pod_disruption_budget("web", "demo", {"spec": {"minAvailable": 3}})
+        wait_for(observed, what="the budget's new generation observed")
+        assert evict(victim) == 429  # two Ready of three needed: unhealthy, so not even the unready pod
+        policy.patch_namespaced_pod_disruption_budget(
+            "web", "demo", {"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}}
+        )
+        assert evict(victim) == 201
+    finally:
+        policy.patch_namespaced_pod_disruption_budget(
+            "web", "demo", {"spec": {"minAvailable": 2, "unhealthyPodEvictionPolicy": None}}
+        )
+        for name in names:
+            api.patch_node(name, {"spec": {"unschedulable": False}})
+    wait_for(lambda: _web_ready_and_budget_settled(api, policy), what="web settled again")
+
+
 def test_cordon_is_a_patch_of_the_node(shared_lab: topology.Lab) -> None:
     api = core(shared_lab)
     api.patch_node("w-2", {"spec": {"unschedulable": True}})
