@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 import time
+from http.client import HTTPSConnection
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,35 @@ def test_an_unready_pod_is_evicted_only_from_a_healthy_budget_unless_it_always_a
         for name in names:
             api.patch_node(name, {"spec": {"unschedulable": False}})
     wait_for(lambda: _web_ready_and_budget_settled(api, policy), what="web settled again")
+
+
+def test_a_request_body_is_read_whatever_the_method_so_the_connection_stays_in_step(
+    shared_lab: topology.Lab,
+) -> None:
+    """Issue 19, item 7: a DELETE's body (DeleteOptions, as kubectl sends) and a chunked body were left
+    unread, so the next request on the kept-alive connection was parsed from their bytes (400)."""
+    ip = shared_lab.node("cp-1").ip
+    connection = HTTPSConnection(ip, topology.APISERVER_PORT, context=apiserver(shared_lab, "cp-1").context, timeout=5)
+    path = "/api/v1/namespaces/demo/configmaps"
+    json_type = {"Content-Type": "application/json"}
+
+    def call(method: str, url: str, body: object = None, headers: dict[str, str] | None = None) -> int:
+        chunked = isinstance(body, list)
+        payload = iter(body) if isinstance(body, list) else (json.dumps(body) if body is not None else None)
+        connection.request(method, url, body=payload, headers=headers or {}, encode_chunked=chunked)
+        reply = connection.getresponse()
+        reply.read()
+        return reply.status
+
+    try:
+        pieces = [b'{"metadata": ', b'{"name": "chunked"}}']
+        assert call("POST", path, pieces, {**json_type, "Transfer-Encoding": "chunked"}) == 201
+        assert call("GET", f"{path}/chunked") == 200
+        options = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        assert call("DELETE", f"{path}/chunked", options, json_type) == 200
+        assert call("GET", path) == 200  # the same connection, in step
+    finally:
+        connection.close()
 
 
 def test_cordon_is_a_patch_of_the_node(shared_lab: topology.Lab) -> None:
