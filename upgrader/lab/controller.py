@@ -105,11 +105,12 @@ class Controller:
     def _schedulable(self) -> list[str]:
         nodes = self._list("/api/v1/nodes") or []
         ready = [n for n in nodes if _ready(n) and not (n.get("spec") or {}).get("unschedulable")]
-        if not self.lab.workers:  # a lab without workers: its control plane takes the workloads
-            return [n["metadata"]["name"] for n in ready]
-        # As the scheduler does, never onto a tainted node (the seeded pods tolerate nothing): with every
-        # worker cordoned, a new pod waits, and a budget that needs it holds the drain.
-        return [n["metadata"]["name"] for n in ready if not _taints(n)]
+        # The seeded pods tolerate the control-plane taint (TOLERATIONS), so the control plane takes them
+        # when no worker can: with every node cordoned a new pod waits, and a budget that needs it holds
+        # the drain. Workers first: a simplification of the scheduler's spreading.
+        untainted = [n for n in ready if not _taints(n)]
+        tolerated = [n for n in ready if all(_tolerated(t) for t in _taints(n))]
+        return [n["metadata"]["name"] for n in untainted or tolerated]
 
     def _create_pod(
         self, kind: str, owner: dict[str, Any], node: str, metadata: dict[str, Any], spec: dict[str, Any]
@@ -247,13 +248,20 @@ def _in(key: str, *values: str) -> dict[str, Any]:
     return {"key": key, "operator": "In", "values": list(values)}
 
 
+TOLERATIONS = [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def _tolerated(taint: dict[str, Any]) -> bool:
+    return any(t["key"] == taint.get("key") and t["effect"] == taint.get("effect") for t in TOLERATIONS)
+
+
 def _workload(app: str, replicas: int, *, image: str = PAUSE, label: str = "app") -> dict[str, Any]:
     return {
         "replicas": replicas,
         "selector": {"matchLabels": {label: app}},
         "template": {
             "metadata": {"labels": {label: app}},
-            "spec": {"containers": [{"name": app, "image": image}]},
+            "spec": {"containers": [{"name": app, "image": image}], "tolerations": TOLERATIONS},
         },
     }
 
