@@ -554,29 +554,32 @@ def test_a_drain_waits_for_this_pod_not_its_name_and_only_a_controller_owner_cou
 
     def pod(name: str, controller: bool) -> k8s.V1Pod:
         owner = k8s.V1OwnerReference(
-            api_version="apps/v1", kind="StatefulSet", name="db", uid="0", controller=controller
+            api_version="apps/v1", kind="StatefulSet", name="cache", uid="0", controller=controller
         )
         return k8s.V1Pod(
             metadata=k8s.V1ObjectMeta(name=name, namespace="demo", owner_references=[owner]),
-            spec=k8s.V1PodSpec(node_name="w-2", containers=[k8s.V1Container(name="db", image="db:1")]),
+            spec=k8s.V1PodSpec(node_name="w-2", containers=[k8s.V1Container(name="cache", image="cache:1")]),
         )
 
     try:
-        core.create_namespaced_pod("demo", pod("db-0", controller=True))
+        core.create_namespaced_pod("demo", pod("cache-0", controller=True))
         core.create_namespaced_pod("demo", pod("adopted-0", controller=False))
         writer = writes.Writer(api)
         found = {p.name: p for p in writer.pods_on("w-2")}
-        first = found["db-0"]
+        first = found["cache-0"]
         assert first.owner_kind == "StatefulSet" and first.uid
         assert found["adopted-0"].owner_kind is None  # owned, but not by a controller: a bare pod
         assert writer.pod_exists(first)
-        core.delete_namespaced_pod("db-0", "demo")
-        core.create_namespaced_pod("demo", pod("db-0", controller=True))  # as the StatefulSet controller does
-        again = next(p for p in writer.pods_on("w-2") if p.name == "db-0")
+        core.delete_namespaced_pod("cache-0", "demo")
+        core.create_namespaced_pod("demo", pod("cache-0", controller=True))  # as the StatefulSet controller does
+        again = next(p for p in writer.pods_on("w-2") if p.name == "cache-0")
         assert again.uid != first.uid
         assert not writer.pod_exists(first) and writer.pod_exists(again)
+        # kubectl's daemonSetFilter asks whether the DaemonSet still exists: the lab's kube-proxy does
+        assert writer.daemonset_exists("kube-system", "kube-proxy")
+        assert not writer.daemonset_exists("kube-system", "gone")
     finally:
-        for name in ("db-0", "adopted-0"):
+        for name in ("cache-0", "adopted-0"):
             with contextlib.suppress(k8s.ApiException):
                 core.delete_namespaced_pod(name, "demo")
         api.close()

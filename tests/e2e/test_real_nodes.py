@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tests.e2e.conftest import Labs
 from tests.e2e.test_apply import kubelets
 from upgrader import cli
-from upgrader.lab import mirror, topology
+from upgrader.lab import aptrepo, mirror, topology
 
 cli_runner = CliRunner()
 
@@ -87,12 +87,15 @@ def _another_key(tmp_path: Path) -> str:
     home = tmp_path / "other-gnupg"
     home.mkdir(mode=0o700)
     gpg = ["gpg", "--batch", "--quiet", "--homedir", str(home)]
-    subprocess.run(
-        [*gpg, "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", "someone <x@invalid>", "ed25519"],
-        check=True,
-        capture_output=True,
-    )
-    return subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True, text=True).stdout
+    try:
+        subprocess.run(
+            [*gpg, "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", "x <x@invalid>", "ed25519"],
+            check=True,
+            capture_output=True,
+        )
+        return subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True, text=True).stdout
+    finally:
+        aptrepo.stop_agent(home)
 
 
 def _ssh_ready() -> str | None:

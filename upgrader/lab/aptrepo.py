@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -50,6 +51,18 @@ def build(lab: topology.Lab) -> None:
         raise errors.OperationFailed("an apt lab needs dpkg-deb and gpg (apt-get install dpkg gnupg)")
     home = gnupg_home(lab)
     home.mkdir(mode=0o700, exist_ok=True)
+    try:
+        _sign(lab)
+    finally:  # gpg starts an agent for its home and leaves it running: stop it through its own socket
+        stop_agent(home)
+
+
+def stop_agent(home: Path) -> None:
+    if shutil.which("gpgconf"):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True, check=False)
+
+
+def _sign(lab: topology.Lab) -> None:
     _gpg(
         lab,
         "--pinentry-mode",
