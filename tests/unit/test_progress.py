@@ -94,3 +94,26 @@ def test_without_a_terminal_each_event_is_one_line(capsys: object) -> None:
     show(Event("run-started", "run r: 3 steps"))  # the outline is for the board, not for logs
     err = capsys.readouterr().err  # type: ignore[attr-defined]
     assert err.count("\n") == 1 and "w-1: cordoned, draining" in err
+
+
+def test_while_waiting_for_a_leftover_playbook_no_time_left_is_claimed() -> None:
+    """Issue 20: before the run's steps are known the board said "about 0s left"."""
+    clock = Clock()
+    board = _progress.Board("prod: resuming run r", clock)
+    board(Event("waiting", "waiting for the kubelet playbook on w-1 (pid 42) to finish"))
+    clock.now += 30
+    text = drawn(board)
+    assert "elapsed 30s" in text and "left" not in text.split("elapsed 30s")[1].splitlines()[0]
+    assert "waiting for the kubelet playbook on w-1" in text
+
+
+def test_the_end_of_a_run_is_said_once(capsys: object) -> None:
+    """Issue 20: the engine's run-succeeded event (on the board or a log line) and the command's own
+    closing line both said "run ... succeeded"; the command now stays silent when the progress said it."""
+    from upgrader.cli import _render, apply_cmd
+
+    summary = {"run": "r-1", "status": "succeeded"}
+    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT, announced=True)
+    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT)  # a rollback's end
+    captured = capsys.readouterr()  # type: ignore[attr-defined]
+    assert captured.err.count("run r-1 succeeded") == 1

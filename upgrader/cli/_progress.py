@@ -154,7 +154,9 @@ class Board:
                     table.add_row("", "", Text(f"    … {len(shown) - NODES_SHOWN} more nodes", style="dim"), "")
         if len(self.steps) > last:
             table.add_row("", "", Text(f"… {len(self.steps) - last} more steps", style="dim"), "")
-        footer = Text(f"elapsed {duration(now - self.started)} · about {duration(self.left())} left", style="bold")
+        # Before the run's steps are known (waiting for a leftover playbook) there is nothing to estimate.
+        left = f" · about {duration(self.left())} left" if self.steps else ""
+        footer = Text(f"elapsed {duration(now - self.started)}{left}", style="bold")
         parts: list[RenderableType] = [Text(self.title, style="bold"), table, footer]
         if self.note:
             parts.append(Text(self.note))

@@ -179,13 +179,17 @@ def apply(
                         opened, state, halted, lease=lease, log_format=log_format, output=output
                     )
                 stopped(halted, output, log_format)
-    finished(_summary(done), output, log_format)
+    finished(_summary(done), output, log_format, announced=True)
 
 
-def finished(summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat) -> None:
+def finished(
+    summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat, *, announced: bool = False
+) -> None:
+    """The run's end: one JSON document, or one line, unless the progress already said it (``announced``:
+    the engine's run-succeeded event, which the board and the log lines show)."""
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
         _render.emit_json({"ok": True, **summary})
-    else:
+    elif not (announced and log_format is LogFormat.TEXT):
         _render.note(f"run {summary['run']} {summary['status']}")
 
 
