@@ -285,22 +285,38 @@ def ports(
 _PER_NODE = ("control-plane", "emulation-commit")  # one node at a time: the step scales with its nodes
 
 
-def estimator(state: store.Store, cluster: str) -> Callable[[records.StepRecord], float]:
+@dataclass(frozen=True)
+class Estimator:
     """A step's expected duration: the median of this cluster's past steps of the same kind (per node for
-    the control-plane kinds, whose nodes go one at a time; per batch otherwise), else defaults."""
-    history: dict[str, list[float]] = {}
-    for past in state.runs(cluster, limit=20):
-        for step in past.steps:
-            if step.status is records.StepStatus.SUCCEEDED and step.seconds is not None:
-                nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
-                history.setdefault(step.kind, []).append(step.seconds / nodes)
+    the control-plane kinds, whose nodes go one at a time; per batch otherwise), else defaults; ``source``
+    says which, for the progress board."""
 
-    def estimate(step: records.StepRecord) -> float:
+    history: Mapping[str, list[float]]
+    runs: int
+
+    def __call__(self, step: records.StepRecord) -> float:
         nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
-        seen = history.get(step.kind)
+        seen = self.history.get(step.kind)
         return (statistics.median(seen) if seen else DEFAULT_SECONDS.get(step.kind, 120.0)) * nodes
 
-    return estimate
+    @property
+    def source(self) -> str:
+        if not self.history:
+            return "estimates: defaults (no finished step of this cluster's yet)"
+        return f"estimates: this cluster's journal ({self.runs} past runs; defaults for kinds not seen)"
+
+
+def estimator(state: store.Store, cluster: str) -> Estimator:
+    history: dict[str, list[float]] = {}
+    runs = 0
+    for past in state.runs(cluster, limit=20):
+        finished = [s for s in past.steps if s.status is records.StepStatus.SUCCEEDED and s.seconds is not None]
+        runs += bool(finished)
+        for step in finished:
+            assert step.seconds is not None
+            nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
+            history.setdefault(step.kind, []).append(step.seconds / nodes)
+    return Estimator(history, runs)
 
 
 @dataclass

@@ -60,6 +60,8 @@ def test_estimates_come_from_this_clusters_history_per_node_for_the_control_plan
     assert estimate(record("nodes", ["w-3", "w-4", "w-5"])) == 20  # a batch goes in parallel
     assert estimate(record("emulation-commit", ["cp-1", "cp-2"])) == 2 * apply.DEFAULT_SECONDS["emulation-commit"]
     assert apply.estimator(journal, "another-cluster")(record("nodes", ["w-1"])) == apply.DEFAULT_SECONDS["nodes"]
+    assert "this cluster's journal (1 past runs" in estimate.source  # and the board says so
+    assert "defaults" in apply.estimator(journal, "another-cluster").source
 
 
 def test_drift_names_each_node_that_moved_since_the_plan() -> None:

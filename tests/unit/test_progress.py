@@ -117,3 +117,10 @@ def test_the_end_of_a_run_is_said_once(capsys: object) -> None:
     apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT)  # a rollback's end
     captured = capsys.readouterr()  # type: ignore[attr-defined]
     assert captured.err.count("run r-1 succeeded") == 1
+
+
+def test_the_board_says_where_its_estimates_come_from() -> None:
+    board = _progress.Board("prod: plan p", Clock())
+    started = outline("snapshot")
+    board(Event("run-started", started.message, data={**started.data, "estimates": "estimates: defaults"}))
+    assert "(estimates: defaults)" in drawn(board)

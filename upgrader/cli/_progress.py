@@ -73,6 +73,7 @@ class Board:
         self.started = clock()
         self.steps: list[StepLine] = []
         self.note = ""
+        self.estimates = ""  # where the estimates come from, as the run's outline says
         self._lock = threading.Lock()
 
     def __call__(self, event: driver.Event) -> None:
@@ -91,6 +92,7 @@ class Board:
                 )
                 for s in event.data.get("steps", ())
             ]
+            self.estimates = str(event.data.get("estimates") or "")
             return
         line = self._line(event.position)
         if event.kind == "step-started" and line is not None:
@@ -157,6 +159,8 @@ class Board:
         # Before the run's steps are known (waiting for a leftover playbook) there is nothing to estimate.
         left = f" · about {duration(self.left())} left" if self.steps else ""
         footer = Text(f"elapsed {duration(now - self.started)}{left}", style="bold")
+        if self.steps and self.estimates:
+            footer.append(f" ({self.estimates})", style="dim")
         parts: list[RenderableType] = [Text(self.title, style="bold"), table, footer]
         if self.note:
             parts.append(Text(self.note))

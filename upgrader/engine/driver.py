@@ -141,9 +141,10 @@ class Driver:
             }
             for record, description in zip(run.steps, descriptions, strict=True)
         ]
-        self.observe(
-            Event("run-started", f"run {run.id}: {len(outline)} steps", data={"run": run.id, "steps": outline})
-        )
+        # Where the estimates come from (an estimator may say: this cluster's journal, or the defaults).
+        source = str(getattr(self.estimate, "source", ""))
+        data = {"run": run.id, "steps": outline, "estimates": source}
+        self.observe(Event("run-started", f"run {run.id}: {len(outline)} steps", data=data))
 
     def succeed(self, run_id: str) -> None:
         self.journal.set_run(run_id, records.RunStatus.SUCCEEDED, at=_now())
