@@ -114,7 +114,7 @@ def test_the_end_of_a_run_is_said_once(capsys: object) -> None:
 
     summary = {"run": "r-1", "status": "succeeded"}
     apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT, announced=True)
-    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT)  # a rollback's end
+    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT)  # nothing said it before
     captured = capsys.readouterr()  # type: ignore[attr-defined]
     assert captured.err.count("run r-1 succeeded") == 1
 

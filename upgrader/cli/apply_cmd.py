@@ -179,7 +179,7 @@ def apply(
                         opened, state, halted, lease=lease, log_format=log_format, output=output
                     )
                 stopped(halted, output, log_format)
-    finished(_summary(done), output, log_format, announced=True)
+    finished(_summary(done), output, log_format, announced=True)  # the engine's run-succeeded event said it
 
 
 def finished(

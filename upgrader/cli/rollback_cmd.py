@@ -93,7 +93,7 @@ def rollback(
                     summary = {"run": done.id, **_summary(done), "rollback": prepared.summary()}
             except rollback_mod.RollbackStopped as stopped:
                 apply_cmd.stopped(stopped, output, log_format)
-    apply_cmd.finished(summary, output, log_format)
+    apply_cmd.finished(summary, output, log_format, announced=True)  # its run-succeeded event said it
 
 
 def _summary(run: records.RunRecord) -> dict[str, object]:
