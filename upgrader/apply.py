@@ -11,19 +11,14 @@ The caller holds the cluster lock throughout.
 
 from __future__ import annotations
 
-import os
-import secrets
-import statistics
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from upgrader import drain, environment, errors, gates, health, live_facts, rendering, rollout, session
-from upgrader.engine import driver, expectations
+from upgrader import drain, errors, gates, health, live_facts, rendering, rollout, runs, session
+from upgrader.engine import driver, expectations, upgrade
 from upgrader.engine.ports import Ports
-from upgrader.executor import runner
 from upgrader.kube import writes
 from upgrader.planner.model import Plan, StepKind
 from upgrader.rules import catalog as catalog_mod
@@ -31,24 +26,11 @@ from upgrader.rules import facts as facts_mod
 from upgrader.snapshots import tiers
 from upgrader.state import records, store
 
-# Until a cluster has history: a snapshot, one control-plane node, one commit node, one batch of nodes.
-DEFAULT_SECONDS = {"snapshot": 60.0, "control-plane": 180.0, "emulation-commit": 150.0, "nodes": 240.0}
-
-
-class RunStopped(errors.UpgraderError):
-    """The run stopped before its end: paused at a safe point (exit 6), a step failed (1), or it was
-    interrupted or lost its lock (5). ``run`` is the journal's record of it; all three are resumable."""
-
-    def __init__(self, message: str, run: records.RunRecord, exit_code: errors.ExitCode) -> None:
-        super().__init__(message)
-        self.run = run
-        self.exit_code = exit_code
-
 
 @dataclass(frozen=True)
 class Options:
     window_end: datetime | None = None
-    pause_after: driver.PauseAfter | None = None
+    pause_after: upgrade.PauseAfter | None = None
     force_drain: bool = False
     delete_emptydir_data: bool = False
     drain_timeout: float | None = None  # default: the config's upgrade.drain_timeout
@@ -234,30 +216,6 @@ class SnapshotTaker:
         return created.record.id
 
 
-def task_recorder(
-    state: store.Store, cluster: str, run_id: records.RunId | None
-) -> Callable[[str, runner.TaskResult], None]:
-    def record(playbook: str, task: runner.TaskResult) -> None:
-        """Every Ansible task of the run in the journal: host, task, outcome, duration (never its output)."""
-        outcome = "failed" if not task.ok else ("changed" if task.changed else "ok")
-        state.record_event(
-            kind="ansible-task",
-            message=f"{task.host}: {task.task}: {outcome}",
-            cluster=cluster,
-            run_id=run_id,
-            level=records.EventLevel.INFO if task.ok else records.EventLevel.ERROR,
-            data={
-                "playbook": playbook,
-                "host": task.host,
-                "task": task.task,
-                "outcome": outcome,
-                "seconds": task.duration,
-            },
-        )
-
-    return record
-
-
 def ports(
     cluster: session.ClusterSession, state: store.Store, options: Options, run_id: records.RunId | None = None
 ) -> Ports:
@@ -271,90 +229,15 @@ def ports(
         delete_emptydir_data=options.delete_emptydir_data,
     )
 
-    record = task_recorder(state, cluster.name, run_id)
-
+    kubeadm = rollout.Rollout(cluster, writer, runs.task_recorder(state, cluster.name, run_id))
     return Ports(
-        executor=rollout.Rollout(cluster, writer, record),
+        control_plane=kubeadm,
+        kubelets=kubeadm,
         drainer=drain.Drainer(writer, policy, cluster.cancel),
         probe=live,
         gate=live,
         snapshotter=SnapshotTaker(cluster, state),
     )
-
-
-_PER_NODE = ("control-plane", "emulation-commit")  # one node at a time: the step scales with its nodes
-
-
-@dataclass(frozen=True)
-class Estimator:
-    """A step's expected duration: the median of this cluster's past steps of the same kind (per node for
-    the control-plane kinds, whose nodes go one at a time; per batch otherwise), else defaults; ``source``
-    says which, for the progress board."""
-
-    history: Mapping[str, list[float]]
-    runs: int
-
-    def __call__(self, step: records.StepRecord) -> float:
-        nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
-        seen = self.history.get(step.kind)
-        return (statistics.median(seen) if seen else DEFAULT_SECONDS.get(step.kind, 120.0)) * nodes
-
-    @property
-    def source(self) -> str:
-        if not self.history:
-            return "estimates: defaults (no finished step of this cluster's yet)"
-        return f"estimates: this cluster's journal ({self.runs} past runs; defaults for kinds not seen)"
-
-
-def estimator(state: store.Store, cluster: str) -> Estimator:
-    history: dict[str, list[float]] = {}
-    runs = 0
-    for past in state.runs(cluster, limit=20):
-        finished = [s for s in past.steps if s.status is records.StepStatus.SUCCEEDED and s.seconds is not None]
-        runs += bool(finished)
-        for step in finished:
-            assert step.seconds is not None
-            nodes = max(1, len(step.spec.get("nodes", ()))) if step.kind in _PER_NODE else 1
-            history.setdefault(step.kind, []).append(step.seconds / nodes)
-    return Estimator(history, runs)
-
-
-@dataclass
-class Journaling:
-    """Every engine event goes to the journal's events, then to the caller's observer."""
-
-    state: store.Store
-    cluster: str
-    run_id: records.RunId
-    observe: Callable[[driver.Event], None] = field(default=lambda event: None)
-
-    _serial: threading.Lock = field(default_factory=threading.Lock)  # batch drains report from threads
-
-    def __call__(self, event: driver.Event) -> None:
-        level = records.EventLevel.ERROR if event.kind.endswith("failed") else records.EventLevel.INFO
-        data = {"position": event.position, "node": event.node, **event.data}
-        with self._serial:
-            self.state.record_event(
-                kind=event.kind, message=event.message, cluster=self.cluster, run_id=self.run_id, level=level, data=data
-            )
-            self.observe(event)
-
-
-def record_insecure(state: store.Store, cluster: str, run_id: records.RunId, allowed: tuple[str, ...]) -> None:
-    """A run that goes on over connections only --insecure allowed says so in its journal."""
-    if allowed:
-        state.record_event(
-            kind="insecure-transport",
-            cluster=cluster,
-            run_id=run_id,
-            level=records.EventLevel.WARNING,
-            message=f"run {run_id} went on over connections allowed only by --insecure",
-            data={"allowed": list(allowed)},
-        )
-
-
-def new_run_id(cluster: str) -> records.RunId:
-    return records.RunId(f"{cluster[:40]}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}")
 
 
 def execute(
@@ -366,15 +249,9 @@ def execute(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
-    run = state.create_run(
-        run_id=new_run_id(cluster.name),
-        cluster=cluster.name,
-        plan_id=prepared.plan_id,
-        kind=records.RunKind.UPGRADE,
-        steps=[s.as_dict() for s in prepared.plan.steps],
-        host=environment.host(),
-        pid=os.getpid(),
-        options=options.as_dict(),
+    steps = [s.as_dict() for s in prepared.plan.steps]
+    run = runs.create(
+        state, cluster.name, records.RunKind.UPGRADE, steps, options=options.as_dict(), plan_id=prepared.plan_id
     )
     adopt_cordons(state, run, prepared)
     return _drive(cluster, state, state.run(run.id), prepared.plan, options, lease=lease, observe=observe)
@@ -389,51 +266,13 @@ def resume(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
-    run = state.run(run_id)
-    if run.cluster != cluster.name:
-        raise errors.Refused(f"run {run.id} belongs to cluster {run.cluster}, not {cluster.name}")
-    if run.status.finished:
-        raise errors.Refused(f"run {run.id} is {run.status.value}: there is nothing to resume")
-    if run.plan_id is None:
-        raise errors.Refused(f"run {run.id} has no plan to resume from")
+    found = state.run(run_id)
+    if found.kind is records.RunKind.UPGRADE and found.plan_id is None:
+        raise errors.Refused(f"run {found.id} has no plan to resume from")
+    run = runs.reopen(state, run_id, cluster.name, records.RunKind.UPGRADE)
+    assert run.plan_id is not None
     _, plan = load_plan(state, run.plan_id, cluster.name)
-    state.set_run(run.id, records.RunStatus.RUNNING, host=environment.host(), pid=os.getpid())
-    return _drive(cluster, state, state.run(run.id), plan, options, lease=lease, observe=observe)
-
-
-@dataclass(frozen=True)
-class Abandoned:
-    run: records.RunRecord
-    cordoned: tuple[str, ...]  # nodes the run cordoned and left cordoned: the next apply uncordons them
-
-    def left_behind(self) -> str:
-        if not self.cordoned:
-            return "nothing left behind"
-        return f"left cordoned by it: {', '.join(self.cordoned)} (the next apply uncordons them once upgraded)"
-
-
-def abandon(state: store.Store, cluster: str, run_id: str) -> Abandoned:
-    """Marks a stopped run of ``cluster`` abandoned. The caller holds the cluster lock, so the run's
-    process is not running. A rollback that has begun is never abandoned: it may hold the control plane
-    stopped, and only resuming it brings it back."""
-    run = state.run(run_id)
-    if run.cluster != cluster:
-        raise errors.Refused(f"run {run.id} is of cluster {run.cluster}, not {cluster}: nothing was changed")
-    if run.status.finished:
-        raise errors.Refused(f"run {run.id} is {run.status.value} already")
-    if run.kind is records.RunKind.ROLLBACK and any(s.status is not records.StepStatus.PENDING for s in run.steps):
-        raise errors.Refused(
-            f"run {run.id} is a rollback that has begun (it may have stopped the control plane and held its "
-            f"manifests): finish it with `upgrader rollback --resume {run.id}`; nothing was changed"
-        )
-    state.set_run(
-        run.id,
-        records.RunStatus.CANCELED,
-        error=run.error,
-        stopped_reason="abandoned by the operator",
-        at=datetime.now(UTC),
-    )
-    return Abandoned(state.run(run.id), tuple(driver.cordoned_by_us(run)))
+    return _drive(cluster, state, run, plan, options, lease=lease, observe=observe)
 
 
 def _drive(
@@ -446,53 +285,19 @@ def _drive(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
-    journaling = Journaling(state, cluster.name, run.id, observe)
-    engine = driver.Driver(
+    live = ports(cluster, state, options, run.id)
+    steps_policy = upgrade.policy(options.window_end, options.pause_after)
+    return runs.drive(
+        cluster,
         state,
-        ports(cluster, state, options, run.id),
+        run,
+        gate=live.gate,
         lease=lease,
-        settings=driver.Settings(
-            wait_timeout=options.wait_timeout, window_end=options.window_end, pause_after=options.pause_after
-        ),
-        estimate=estimator(state, cluster.name),
-        observe=journaling,
-        cancel=cluster.cancel,
-        facts=plan.facts,
+        observe=observe,
+        wait_timeout=options.wait_timeout,
+        insecure=options.insecure,
+        go=lambda engine: engine.run(run, upgrade.handlers(engine, live, run, plan.facts), steps_policy),
     )
-    record_insecure(state, cluster.name, run.id, options.insecure)
-    hint = f"`upgrader apply --resume {run.id} -c CLUSTER.yaml`"
-    try:
-        wait_for_leftovers(cluster, journaling)
-        outcome = engine.run(run)
-    except KeyboardInterrupt:
-        raise RunStopped(
-            f"run {run.id} interrupted; continue with {hint}", state.run(run.id), errors.ExitCode.NEEDS_HUMAN
-        ) from None
-    except errors.UpgraderError as exc:
-        code = errors.ExitCode.NEEDS_HUMAN if isinstance(exc, errors.LockLost) else errors.ExitCode.FAILURE
-        raise RunStopped(
-            f"run {run.id} stopped: {exc.message}; after fixing it, {hint}", state.run(run.id), code
-        ) from exc
-    done = state.run(run.id)
-    if outcome is driver.Outcome.PAUSED:
-        raise RunStopped(
-            f"run {run.id} paused: {done.stopped_reason}; continue with {hint}", done, errors.ExitCode.PAUSED
-        )
-    return done
-
-
-LEFTOVER_TIMEOUT = 1800.0  # the longest a playbook of a run may take
-
-
-def wait_for_leftovers(cluster: session.ClusterSession, observe: Callable[[driver.Event], None]) -> None:
-    """A playbook a killed upgrader left running (its kubeadm may still be at work) ends before this
-    run looks at the cluster: the state it re-derives is then the state that stays."""
-    left = runner.leftovers()
-    if left:
-        observe(driver.Event("waiting", f"waiting for {left[0].describe()} to finish", data={"pids": left[0].pids}))
-        runner.wait_for_leftovers(
-            LEFTOVER_TIMEOUT, cluster.cancel, report=lambda line: observe(driver.Event("waiting", line))
-        )
 
 
 def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[str, Any]]:

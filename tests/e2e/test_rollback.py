@@ -70,7 +70,7 @@ def test_a_committed_minor_is_rolled_back_by_a_full_restore_with_the_revision_mo
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
     older = json.loads(invoke("snapshot", "create", "-c", cluster_yaml, *db, "-o", "json").stdout)["id"]
     _, code, applied = _apply(cluster_yaml, db, "1.31")
-    assert code == 0, applied
+    assert code == 0, json.dumps(applied, indent=1)
     assert set(kubelets(lab).values()) == {"v1.31.13"}
     listed = json.loads(invoke("snapshot", "list", "-c", cluster_yaml, *db, "-o", "json").stdout)
     taken = [s["id"] for s in listed["snapshots"]]
@@ -231,7 +231,7 @@ def test_a_rollback_killed_mid_restore_resumes_and_completes(
     db_path = tmp_path / "state.db"
     db = ("--db", f"sqlite:///{db_path}")
     _, code, applied = _apply(cluster_yaml, db, "1.32")  # nodes last: 1.30 kubelets until the end
-    assert code == 0, applied
+    assert code == 0, json.dumps(applied, indent=1)
     # The default target: the snapshot before the last hop, control plane at 1.31 and kubelets at 1.30.
     # etcd.max_revision_gap is tiny and the regression accepted: the revision is left where the restore put
     # it, and every kubelet is restarted instead.

@@ -149,7 +149,7 @@ def test_three_tiers_from_create_to_a_rollback_from_peer_copies_after_the_contro
 
     # A minor up; the apply's own snapshots go to every tier too.
     _, code, applied = _apply(cluster_yaml, db, "1.31")
-    assert code == 0, applied
+    assert code == 0, json.dumps(applied, indent=1)
     assert set(kubelets(lab).values()) == {"v1.31.13"}
 
     # The controller is lost: its snapshot files and its database. A fresh one imports from the bucket.

@@ -13,7 +13,7 @@ import pytest
 
 from tests.unit.plan_helpers import make_facts, make_plan
 from upgrader import errors
-from upgrader.engine import driver, expectations
+from upgrader.engine import driver, expectations, upgrade
 from upgrader.engine.ports import Expected, Ports
 from upgrader.planner import model
 from upgrader.state import records, store
@@ -110,7 +110,7 @@ def ports_of(fake: FakeCluster) -> Ports:
         uncordon = staticmethod(fake.uncordon)
         cordoned = staticmethod(fake.is_cordoned)
 
-    return Ports(executor=fake, drainer=Drain(), probe=Probe(), gate=fake, snapshotter=fake)
+    return Ports(control_plane=fake, kubelets=fake, drainer=Drain(), probe=Probe(), gate=fake, snapshotter=fake)
 
 
 class NoLease:
@@ -169,20 +169,24 @@ def drive(
     fake: FakeCluster,
     run: records.RunRecord,
     lease: NoLease | None = None,
-    **settings: object,
+    *,
+    window_end: datetime | None = None,
+    pause_after: upgrade.PauseAfter | None = None,
 ) -> tuple[driver.Outcome, list[driver.Event]]:
     events: list[driver.Event] = []
+    ports = ports_of(fake)
     engine = driver.Driver(
         journal,
-        ports_of(fake),
+        gate=ports.gate,
         lease=lease or NoLease(),
-        settings=driver.Settings(wait_timeout=2, poll=0.01, **settings),  # type: ignore[arg-type]
+        settings=driver.Settings(wait_timeout=2, poll=0.01),
         estimate=lambda record: 60.0,
         observe=events.append,
         cancel=threading.Event(),
-        facts=plan.facts,
     )
-    return engine.run(journal.run(run.id)), events
+    current = journal.run(run.id)
+    steps_policy = upgrade.policy(window_end, pause_after)
+    return engine.run(current, upgrade.handlers(engine, ports, current, plan.facts), steps_policy), events
 
 
 def test_a_plan_runs_to_its_target_with_a_snapshot_and_gate_per_step(journal: store.Store, plan: model.Plan) -> None:
@@ -278,7 +282,7 @@ def test_a_window_too_short_pauses_before_a_step_and_resume_goes_on(journal: sto
 def test_pause_after_emulation_stops_inside_the_rollback_safe_window(journal: store.Store, plan: model.Plan) -> None:
     fake = cluster_from(plan)
     run = new_run(journal, plan)
-    outcome, _ = drive(journal, plan, fake, run, pause_after=driver.PauseAfter.EMULATION)
+    outcome, _ = drive(journal, plan, fake, run, pause_after=upgrade.PauseAfter.EMULATION)
     assert outcome is driver.Outcome.PAUSED
     paused = journal.run(run.id)
     last = max(s.position for s in paused.steps if s.status is records.StepStatus.SUCCEEDED)

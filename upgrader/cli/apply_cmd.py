@@ -15,7 +15,7 @@ from upgrader import errors
 from upgrader.cli import _errors, _options, _render, _runs
 
 if TYPE_CHECKING:
-    from upgrader import apply as apply_mod
+    from upgrader import runs
     from upgrader.engine import driver
     from upgrader.state import records
 
@@ -122,8 +122,8 @@ def apply(
     or the lock lost; resumable), 6 paused at a safe point (resumable).
     """
     from upgrader import apply as apply_mod
-    from upgrader import config, session
-    from upgrader.engine import driver
+    from upgrader import config, runs, session
+    from upgrader.engine import upgrade
     from upgrader.state import store
 
     chosen = [x for x in (plan_id, resume, abandon) if x]
@@ -132,7 +132,7 @@ def apply(
     cfg = config.load(cluster)
     options = apply_mod.Options(
         window_end=window_end(window_end_at, window),
-        pause_after=driver.PauseAfter(pause_after.value) if pause_after else None,
+        pause_after=upgrade.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
         drain_timeout=seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
@@ -141,7 +141,7 @@ def apply(
         if abandon:
             with state.lock(cfg.name, f"apply --abandon {abandon}"):
                 _options.confirm(f"Abandon run {abandon}?", yes=yes)
-                gone = apply_mod.abandon(state, cfg.name, abandon)
+                gone = runs.abandon(state, cfg.name, abandon)
             if output is _render.OutputFormat.JSON:
                 _render.emit_json({**_summary(gone.run), "left_cordoned": list(gone.cordoned)})
             else:
@@ -171,7 +171,7 @@ def apply(
                     title = f"{cfg.name}: plan {prepared.plan_id} to v{prepared.plan.target}"
                     with observer(log_format, title) as observe:
                         done = apply_mod.execute(opened, state, prepared, options, lease=lease, observe=observe)
-            except apply_mod.RunStopped as halted:
+            except runs.RunStopped as halted:
                 if on_failure is OnFailure.ROLLBACK and halted.exit_code is errors.ExitCode.FAILURE:
                     from upgrader.cli import rollback_cmd
 
@@ -193,7 +193,7 @@ def finished(
         _render.note(f"run {summary['run']} {summary['status']}")
 
 
-def stopped(halted: apply_mod.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
+def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
     from upgrader.engine import driver
 

@@ -11,8 +11,7 @@ from upgrader import errors
 from upgrader.cli import _errors, _options, _render, apply_cmd
 
 if TYPE_CHECKING:
-    from upgrader import apply as apply_mod
-    from upgrader import session
+    from upgrader import runs, session
     from upgrader.engine import driver
     from upgrader.rollback import model as rollback_model
     from upgrader.rollback import service as rollback_mod
@@ -57,7 +56,7 @@ def rollback(
     Exit codes: 0 rolled back and verified, 1 a step failed (resumable), 2 bad input, 3 refused
     (nothing changed), 5 stopped (interrupted or the lock lost; resumable).
     """
-    from upgrader import config, session
+    from upgrader import config, runs, session
     from upgrader.rollback import model as rollback_model
     from upgrader.rollback import service as rollback_mod
     from upgrader.state import store
@@ -91,7 +90,7 @@ def rollback(
                     _options.confirm(_question(prepared, cfg.name), yes=yes)
                     done = run_prepared(opened, state, prepared, options, lease=lease, log_format=log_format)
                     summary = {"run": done.id, **_summary(done), "rollback": prepared.summary()}
-            except rollback_mod.RollbackStopped as stopped:
+            except runs.RunStopped as stopped:
                 apply_cmd.stopped(stopped, output, log_format)
     apply_cmd.finished(summary, output, log_format, announced=True)  # its run-succeeded event said it
 
@@ -163,7 +162,7 @@ def _show_dry_run(
 def after_failed_apply(
     opened: session.ClusterSession,
     state: store.Store,
-    halted: apply_mod.RunStopped,
+    halted: runs.RunStopped,
     *,
     lease: driver.Lease,
     log_format: apply_cmd.LogFormat,
@@ -172,6 +171,7 @@ def after_failed_apply(
     """``apply --on-failure rollback``: back to the last snapshot the failed run took (else the default
     choice), without asking (the option is the consent), then exit 4 once verified. If the rollback
     cannot be prepared or stops, its own error and exit code are what the caller sees."""
+    from upgrader import runs
     from upgrader.rollback import model as rollback_model
     from upgrader.rollback import service as rollback_mod
 
@@ -183,7 +183,7 @@ def after_failed_apply(
         prepared = rollback_mod.prepare(opened, state, taken[-1] if taken else None, options)
         _describe(prepared, output)
         done = run_prepared(opened, state, prepared, options, lease=lease, log_format=log_format)
-    except rollback_mod.RollbackStopped as stopped:
+    except runs.RunStopped as stopped:
         apply_cmd.stopped(stopped, output, log_format)
     message = (
         f"run {halted.run.id} failed ({halted.message}); rolled back to snapshot {prepared.snapshot.id} by "

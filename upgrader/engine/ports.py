@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
+from upgrader.state import records
 from upgrader.versions import Minor, Version
 
 
@@ -23,14 +25,18 @@ class Expected:
     kubelets: Mapping[str, Version] = field(default_factory=dict)
 
 
-class Executor(Protocol):
-    """Changes made on the nodes (playbooks) and to the kubeadm configuration."""
+class ControlPlaneRollout(Protocol):
+    """The control plane changed on its nodes (playbooks) and in the kubeadm configuration."""
 
     def set_emulation(self, minor: Minor | None) -> None:
         """Sets (or, with None, removes) --emulated-version in the kubeadm ClusterConfiguration."""
 
     def control_plane(self, node: str, version: Version, *, first: bool) -> None:
         """kubeadm at ``version`` on ``node``, then ``upgrade apply`` (``first``) or ``upgrade node``."""
+
+
+class KubeletRollout(Protocol):
+    """Kubelets changed on drained nodes: upgraded by an apply, put back by a rollback."""
 
     def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
         """The kubelet (and kubectl, and a worker's kubeadm) at ``version`` on drained ``nodes``, restarted:
@@ -70,9 +76,49 @@ class Snapshotter(Protocol):
         """Takes a verified, known-good snapshot; returns its id. Raises if it is not known-good."""
 
 
+class Journal(Protocol):
+    """Where a run's progress is recorded before and after every step acts (the state store)."""
+
+    def run(self, run_id: str) -> records.RunRecord: ...
+
+    def step(self, run_id: str, position: int) -> records.StepRecord: ...
+
+    def set_run(
+        self,
+        run_id: str,
+        status: records.RunStatus,
+        *,
+        error: str | None = None,
+        stopped_reason: str | None = None,
+        at: datetime | None = None,
+    ) -> None: ...
+
+    def start_step(self, run_id: str, position: int, *, at: datetime) -> None: ...
+
+    def step_progress(self, run_id: str, position: int, detail: Mapping[str, Any]) -> None: ...
+
+    def finish_step(
+        self, run_id: str, position: int, status: records.StepStatus, *, at: datetime, error: str | None = None
+    ) -> None: ...
+
+
+class StepHandler(Protocol):
+    """One kind of step: what it is called, what it does, and what the cluster must look like after it
+    (checked by the gate), or None when the step has no gate."""
+
+    def describe(self, spec: Mapping[str, Any]) -> str: ...
+
+    def act(self, record: records.StepRecord) -> None: ...
+
+    def expected(self, record: records.StepRecord) -> Expected | None: ...
+
+
 @dataclass(frozen=True)
 class Ports:
-    executor: Executor
+    """What an upgrade's steps use."""
+
+    control_plane: ControlPlaneRollout
+    kubelets: KubeletRollout
     drainer: Drainer
     probe: Probe
     gate: Gate

@@ -21,28 +21,21 @@ rollback resumes (``--resume``) from the step it was in.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from upgrader import apply, environment, errors, rollout, session
+from upgrader import apply, errors, runs, session
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
-from upgrader.kube import writes
 from upgrader.rollback.archive import control_plane_hosts, etcd_members
 from upgrader.rollback.choice import choose, read_live, route, usable
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
-from upgrader.rollback.steps import KubeletsBack, Steps
+from upgrader.rollback.steps import Steps
 from upgrader.snapshots import local, restore_tool
 from upgrader.state import records, store
 from upgrader.versions import Version
-
-
-class RollbackStopped(apply.RunStopped):
-    """A rollback run stopped before it was verified; resumable like an apply run."""
 
 
 @dataclass(frozen=True)
@@ -233,14 +226,11 @@ def execute(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
-    run = state.create_run(
-        run_id=apply.new_run_id(cluster.name),
-        cluster=cluster.name,
-        plan_id=None,
-        kind=records.RunKind.ROLLBACK,
-        steps=list(prepared.steps),
-        host=environment.host(),
-        pid=os.getpid(),
+    run = runs.create(
+        state,
+        cluster.name,
+        records.RunKind.ROLLBACK,
+        list(prepared.steps),
         options={
             **options.as_dict(),
             "snapshot": prepared.snapshot.id,
@@ -269,15 +259,8 @@ def resume(
     lease: driver.Lease,
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
-    run = state.run(run_id)
-    if run.kind is not records.RunKind.ROLLBACK:
-        raise errors.Refused(f"run {run.id} is an {run.kind.value} run: resume it with `upgrader apply --resume`")
-    if run.cluster != cluster.name:
-        raise errors.Refused(f"run {run.id} belongs to cluster {run.cluster}, not {cluster.name}")
-    if run.status.finished:
-        raise errors.Refused(f"run {run.id} is {run.status.value}: there is nothing to resume")
-    state.set_run(run.id, records.RunStatus.RUNNING, host=environment.host(), pid=os.getpid())
-    return _drive(cluster, state, state.run(run.id), options, lease=lease, observe=observe)
+    run = runs.reopen(state, run_id, cluster.name, records.RunKind.ROLLBACK)
+    return _drive(cluster, state, run, options, lease=lease, observe=observe)
 
 
 def _drive(
@@ -290,40 +273,24 @@ def _drive(
     observe: Callable[[driver.Event], None],
 ) -> records.RunRecord:
     snapshot = state.snapshot(str(run.options["snapshot"]))
-    journaling = apply.Journaling(state, cluster.name, run.id, observe)
     ports = apply.ports(cluster, state, options.for_apply(), run.id)
-    recorder = apply.task_recorder(state, cluster.name, run.id)
-    back = KubeletsBack(
-        cluster, rollout.Rollout(cluster, writes.Writer(cluster.api), recorder), snapshot_version(snapshot)
-    )
-    engine = driver.Driver(
-        state,
-        dataclasses.replace(ports, executor=back),
-        lease=lease,
-        settings=driver.Settings(wait_timeout=options.wait_timeout),
-        estimate=apply.estimator(state, cluster.name),
-        observe=journaling,
-        cancel=cluster.cancel,
-        facts=snapshot.facts,
-    )
-    apply.record_insecure(state, cluster.name, run.id, options.insecure)
-    hint = f"`upgrader rollback --resume {run.id} -c CLUSTER.yaml`"
-    try:
-        apply.wait_for_leftovers(cluster, journaling)
+
+    def go(engine: driver.Driver) -> driver.Outcome:
         failed = usable(cluster, state, run.id)(snapshot)  # read again: never restore from a damaged copy
         if failed:
             raise errors.Refused(f"snapshot {snapshot.id} fails verification now ({failed}); the run cannot go on")
-        snapshot = state.snapshot(snapshot.id)
-        Steps(cluster, state, run=run, snapshot=snapshot, options=options, engine=engine).run()
-    except KeyboardInterrupt:
-        raise RollbackStopped(
-            f"rollback {run.id} interrupted; continue with {hint}", state.run(run.id), errors.ExitCode.NEEDS_HUMAN
-        ) from None
-    except errors.UpgraderError as exc:
-        code = errors.ExitCode.NEEDS_HUMAN if isinstance(exc, errors.LockLost) else errors.ExitCode.FAILURE
-        if state.run(run.id).status is records.RunStatus.RUNNING:  # failed before any step started
-            state.set_run(run.id, records.RunStatus.FAILED, error=exc.message, at=datetime.now(UTC))
-        raise RollbackStopped(
-            f"rollback {run.id} stopped: {exc.message}; after fixing it, {hint}", state.run(run.id), code
-        ) from exc
-    return state.run(run.id)
+        checked = state.snapshot(snapshot.id)
+        steps = Steps(cluster, state, run=run, snapshot=checked, options=options, engine=engine, drainer=ports.drainer)
+        return steps.run()
+
+    return runs.drive(
+        cluster,
+        state,
+        run,
+        gate=ports.gate,
+        lease=lease,
+        observe=observe,
+        wait_timeout=options.wait_timeout,
+        insecure=options.insecure,
+        go=go,
+    )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import socket
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from upgrader import apply, config, errors, gates, live_facts, rendering, rollout, session, verification
+from upgrader import config, errors, gates, live_facts, rendering, rollout, runs, session, verification
 from upgrader.engine import driver, expectations
+from upgrader.engine.batches import NodeBatches
+from upgrader.engine.ports import Drainer, Expected
 from upgrader.etcd import revisions
 from upgrader.executor import runner
 from upgrader.kube import writes
@@ -21,7 +23,7 @@ from upgrader.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Op
 from upgrader.rules import catalog as catalog_mod
 from upgrader.snapshots import local
 from upgrader.state import records, store
-from upgrader.versions import Minor, Version
+from upgrader.versions import Version
 
 
 def _answers(host: str, port: int) -> bool:
@@ -39,7 +41,7 @@ def _address(url: str) -> tuple[str, int]:
 
 
 class KubeletsBack:
-    """The engine's executor port during a rollback: only kubelets, put back with ``rollback-node.yml``
+    """The kubelet rollout port during a rollback: kubelets put back with ``rollback-node.yml``
     (the node's kubelet at its snapshot version, a worker's kubeadm at the restored control plane's)."""
 
     def __init__(self, cluster: session.ClusterSession, rollout_: rollout.Rollout, control_plane: Version) -> None:
@@ -47,18 +49,30 @@ class KubeletsBack:
         self.rollout = rollout_
         self.control_plane_version = control_plane
 
-    def set_emulation(self, minor: Minor | None) -> None:
-        raise errors.OperationFailed("a rollback does not change --emulated-version through the engine")
-
-    def control_plane(self, node: str, version: Version, *, first: bool) -> None:
-        raise errors.OperationFailed("a rollback puts control planes back with their manifests, not kubeadm upgrade")
-
     def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
         variables = {
             "kubelet_packages": rendering.package_vars(self.packages, version),
             "kubeadm_packages": rendering.package_vars(self.packages, self.control_plane_version),
         }
         self.rollout.run("rollback-node.yml", nodes, variables)
+
+
+@dataclass(frozen=True)
+class _Handler:
+    """A rollback step kind on the engine: described and acted by ``Steps``; no gate (the last step
+    verifies the whole cluster against the snapshot)."""
+
+    describe_spec: Callable[[Mapping[str, Any]], str]
+    act_on: Callable[[records.StepRecord], None]
+
+    def describe(self, spec: Mapping[str, Any]) -> str:
+        return self.describe_spec(spec)
+
+    def act(self, record: records.StepRecord) -> None:
+        self.act_on(record)
+
+    def expected(self, record: records.StepRecord) -> Expected | None:
+        return None
 
 
 class Steps:
@@ -73,6 +87,7 @@ class Steps:
         snapshot: records.SnapshotRecord,
         options: Options,
         engine: driver.Driver,
+        drainer: Drainer,
     ) -> None:
         self.cluster = cluster
         self.state = state
@@ -84,42 +99,32 @@ class Steps:
         self.hosts = control_plane_hosts(self.archived)
         self.version = snapshot_version(snapshot)
         self.route = Route(str(run.options["route"]))
-        recorder = apply.task_recorder(state, cluster.name, run.id)
+        recorder = runs.task_recorder(state, cluster.name, run.id)
         self.rollout = rollout.Rollout(cluster, writes.Writer(cluster.api), recorder)
         self.probe = gates.Live(cluster, catalog_mod.load())
+        self.batches = NodeBatches(engine, drainer, self.probe, KubeletsBack(cluster, self.rollout, self.version))
 
     @property
     def run_id(self) -> records.RunId:
         return self.run_record.id
 
-    def run(self) -> None:
-        engine = self.engine
-        engine.start(self.run_record, [self.describe(s.spec) for s in self.run_record.steps])
-        for record in self.run_record.steps:
-            if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
-                continue
-            engine.lease.check()
-            act = functools.partial(self._handler(Kind(record.kind)), record)
-            engine.journaled(self.run_id, record.position, self.describe(record.spec), act)
+    def run(self) -> driver.Outcome:
+        return self.engine.run(self.run_record, self.handlers(), before_success=self._end_apply_run)
+
+    def _end_apply_run(self) -> None:
+        """The apply run this rollback ends is marked rolled back before this run succeeds: a kill in
+        between leaves this run to resume, which marks it again."""
         ended = self.run_record.options.get("ends_run")
-        if ended:  # before this run succeeds: a kill in between leaves this run to resume, which does it again
+        if ended:
             self.state.set_run(
                 str(ended),
                 records.RunStatus.ROLLED_BACK,
                 stopped_reason=f"rolled back to snapshot {self.snapshot.id} by run {self.run_id}",
                 at=datetime.now(UTC),
             )
-        engine.succeed(self.run_id)
 
-    def describe(self, spec: Mapping[str, Any]) -> str:
-        kind = Kind(str(spec["kind"]))
-        text = DESCRIPTIONS[kind]
-        if kind is Kind.CONTROL_PLANE:
-            text = f"kubeadm v{spec['version']} and the snapshot's control-plane manifests"
-        return f"{kind.value}: {text}"
-
-    def _handler(self, kind: Kind) -> Callable[[records.StepRecord], None]:
-        return {
+    def handlers(self) -> driver.Handlers:
+        acts: dict[Kind, Callable[[records.StepRecord], None]] = {
             Kind.HOLD_CONTROL_PLANE: self.hold_control_plane,
             Kind.HOLD_ETCD: self.hold_etcd,
             Kind.RESTORE_ETCD: self.restore_etcd,
@@ -130,12 +135,23 @@ class Steps:
             Kind.KUBELETS: self.kubelets,
             Kind.VERIFY: self.verify,
             Kind.CLEAN_UP: self.clean_up,
-        }[kind]
+        }
+        return {kind.value: _Handler(self.describe, act) for kind, act in acts.items()}
+
+    def describe(self, spec: Mapping[str, Any]) -> str:
+        kind = Kind(str(spec["kind"]))
+        text = DESCRIPTIONS[kind]
+        if kind is Kind.CONTROL_PLANE:
+            text = f"kubeadm v{spec['version']} and the snapshot's control-plane manifests"
+        return f"{kind.value}: {text}"
 
     # -- helpers --------------------------------------------------------------------------------------
 
     def _event(self, kind: str, message: str, position: int, node: str | None = None, **data: Any) -> None:
-        self.engine.observe(driver.Event(kind, message, position=position, node=node, data=data))
+        self.engine.event(kind, message, position, node, **data)
+
+    def _progress(self, position: int, detail: Mapping[str, Any]) -> None:
+        self.engine.progress(self.run_id, position, detail)
 
     def _playbook(
         self, position: int, playbook: str, variables: dict[str, Any], nodes: list[str]
@@ -145,7 +161,13 @@ class Steps:
         return self.rollout.run(playbook, tuple(nodes), {"run": self.run_id, **variables})
 
     def _detail(self, position: int) -> dict[str, Any]:
-        return self.state.step(self.run_id, position).detail
+        return self.engine.journal.step(self.run_id, position).detail
+
+    def _found(self, kind: Kind) -> Mapping[str, Any]:
+        """What this run's step of ``kind`` recorded: the journal is where a step leaves its results for
+        the later ones, so a resumed run (another process) finds them too."""
+        step = next((s for s in self.engine.journal.run(self.run_id).steps if s.kind == kind.value), None)
+        return step.detail if step is not None else {}
 
     def _hold(self, position: int, components: tuple[str, ...]) -> None:
         self._playbook(position, "rollback-hold.yml", {"components": list(components)}, self.hosts)
@@ -174,7 +196,7 @@ class Steps:
                 ) from exc
         values = [int(v) for v in (served, earlier) if v is not None]
         highest = max(values) if values else None
-        self.state.step_progress(self.run_id, position, {"highest_revision": highest})
+        self._progress(position, {"highest_revision": highest})
 
     def hold_etcd(self, record: records.StepRecord) -> None:
         position = record.position
@@ -188,10 +210,8 @@ class Steps:
             self.engine.node_done(self.run_id, position, host, "etcd stopped")
 
     def _highest(self) -> int | None:
-        for step in self.state.run(self.run_id).steps:
-            if step.kind == Kind.HOLD_CONTROL_PLANE.value and step.detail.get("highest_revision") is not None:
-                return int(step.detail["highest_revision"])
-        return None
+        highest = self._found(Kind.HOLD_CONTROL_PLANE).get("highest_revision")
+        return int(highest) if highest is not None else None
 
     def restore_etcd(self, record: records.StepRecord) -> None:
         position = record.position
@@ -216,7 +236,7 @@ class Steps:
         )
         printed = result.by_host("upgrader: restore etcd")
         bumped = all("bumps=yes" in str(printed.get(h, {}).get("stdout", "")) for h in self.hosts)
-        self.state.step_progress(self.run_id, position, {"bumped_by_restore": bumped})
+        self._progress(position, {"bumped_by_restore": bumped})
         for host in self.hosts:
             self.engine.node_done(self.run_id, position, host, "restored (old data kept aside)")
 
@@ -245,27 +265,27 @@ class Steps:
 
     def advance_revision(self, record: records.StepRecord) -> None:
         position = record.position
-        restore = next(s for s in self.state.run(self.run_id).steps if s.kind == Kind.RESTORE_ETCD.value)
         highest = self._highest()
-        if restore.detail.get("bumped_by_restore"):
+        if self._found(Kind.RESTORE_ETCD).get("bumped_by_restore"):
             now = self.cluster.etcd.revision()
             if highest is not None and now <= highest:
                 raise driver.StepFailed(f"the restore bumped etcd to revision {now}, not above {highest} served")
-            self.state.step_progress(self.run_id, position, {"how": "etcdutl --bump-revision", "revision": now})
+            self._progress(position, {"how": "etcdutl --bump-revision", "revision": now})
             return
         limit = self.cluster.cfg.etcd.max_revision_gap
         if highest is None or (
             self.options.allow_revision_regression and highest + 1 - self.cluster.etcd.revision() > limit
         ):
-            self.state.step_progress(self.run_id, position, {"how": "not moved (--allow-revision-regression)"})
-            self.state.record_event(
-                kind="revision-regression",
-                cluster=self.cluster.name,
-                run_id=self.run_id,
-                level=records.EventLevel.WARNING,
-                message="the revision was not moved past the highest served: clients may see it go backwards; "
-                "every control-plane component and kubelet is restarted so their caches list again",
-                data={"highest_served": highest},
+            self._progress(position, {"how": "not moved (--allow-revision-regression)"})
+            self.engine.observe(
+                driver.Event(
+                    "revision-regression",
+                    "the revision was not moved past the highest served: clients may see it go backwards; "
+                    "every control-plane component and kubelet is restarted so their caches list again",
+                    position=position,
+                    data={"highest_served": highest},
+                    level=records.EventLevel.WARNING,
+                )
             )
             return
 
@@ -273,8 +293,7 @@ class Steps:
             self._event("revision-progress", f"{done} of {total} revisions written", position, done=done, total=total)
 
         moved = revisions.advance_past(self.cluster.etcd, highest, max_gap=limit, progress=progress)
-        self.state.step_progress(
-            self.run_id,
+        self._progress(
             position,
             {"how": "no-op writes", "from": moved.start, "revision": moved.reached, "seconds": round(moved.seconds, 1)},
         )
@@ -294,7 +313,7 @@ class Steps:
         if not text.strip():
             raise driver.StepFailed(f"snapshot {self.snapshot.id} has no kubeadm ClusterConfiguration to put back")
         changed = writes.Writer(self.cluster.api).edit_cluster_configuration(lambda _: text)
-        self.state.step_progress(self.run_id, record.position, {"changed": changed})
+        self._progress(record.position, {"changed": changed})
 
     def control_plane(self, record: records.StepRecord) -> None:
         position = record.position
@@ -333,12 +352,12 @@ class Steps:
         else:
             running = dict(verification.live_versions(self.probe).kubelets)
             todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
-        if self.options.allow_revision_regression and any(
-            s.detail.get("how", "").startswith("not moved") for s in self.state.run(self.run_id).steps
+        if self.options.allow_revision_regression and str(self._found(Kind.REVISION).get("how", "")).startswith(
+            "not moved"
         ):
             self._playbook(position, "rollback-restart-kubelets.yml", {}, sorted(running))
         if not todo:
-            self.state.step_progress(self.run_id, position, {"nodes": "none newer than allowed"})
+            self._progress(position, {"nodes": "none newer than allowed"})
             return
         control_plane = set(self.hosts)
         size = MaxUnavailable.parse(self.cluster.cfg.upgrade.max_unavailable).batch_size(
@@ -355,13 +374,10 @@ class Steps:
             workers = [n for n in nodes if n not in control_plane]
             batches += [workers[i : i + size] for i in range(0, len(workers), size)]
             for batch in batches:
-                self.engine.batch(self.run_id, position, tuple(batch), version)
+                self.batches.run(self.run_id, position, tuple(batch), version)
 
     def _wait_for_status(self, position: int, nodes: list[str]) -> None:
-        since = max(
-            [int(s.detail.get("revision", 0)) for s in self.state.run(self.run_id).steps if s.kind == Kind.REVISION]
-            + [self.snapshot.etcd_revision or 0]
-        )
+        since = max(int(self._found(Kind.REVISION).get("revision", 0)), self.snapshot.etcd_revision or 0)
 
         def posted(node: str) -> bool:
             try:
@@ -386,14 +402,14 @@ class Steps:
             if self.cluster.cancel.is_set():
                 raise KeyboardInterrupt("canceled")
             time.sleep(3.0)
-        self.state.step_progress(self.run_id, position, {"verified": verdict.ok, "verdict": verdict.as_dict()})
-        self.state.record_event(
-            kind="rollback-verified" if verdict.ok else "rollback-verify-failed",
-            cluster=self.cluster.name,
-            run_id=self.run_id,
-            level=records.EventLevel.INFO if verdict.ok else records.EventLevel.ERROR,
-            message=f"the cluster {'matches' if verdict.ok else 'does not match'} snapshot {self.snapshot.id}",
-            data=verdict.as_dict(),
+        self._progress(position, {"verified": verdict.ok, "verdict": verdict.as_dict()})
+        self.engine.observe(
+            driver.Event(
+                "rollback-verified" if verdict.ok else "rollback-verify-failed",
+                f"the cluster {'matches' if verdict.ok else 'does not match'} snapshot {self.snapshot.id}",
+                position=position,
+                data=verdict.as_dict(),
+            )
         )
         if not verdict.ok:
             first = verdict.failures[0]

@@ -1,0 +1,128 @@
+"""An upgrade's steps on the engine: a handler per plan step kind, and the upgrade's policy.
+
+- ``snapshot``: a verified, known-good snapshot (no gate: nothing changes).
+- ``control-plane`` and ``emulation-commit``: one node at a time, kubeadm through the control-plane
+  rollout; a node whose apiserver already serves the expected version and emulation is done (a resumed
+  run does not repeat it).
+- ``nodes``: a batch of kubelets (``engine.batches``).
+
+Each is gated by what the plan expects after it (``engine.expectations``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from upgrader.engine import expectations
+from upgrader.engine.batches import NodeBatches
+from upgrader.engine.driver import Driver, Handlers, Policy
+from upgrader.engine.ports import Expected, Ports, StepHandler
+from upgrader.planner.model import Step, StepKind
+from upgrader.state import records
+from upgrader.versions import Minor, Version
+
+
+class PauseAfter(enum.StrEnum):
+    EMULATION = "emulation"  # after a control-plane step that leaves a rollback-safe window open
+    HOP = "hop"  # after every control-plane or emulation-commit step
+    STEP = "step"  # after every step
+
+
+def policy(window_end: datetime | None, pause_after: PauseAfter | None) -> Policy:
+    def pause_here(record: records.StepRecord) -> bool:
+        step = Step.from_dict(dict(record.spec))
+        if pause_after is PauseAfter.STEP:
+            return True
+        if pause_after is PauseAfter.HOP:
+            return step.kind in (StepKind.CONTROL_PLANE, StepKind.EMULATION_COMMIT)
+        return pause_after is PauseAfter.EMULATION and step.kind is StepKind.CONTROL_PLANE and step.emulated is not None
+
+    return Policy(window_end=window_end, pause_after=pause_here if pause_after else None)
+
+
+def describe(step: Step) -> str:
+    nodes = ", ".join(step.nodes)
+    if step.kind is StepKind.SNAPSHOT:
+        return "snapshot"
+    emulation = f" emulating {step.emulated}" if step.kind is StepKind.CONTROL_PLANE and step.emulated else ""
+    return f"{step.kind.value} v{step.version}{emulation}: {nodes}"
+
+
+def _version(wanted: tuple[Version, Minor]) -> str:
+    version, emulated = wanted
+    return f"v{version}" + (f" emulating {emulated}" if emulated != version.minor_version else "")
+
+
+@dataclass(frozen=True)
+class _Upgrade:
+    """What every upgrade handler shares: the engine, the ports, and what is expected after each step."""
+
+    driver: Driver
+    ports: Ports
+    run_id: str
+    steps: tuple[Step, ...]  # the run's steps, read from its journal once
+    after: tuple[Expected, ...]
+
+    def describe(self, spec: Mapping[str, Any]) -> str:
+        return describe(Step.from_dict(dict(spec)))
+
+    def step(self, record: records.StepRecord) -> Step:
+        return self.steps[record.position]
+
+    def expected(self, record: records.StepRecord) -> Expected | None:
+        return self.after[record.position]
+
+
+class _Snapshot(_Upgrade):
+    def act(self, record: records.StepRecord) -> None:
+        step = self.step(record)
+        label = f"run {self.run_id} step {record.position + 1}: {step.reason}"[:200]
+        self.driver.progress(self.run_id, record.position, {"snapshot": self.ports.snapshotter.take(label)})
+
+
+class _ControlPlane(_Upgrade):
+    def act(self, record: records.StepRecord) -> None:
+        step = self.step(record)
+        assert step.version is not None
+        rollout = self.ports.control_plane
+        rollout.set_emulation(step.emulated if step.kind is StepKind.CONTROL_PLANE else None)
+        after = self.after[record.position]
+        for index, node in enumerate(step.nodes):
+            wanted = after.apiservers[node]
+            if self.ports.probe.apiserver(node) == wanted:
+                self.driver.node_done(self.run_id, record.position, node, "already there")
+                continue
+            self.driver.lease.check()
+            self.driver.event("node-playbook", f"{node}: control-plane playbook", record.position, node)
+            rollout.control_plane(node, step.version, first=index == 0)
+            self.driver.event("node-waiting", f"{node}: waiting for its apiserver", record.position, node)
+            self.driver.wait(
+                lambda node=node, wanted=wanted: self.ports.probe.apiserver(node) == wanted,  # type: ignore[misc]
+                f"the apiserver on {node} to serve {_version(wanted)}",
+            )
+            self.driver.node_done(self.run_id, record.position, node, "upgraded")
+
+
+class _Nodes(_Upgrade):
+    def act(self, record: records.StepRecord) -> None:
+        step = self.step(record)
+        assert step.version is not None
+        batches = NodeBatches(self.driver, self.ports.drainer, self.ports.probe, self.ports.kubelets)
+        batches.run(self.run_id, record.position, step.nodes, step.version)
+
+
+def handlers(driver: Driver, ports: Ports, run: records.RunRecord, facts: Mapping[str, Any]) -> Handlers:
+    """The upgrade's handlers for ``run``, whose plan was made from ``facts``."""
+    steps = tuple(Step.from_dict(s.spec) for s in run.steps)
+    after = tuple(expectations.each(facts, list(steps)))
+    made: dict[str, StepHandler] = {
+        StepKind.SNAPSHOT.value: _Snapshot(driver, ports, run.id, steps, after),
+        StepKind.CONTROL_PLANE.value: _ControlPlane(driver, ports, run.id, steps, after),
+        StepKind.EMULATION_COMMIT.value: _ControlPlane(driver, ports, run.id, steps, after),
+        StepKind.NODES.value: _Nodes(driver, ports, run.id, steps, after),
+    }
+    return made
