@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 from upgrader import errors
@@ -39,7 +38,7 @@ def host() -> str:
     never judged dead by its pid."""
     given = os.environ.get(ENV_HOST, "").strip()
     if not given:
-        return socket.gethostname()
+        return os.uname().nodename  # what gethostname(2) gives, without importing socket at start-up
     if not _HOST.match(given):
         raise errors.InputError(f"{ENV_HOST} must be a host name (letters, digits, '.', '_', '-'), not {given!r}")
     return given

@@ -5,8 +5,6 @@ Kubernetes client, ansible_runner, etcd3/grpc, Jinja2, pydantic) are imported in
 bodies, never here, so ``upgrader --help`` costs little more than importing Typer.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """``upgrader apply``: carry out a saved plan, journaled and resumable (exit codes in the README)."""
 
-from __future__ import annotations
-
 import contextlib
 import dataclasses
 import enum
@@ -69,7 +67,7 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
 
 
 @contextlib.contextmanager
-def observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
+def observer(log_format: LogFormat, title: str) -> "Iterator[driver.Observer]":
     """JSON events on stdout with --log-format json; else live progress on a terminal; else lines."""
     from upgrader.cli import _progress
 
@@ -82,7 +80,7 @@ def observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
         yield _progress.lines()
 
 
-def _summary(run: records.RunRecord) -> dict[str, object]:
+def _summary(run: "records.RunRecord") -> dict[str, object]:
     return {"run": run.id, **_runs.as_dict(run)}
 
 
@@ -193,7 +191,7 @@ def finished(
         _render.note(f"run {summary['run']} {summary['status']}")
 
 
-def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
+def stopped(halted: "runs.RunStopped", output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
     from upgrader.engine import driver
 

@@ -1,7 +1,5 @@
 """``upgrader config``: validate a cluster config and its inventory."""
 
-from __future__ import annotations
-
 from upgrader.cli import _errors, _options, _render
 
 app = _options.group("Check cluster configs.")

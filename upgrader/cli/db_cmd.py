@@ -1,7 +1,5 @@
 """``upgrader db``: the state database's schema. Migrations run only when asked, after a backup."""
 
-from __future__ import annotations
-
 from typing import TYPE_CHECKING
 
 from upgrader import errors
@@ -44,13 +42,13 @@ def upgrade(db: _options.DbOption = None, output: _options.OutputOption = _rende
         _render.note(advice)
 
 
-def _status(db: str | None) -> schema.SchemaStatus:
+def _status(db: str | None) -> "schema.SchemaStatus":
     from upgrader.state import schema as schema_mod
 
     return schema_mod.status_url(db)
 
 
-def _as_json(status: schema.SchemaStatus) -> dict[str, object]:
+def _as_json(status: "schema.SchemaStatus") -> dict[str, object]:
     return {
         "database": status.database,
         "exists": status.exists,

@@ -1,7 +1,5 @@
 """``upgrader facts``: what the planner needs, read from a live cluster (read-only)."""
 
-from __future__ import annotations
-
 from upgrader.cli import _errors, _options, _render
 
 app = _options.group("Read a live cluster's versions and upgrade blockers (read-only).")

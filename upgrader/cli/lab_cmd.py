@@ -1,7 +1,5 @@
 """``upgrader lab``: create, run, inspect and break a simulated kubeadm cluster for tests and rehearsals."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """``upgrader lock``: see and break the per-cluster lease that serialises mutating commands."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import Annotated
 

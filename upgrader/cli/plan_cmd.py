@@ -1,7 +1,5 @@
 """``upgrader plan``: compute an upgrade plan (exit 0 executable, 3 blocked or refused, 2 bad input)."""
 
-from __future__ import annotations
-
 import enum
 from pathlib import Path
 from typing import Annotated

@@ -1,7 +1,5 @@
 """``upgrader rollback``: back to a known-good snapshot, by the least destructive path, verified."""
 
-from __future__ import annotations
-
 import dataclasses
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -95,21 +93,21 @@ def rollback(
     apply_cmd.finished(summary, output, log_format, announced=True)  # its run-succeeded event said it
 
 
-def _summary(run: records.RunRecord) -> dict[str, object]:
+def _summary(run: "records.RunRecord") -> dict[str, object]:
     from upgrader.cli import _runs
 
     return _runs.as_dict(run)
 
 
 def run_prepared(
-    opened: session.ClusterSession,
-    state: store.Store,
-    prepared: rollback_mod.Prepared,
-    options: rollback_model.Options,
+    opened: "session.ClusterSession",
+    state: "store.Store",
+    prepared: "rollback_mod.Prepared",
+    options: "rollback_model.Options",
     *,
-    lease: driver.Lease,
+    lease: "driver.Lease",
     log_format: apply_cmd.LogFormat,
-) -> records.RunRecord:
+) -> "records.RunRecord":
     from upgrader.rollback import service as rollback_mod
 
     title = f"{opened.name}: rollback to {prepared.snapshot.id} ({prepared.route.value})"
@@ -117,7 +115,7 @@ def run_prepared(
         return rollback_mod.execute(opened, state, prepared, options, lease=lease, observe=observe)
 
 
-def _question(prepared: rollback_mod.Prepared, cluster: str) -> str:
+def _question(prepared: "rollback_mod.Prepared", cluster: str) -> str:
     from upgrader.rollback import model as rollback_model
 
     if prepared.route is rollback_model.Route.WINDOW:
@@ -125,13 +123,13 @@ def _question(prepared: rollback_mod.Prepared, cluster: str) -> str:
     return f"Restore etcd of {cluster} from snapshot {prepared.snapshot.id}: {_lost(prepared)} are lost. Go on?"
 
 
-def _lost(prepared: rollback_mod.Prepared) -> str:
+def _lost(prepared: "rollback_mod.Prepared") -> str:
     minutes = int(prepared.lost_seconds // 60)
     revisions = f"{prepared.lost_revisions} revisions" if prepared.lost_revisions is not None else "the revisions"
     return f"{revisions} written in the {minutes} min since {prepared.snapshot.created_at:%Y-%m-%d %H:%M:%SZ}"
 
 
-def _describe(prepared: rollback_mod.Prepared, output: _render.OutputFormat) -> None:
+def _describe(prepared: "rollback_mod.Prepared", output: _render.OutputFormat) -> None:
     """The route and what it loses, on stderr (stdout is kept for the result)."""
     from upgrader.rollback import model as rollback_model
 
@@ -148,7 +146,7 @@ def _describe(prepared: rollback_mod.Prepared, output: _render.OutputFormat) -> 
 
 
 def _show_dry_run(
-    prepared: rollback_mod.Prepared, steps: list[dict[str, object]], output: _render.OutputFormat
+    prepared: "rollback_mod.Prepared", steps: list[dict[str, object]], output: _render.OutputFormat
 ) -> None:
     if output is _render.OutputFormat.JSON:
         _render.emit_json({"dry_run": True, **prepared.summary(), "steps": steps})
@@ -160,11 +158,11 @@ def _show_dry_run(
 
 
 def after_failed_apply(
-    opened: session.ClusterSession,
-    state: store.Store,
-    halted: runs.RunStopped,
+    opened: "session.ClusterSession",
+    state: "store.Store",
+    halted: "runs.RunStopped",
     *,
-    lease: driver.Lease,
+    lease: "driver.Lease",
     log_format: apply_cmd.LogFormat,
     output: _render.OutputFormat,
 ) -> NoReturn:

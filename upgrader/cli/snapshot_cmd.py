@@ -1,7 +1,5 @@
 """``upgrader snapshot``: verified, private snapshots of etcd and the control-plane manifests."""
 
-from __future__ import annotations
-
 import contextlib
 import functools
 from pathlib import Path
@@ -29,8 +27,8 @@ IdArgument = Annotated[str, typer.Argument(help="Snapshot id.")]
 
 @contextlib.contextmanager
 def _locked(
-    cfg: ClusterConfig, db: str | None, command: str, *, insecure: bool
-) -> Iterator[tuple[Store, ClusterSession]]:
+    cfg: "ClusterConfig", db: str | None, command: str, *, insecure: bool
+) -> "Iterator[tuple[Store, ClusterSession]]":
     """The state database, the cluster lock held for ``command``, and a session on the cluster."""
     from upgrader import session
     from upgrader.state import store
@@ -134,7 +132,7 @@ def list_(
     )
 
 
-def _copies(record: records.SnapshotRecord) -> str:
+def _copies(record: "records.SnapshotRecord") -> str:
     """``local peer(3/3) s3``; a copy that is not good is shown with its state (``s3:bad``)."""
     from upgrader.config import Tier
     from upgrader.state.records import CopyState
@@ -232,7 +230,7 @@ def verify(
         )
 
 
-def _tier(value: str) -> Tier:
+def _tier(value: str) -> "Tier":
     from upgrader.config import Tier
 
     try:
@@ -293,7 +291,7 @@ def prune(
             return
         _options.confirm(f"Delete {len(doomed)} copies and {len(orphans)} stray files of {cfg.name}?", yes=yes)
 
-        def opened() -> session.ClusterSession:
+        def opened() -> "session.ClusterSession":
             return stack.enter_context(session.ClusterSession.open(cfg, insecure=insecure))
 
         tiers.prune(cfg, state, doomed, functools.cache(opened))

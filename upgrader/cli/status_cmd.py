@@ -1,7 +1,5 @@
 """``upgrader status`` and ``upgrader history``: where a cluster stands, and what ran on it."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +12,7 @@ status_app = _options.group("Where a cluster stands: versions, the current or la
 history_app = _options.group("Past runs on a cluster.")
 
 
-def _next(run: records.RunRecord | None, holder: str | None, cluster: str) -> str:
+def _next(run: "records.RunRecord | None", holder: str | None, cluster: str) -> str:
     """``holder``: "alive" or "unknown" while an unexpired lease is held, "gone" when its process is."""
     if run is not None and not run.status.finished:
         if holder in {"alive", "unknown"}:

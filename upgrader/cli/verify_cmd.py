@@ -1,7 +1,5 @@
 """``upgrader verify``: the apply gates on their own, or the cluster against a snapshot (read-only)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
