@@ -104,7 +104,11 @@ def expect(cluster: session.ClusterSession, version: Version) -> Verdict:
     return Verdict(f"v{version}", tuple(_gate(probe, wanted)))
 
 
-def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: str) -> Verdict:
+def against(
+    cluster: session.ClusterSession, state: store.Store, snapshot_id: str, *, reference_checked: bool = False
+) -> Verdict:
+    """``reference_checked``: the caller verified the snapshot itself already (a rollback does, before it
+    restores from it), so its files are not read and hashed again."""
     try:
         record = state.snapshot(snapshot_id)
     except errors.NotFound as exc:  # a reference the operator named: bad input, not a failed check
@@ -113,18 +117,31 @@ def against(cluster: session.ClusterSession, state: store.Store, snapshot_id: st
         raise errors.Refused(f"snapshot {record.id} belongs to cluster {record.cluster}, not {cluster.name}")
     # The comparison needs the archive only: a database restored from the peer tier's copies may be
     # absent from this controller.
-    bad = tiers.ready(cluster, state, record, need_database=False)
+    bad = None if reference_checked else tiers.ready(cluster, state, record, need_database=False)
     if bad:
         raise errors.Refused(f"snapshot {record.id} fails its own verification ({bad}); it is no reference")
-    probe = _probe(cluster)
-    then = expectations.initial(record.facts)
-    kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
-    checks = _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes
+    checks, kubelets = _gate_against(cluster, record)
     checks += _installed(live_facts.installed_kubelets(cluster), kubelets)
     archived = local.archive_members(record)
     checks += _manifests(cluster, archived)
     checks += _etcd(cluster, record, local.registry_keys(archived))
     return Verdict(f"snapshot {record.id}", tuple(checks))
+
+
+def _gate_against(
+    cluster: session.ClusterSession, record: records.SnapshotRecord
+) -> tuple[list[Check], dict[str, Version]]:
+    probe = _probe(cluster)
+    then = expectations.initial(record.facts)
+    kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
+    return _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes, kubelets
+
+
+def settled(cluster: session.ClusterSession, record: records.SnapshotRecord) -> bool:
+    """Whether the gate part of ``against`` passes: what the API and etcd answer, without the playbooks
+    that read each node's manifests and kubelet. Cheap enough to poll while nodes come back."""
+    checks, _ = _gate_against(cluster, record)
+    return all(c.ok for c in checks)
 
 
 def _kubelets(then: Expected, now: Mapping[str, Version]) -> tuple[dict[str, Version], list[Check]]:

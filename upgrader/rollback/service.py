@@ -29,6 +29,7 @@ from typing import Any
 from upgrader import apply, errors, runs, session
 from upgrader.engine import driver, expectations
 from upgrader.etcd import revisions
+from upgrader.rollback import adapters
 from upgrader.rollback.archive import control_plane_hosts, etcd_members
 from upgrader.rollback.choice import choose, read_live, route, usable
 from upgrader.rollback.model import DESCRIPTIONS, Kind, Live, Options, Route, snapshot_version
@@ -280,8 +281,8 @@ def _drive(
         if failed:
             raise errors.Refused(f"snapshot {snapshot.id} fails verification now ({failed}); the run cannot go on")
         checked = state.snapshot(snapshot.id)
-        steps = Steps(cluster, state, run=run, snapshot=checked, options=options, engine=engine, drainer=ports.drainer)
-        return steps.run()
+        real = adapters.real(cluster, state, run.id, ports.drainer, snapshot_version(checked))
+        return Steps(cluster.cfg, real, run=run, snapshot=checked, options=options, engine=engine).run()
 
     return runs.drive(
         cluster,

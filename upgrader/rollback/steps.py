@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -10,51 +9,22 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from upgrader import config, errors, gates, live_facts, rendering, rollout, runs, session, verification
+from upgrader import config, errors, rendering
 from upgrader.engine import driver, expectations
 from upgrader.engine.batches import NodeBatches
-from upgrader.engine.ports import Drainer, Expected
-from upgrader.etcd import revisions
-from upgrader.executor import runner
-from upgrader.kube import writes
+from upgrader.engine.ports import Expected
 from upgrader.planner.model import MaxUnavailable
 from upgrader.rollback.archive import apiserver_endpoint, control_plane_hosts, etcd_members, manifest_tar
 from upgrader.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Options, Route, snapshot_version
-from upgrader.rules import catalog as catalog_mod
+from upgrader.rollback.ports import Ports
 from upgrader.snapshots import local
-from upgrader.state import records, store
+from upgrader.state import records
 from upgrader.versions import Version
-
-
-def _answers(host: str, port: int) -> bool:
-    """Whether something listens at host:port (a stopped component's port refuses)."""
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 
 
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     return parts.hostname or "", parts.port or 2379
-
-
-class KubeletsBack:
-    """The kubelet rollout port during a rollback: kubelets put back with ``rollback-node.yml``
-    (the node's kubelet at its snapshot version, a worker's kubeadm at the restored control plane's)."""
-
-    def __init__(self, cluster: session.ClusterSession, rollout_: rollout.Rollout, control_plane: Version) -> None:
-        self.packages = cluster.cfg.packages
-        self.rollout = rollout_
-        self.control_plane_version = control_plane
-
-    def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
-        variables = {
-            "kubelet_packages": rendering.package_vars(self.packages, version),
-            "kubeadm_packages": rendering.package_vars(self.packages, self.control_plane_version),
-        }
-        self.rollout.run("rollback-node.yml", nodes, variables)
 
 
 @dataclass(frozen=True)
@@ -80,17 +50,16 @@ class Steps:
 
     def __init__(
         self,
-        cluster: session.ClusterSession,
-        state: store.Store,
+        cfg: config.ClusterConfig,
+        ports: Ports,
         *,
         run: records.RunRecord,
         snapshot: records.SnapshotRecord,
         options: Options,
         engine: driver.Driver,
-        drainer: Drainer,
     ) -> None:
-        self.cluster = cluster
-        self.state = state
+        self.cfg = cfg
+        self.ports = ports
         self.run_record = run
         self.snapshot = snapshot
         self.options = options
@@ -99,10 +68,7 @@ class Steps:
         self.hosts = control_plane_hosts(self.archived)
         self.version = snapshot_version(snapshot)
         self.route = Route(str(run.options["route"]))
-        recorder = runs.task_recorder(state, cluster.name, run.id)
-        self.rollout = rollout.Rollout(cluster, writes.Writer(cluster.api), recorder)
-        self.probe = gates.Live(cluster, catalog_mod.load())
-        self.batches = NodeBatches(engine, drainer, self.probe, KubeletsBack(cluster, self.rollout, self.version))
+        self.batches = NodeBatches(engine, ports.drainer, ports.probe, ports.kubelets)
 
     @property
     def run_id(self) -> records.RunId:
@@ -116,7 +82,7 @@ class Steps:
         between leaves this run to resume, which marks it again."""
         ended = self.run_record.options.get("ends_run")
         if ended:
-            self.state.set_run(
+            self.engine.journal.set_run(
                 str(ended),
                 records.RunStatus.ROLLED_BACK,
                 stopped_reason=f"rolled back to snapshot {self.snapshot.id} by run {self.run_id}",
@@ -153,12 +119,9 @@ class Steps:
     def _progress(self, position: int, detail: Mapping[str, Any]) -> None:
         self.engine.progress(self.run_id, position, detail)
 
-    def _playbook(
-        self, position: int, playbook: str, variables: dict[str, Any], nodes: list[str]
-    ) -> runner.PlaybookResult:
+    def _playbook(self, position: int, playbook: str, nodes: list[str]) -> None:
         for node in nodes:
             self._event("node-playbook", f"{node}: {playbook}", position, node)
-        return self.rollout.run(playbook, tuple(nodes), {"run": self.run_id, **variables})
 
     def _detail(self, position: int) -> dict[str, Any]:
         return self.engine.journal.step(self.run_id, position).detail
@@ -170,7 +133,8 @@ class Steps:
         return step.detail if step is not None else {}
 
     def _hold(self, position: int, components: tuple[str, ...]) -> None:
-        self._playbook(position, "rollback-hold.yml", {"components": list(components)}, self.hosts)
+        self._playbook(position, "rollback-hold.yml", self.hosts)
+        self.ports.nodes.hold(self.hosts, components)
 
     # -- full restore ---------------------------------------------------------------------------------
 
@@ -180,11 +144,11 @@ class Steps:
         for host in self.hosts:
             address = apiserver_endpoint(self.archived[f"{host}/manifests/kube-apiserver.yaml"])
             self._event("node-waiting", f"{host}: waiting for its apiserver to stop", position, host)
-            self.engine.wait(lambda a=address: not _answers(*a), f"the apiserver on {host} to stop")  # type: ignore[misc]
+            self.engine.wait(lambda a=address: not self.ports.cluster.answers(*a), f"the apiserver on {host} to stop")  # type: ignore[misc]
             self.engine.node_done(self.run_id, position, host, "apiserver stopped")
         earlier = self._detail(position).get("highest_revision")
         try:
-            served: int | None = self.cluster.etcd.revision()
+            served: int | None = self.ports.etcd.revision()
         except errors.UpgraderError as exc:
             # etcd stopped answering after the rollback was prepared: what it served then, with a margin
             start = self.run_record.options.get("revision_at_start")
@@ -206,7 +170,10 @@ class Steps:
             # closed (after a leadership transfer that can take seconds): both must refuse.
             self._event("node-waiting", f"{host}: waiting for etcd to stop", position, host)
             for url in [*member["client_urls"].split(","), *member["peer_urls"].split(",")]:
-                self.engine.wait(lambda u=url: not _answers(*_address(u)), f"etcd on {host} to stop ({url})")  # type: ignore[misc]
+                self.engine.wait(
+                    lambda u=url: not self.ports.cluster.answers(*_address(u)),  # type: ignore[misc]
+                    f"etcd on {host} to stop ({url})",
+                )
             self.engine.node_done(self.run_id, position, host, "etcd stopped")
 
     def _highest(self) -> int | None:
@@ -218,9 +185,9 @@ class Steps:
         members = etcd_members(self.archived)
         highest = self._highest()
         gap = (highest - (self.snapshot.etcd_revision or 0)) if highest is not None else 0
-        result = self._playbook(
-            position,
-            "rollback-etcd.yml",
+        self._playbook(position, "rollback-etcd.yml", self.hosts)
+        bumps = self.ports.nodes.restore_etcd(
+            self.hosts,
             {
                 "snapshot_file": self.snapshot.etcd_path,
                 "snapshot_name": f"{self.snapshot.id}.db",
@@ -232,10 +199,8 @@ class Steps:
                 "cluster_token": f"upgrader-{self.run_id[-6:]}",
                 "bump": max(gap, 0) + BUMP_MARGIN,
             },
-            self.hosts,
         )
-        printed = result.by_host("upgrader: restore etcd")
-        bumped = all("bumps=yes" in str(printed.get(h, {}).get("stdout", "")) for h in self.hosts)
+        bumped = all(bumps.get(h, False) for h in self.hosts)
         self._progress(position, {"bumped_by_restore": bumped})
         for host in self.hosts:
             self.engine.node_done(self.run_id, position, host, "restored (old data kept aside)")
@@ -250,14 +215,14 @@ class Steps:
             leaders = set()
             for url in urls:
                 try:
-                    leaders.add(self.cluster.etcd.status_of(url)[1])
+                    leaders.add(self.ports.etcd.leader_seen_by(url))
                 except errors.UpgraderError:
                     return False
             return len(leaders) == 1 and None not in leaders
 
         self._event("node-waiting", "waiting for every etcd member and a leader", position)
         self.engine.wait(healthy, "every etcd member to answer with one leader")
-        count = len(self.cluster.etcd.members())
+        count = self.ports.etcd.member_count()
         if count != len(members):
             raise driver.StepFailed(f"the restored etcd has {count} members, the snapshot's {len(members)}")
         for host in self.hosts:
@@ -267,14 +232,14 @@ class Steps:
         position = record.position
         highest = self._highest()
         if self._found(Kind.RESTORE_ETCD).get("bumped_by_restore"):
-            now = self.cluster.etcd.revision()
+            now = self.ports.etcd.revision()
             if highest is not None and now <= highest:
                 raise driver.StepFailed(f"the restore bumped etcd to revision {now}, not above {highest} served")
             self._progress(position, {"how": "etcdutl --bump-revision", "revision": now})
             return
-        limit = self.cluster.cfg.etcd.max_revision_gap
+        limit = self.cfg.etcd.max_revision_gap
         if highest is None or (
-            self.options.allow_revision_regression and highest + 1 - self.cluster.etcd.revision() > limit
+            self.options.allow_revision_regression and highest + 1 - self.ports.etcd.revision() > limit
         ):
             self._progress(position, {"how": "not moved (--allow-revision-regression)"})
             self.engine.observe(
@@ -292,7 +257,7 @@ class Steps:
         def progress(done: int, total: int) -> None:
             self._event("revision-progress", f"{done} of {total} revisions written", position, done=done, total=total)
 
-        moved = revisions.advance_past(self.cluster.etcd, highest, max_gap=limit, progress=progress)
+        moved = self.ports.etcd.advance_past(highest, max_gap=limit, progress=progress)
         self._progress(
             position,
             {"how": "no-op writes", "from": moved.start, "revision": moved.reached, "seconds": round(moved.seconds, 1)},
@@ -302,17 +267,18 @@ class Steps:
 
     def _place(self, position: int, hosts: list[str], names: tuple[str, ...] | None, *, install_kubeadm: bool) -> None:
         variables = {
-            **rendering.package_vars(self.cluster.cfg.packages, self.version),
+            **rendering.package_vars(self.cfg.packages, self.version),
             "install_kubeadm": install_kubeadm,
             "manifests": {h: manifest_tar(self.archived, h, names) for h in hosts},
         }
-        self._playbook(position, "rollback-control-plane.yml", variables, hosts)
+        self._playbook(position, "rollback-control-plane.yml", hosts)
+        self.ports.nodes.place(hosts, variables)
 
     def kubeadm_config(self, record: records.StepRecord) -> None:
         text = self.archived.get("cluster-configuration.yaml", b"").decode()
         if not text.strip():
             raise driver.StepFailed(f"snapshot {self.snapshot.id} has no kubeadm ClusterConfiguration to put back")
-        changed = writes.Writer(self.cluster.api).edit_cluster_configuration(lambda _: text)
+        changed = self.ports.cluster.put_cluster_configuration(text)
         self._progress(record.position, {"changed": changed})
 
     def control_plane(self, record: records.StepRecord) -> None:
@@ -330,7 +296,7 @@ class Steps:
             for host in batch:
                 self._event("node-waiting", f"{host}: waiting for its apiserver at v{self.version}", position, host)
                 self.engine.wait(
-                    lambda h=host: self.probe.apiserver(h) == wanted,  # type: ignore[misc]
+                    lambda h=host: self.ports.probe.apiserver(h) == wanted,  # type: ignore[misc]
                     f"the apiserver on {host} to serve v{self.version}",
                 )
                 self.engine.node_done(self.run_id, position, host, f"v{self.version}")
@@ -346,21 +312,22 @@ class Steps:
         if self.route is Route.FULL_RESTORE:
             # The restored Node objects say what the snapshot said: ask the nodes, then wait until each one
             # to change has posted its real status (a write after the restore), so drains and waits read it.
-            running = {n: v for n, v in live_facts.installed_kubelets(self.cluster).items() if v is not None}
+            running = {n: v for n, v in self.ports.cluster.installed_kubelets().items() if v is not None}
             todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
             self._wait_for_status(position, todo)
         else:
-            running = dict(verification.live_versions(self.probe).kubelets)
+            running = dict(self.ports.cluster.running_kubelets())
             todo = sorted(n for n, v in running.items() if v > self.version and n in then) + sorted(ours)
         if self.options.allow_revision_regression and str(self._found(Kind.REVISION).get("how", "")).startswith(
             "not moved"
         ):
-            self._playbook(position, "rollback-restart-kubelets.yml", {}, sorted(running))
+            self._playbook(position, "rollback-restart-kubelets.yml", sorted(running))
+            self.ports.nodes.restart_kubelets(sorted(running))
         if not todo:
             self._progress(position, {"nodes": "none newer than allowed"})
             return
         control_plane = set(self.hosts)
-        size = MaxUnavailable.parse(self.cluster.cfg.upgrade.max_unavailable).batch_size(
+        size = MaxUnavailable.parse(self.cfg.upgrade.max_unavailable).batch_size(
             len([n for n in then if n not in control_plane])
         )
         by_version: dict[Version, list[str]] = {}
@@ -380,51 +347,52 @@ class Steps:
         since = max(int(self._found(Kind.REVISION).get("revision", 0)), self.snapshot.etcd_revision or 0)
 
         def posted(node: str) -> bool:
-            try:
-                found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
-            except errors.UpgraderError:
-                return False
-            return found is not None and found.revision > since
+            revision = self.ports.cluster.node_revision(node)
+            return revision is not None and revision > since
 
         for node in nodes:
             self._event("node-waiting", f"{node}: waiting for its kubelet to post its status", position, node)
             self.engine.wait(lambda n=node: posted(n), f"{node}'s kubelet to post its status after the restore")  # type: ignore[misc]
 
     def verify(self, record: records.StepRecord) -> None:
-        """``verify --against`` the snapshot, again until it passes or the wait runs out (nodes report Ready
-        a heartbeat after their kubelet restarts)."""
+        """``verify --against`` the snapshot, once what the API shows has settled (nodes report Ready a
+        heartbeat after their kubelet restarts), and again until it passes or the wait runs out. The
+        snapshot is not hashed again: the run checked it before it restored from it."""
         position = record.position
-        deadline = time.monotonic() + self.options.wait_timeout
+        deadline = time.monotonic() + self.engine.settings.wait_timeout
         while True:
-            verdict = verification.against(self.cluster, self.state, self.snapshot.id)
-            if verdict.ok or time.monotonic() > deadline:
+            if not self.ports.cluster.settled(self.snapshot.id) and time.monotonic() < deadline:
+                self._pause(min(1.0, deadline - time.monotonic()))
+                continue
+            verdict = self.ports.cluster.verify(self.snapshot.id)
+            if verdict.ok or time.monotonic() >= deadline:
                 break
-            if self.cluster.cancel.is_set():
-                raise KeyboardInterrupt("canceled")
-            time.sleep(3.0)
-        self._progress(position, {"verified": verdict.ok, "verdict": verdict.as_dict()})
+            self._pause(min(3.0, deadline - time.monotonic()))
+        self._progress(position, {"verified": verdict.ok, "verdict": dict(verdict.detail)})
         self.engine.observe(
             driver.Event(
                 "rollback-verified" if verdict.ok else "rollback-verify-failed",
                 f"the cluster {'matches' if verdict.ok else 'does not match'} snapshot {self.snapshot.id}",
                 position=position,
-                data=verdict.as_dict(),
+                data=verdict.detail,
             )
         )
         if not verdict.ok:
-            first = verdict.failures[0]
-            raise driver.StepFailed(f"the cluster does not match snapshot {self.snapshot.id}: {first.detail}")
+            raise driver.StepFailed(f"the cluster does not match snapshot {self.snapshot.id}: {verdict.first_failure}")
+
+    def _pause(self, seconds: float) -> None:
+        if self.engine.cancel.wait(max(seconds, 0.0)):
+            raise KeyboardInterrupt("canceled")
 
     def clean_up(self, record: records.StepRecord) -> None:
         full = self.route is Route.FULL_RESTORE
         data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
         # With the peer tier configured, the copy each node restored from stays: it is that tier's copy.
-        peer_tier = config.Tier.PEER in self.cluster.cfg.snapshots.tiers
-        self._playbook(
-            record.position,
-            "rollback-clean-up.yml",
-            {"data_dirs": data_dirs, "snapshot_name": "" if peer_tier else f"{self.snapshot.id}.db"},
+        peer_tier = config.Tier.PEER in self.cfg.snapshots.tiers
+        self._playbook(record.position, "rollback-clean-up.yml", self.hosts)
+        self.ports.nodes.clean_up(
             self.hosts,
+            {"data_dirs": data_dirs, "snapshot_name": "" if peer_tier else f"{self.snapshot.id}.db"},
         )
         for host in self.hosts:
             self.engine.node_done(self.run_id, record.position, host, "cleaned up")
