@@ -3,13 +3,14 @@ real etcd process (the 3.5.1 or 3.4.23 here, whose restore has no --bump-revisio
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.etcd_cluster import EtcdCluster
-from upgrader import errors
+from upgrader import bundled, errors
 from upgrader.etcd import kv, revisions, snapshot, tools
 
 
@@ -121,6 +122,7 @@ def test_the_bump_flags_are_used_when_the_tool_has_them(tmp_path: Path) -> None:
         "#!/bin/sh\n"
         'if [ "$3" = --help ]; then echo "  --bump-revision uint  --mark-compacted"; exit 0; fi\n'
         f'echo "$@" > {recorded}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --data-dir ] && mkdir -p "$2"; shift; done\n'
     )
     for tool in (bin_dir / "etcd", etcdutl):
         tool.chmod(0o755)
@@ -135,3 +137,53 @@ def test_the_bump_flags_are_used_when_the_tool_has_them(tmp_path: Path) -> None:
     assert argv[argv.index("--name") + 1] == "m1"
     assert argv[argv.index("--initial-cluster") + 1] == "m0=http://10.0.0.1:2380,m1=http://10.0.0.2:2380"
     assert argv[argv.index("--initial-cluster-token") + 1] == "t2"
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    tool = tools._tool(None)[0][0]
+    script = bundled.playbooks_dir() / "files" / "etcd-restore.sh"
+    return subprocess.run(
+        ["/bin/sh", str(script), "--tool", tool, *args], capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def test_the_node_restore_script_run_again_after_a_kill_between_its_renames_finishes_the_same_restore(
+    etcd_snapshot_file: Path, tmp_path: Path
+) -> None:
+    """What a rollback runs on each node (files/etcd-restore.sh): killed after the old data directory was
+    put aside but before the restored one took its place, the next run of the same rollback moves the
+    restored one in and restores nothing again; a run after that finds the work done."""
+    data = tmp_path / "etcd"
+    data.mkdir()
+    (data / "old").write_text("the member's data before the rollback")
+    args = ["--snapshot", str(etcd_snapshot_file), "--data-dir", str(data), "--run", "r1", "--name", "m0"]
+    args += ["--initial-cluster", "m0=http://127.0.0.1:2380", "--token", "t", "--peer-urls", "http://127.0.0.1:2380"]
+    first = _script(*args, "--bump", "1000")
+    assert first.returncode == 0, first.stderr
+    assert "restored=now" in first.stdout
+    assert (tmp_path / "etcd.before-r1" / "old").is_file()  # kept aside, never deleted
+    assert (data / "member").is_dir() and not (data / "old").exists()
+    assert oct(data.stat().st_mode & 0o777) == "0o700"
+    # the state a kill between the two renames leaves: old kept aside, restored dir not yet in place
+    data.rename(tmp_path / "etcd.upgrader-r1")
+    again = _script(*args)
+    assert again.returncode == 0 and "restored=earlier" in again.stdout, again.stderr
+    assert (data / "member").is_dir() and not (tmp_path / "etcd.upgrader-r1").exists()
+    assert "restored=earlier" in _script(*args).stdout
+
+
+def test_the_node_restore_script_leaves_nothing_behind_when_the_snapshot_is_bad(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a snapshot" * 100)
+    data = tmp_path / "etcd"
+    done = _script(
+        *["--snapshot", str(bad), "--data-dir", str(data), "--run", "r1", "--name", "m0", "--token", "t"],
+        *["--initial-cluster", "m0=http://127.0.0.1:2380", "--peer-urls", "http://127.0.0.1:2380"],
+    )
+    assert done.returncode == 1 and done.stderr.strip()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.db"]
+
+
+def test_the_node_restore_script_refuses_a_missing_argument(tmp_path: Path) -> None:
+    done = _script("--snapshot", str(tmp_path / "s.db"), "--data-dir", str(tmp_path / "d"))
+    assert done.returncode == 2 and "--run is required" in done.stderr

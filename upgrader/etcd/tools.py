@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from upgrader import errors
+from upgrader import bundled, errors
 
 TIMEOUT = 600
 
@@ -130,7 +130,8 @@ def restore_member(
 ) -> bool:
     """Restores a snapshot (with its sha256 check) into ``data_dir``, which must not exist, as
     ``member`` of a new cluster: every member's name and peer URLs, and a new cluster token, so the
-    restored members form a cluster of their own and never join the old one. Starts nothing.
+    restored members form a cluster of their own and never join the old one. Starts nothing. It runs
+    the playbooks' own ``files/etcd-restore.sh``, the script a rollback runs on every node.
 
     With ``bump``, the revision is raised by that much and everything older marked compacted, if the
     tool can (``restore_flags``); returns whether it did, so the caller knows to fall back on
@@ -141,26 +142,29 @@ def restore_member(
         raise errors.UsageError(f"member {member} is not in the restored cluster {sorted(cluster)}")
     tool, env = _tool(near)
     argv = [
-        *tool,
-        "snapshot",
-        "restore",
+        "/bin/sh",
+        str(bundled.playbooks_dir() / "files" / "etcd-restore.sh"),
+        "--tool",
+        tool[0],
+        "--snapshot",
         str(path),
         "--data-dir",
         str(data_dir),
+        "--run",
+        f"local-{os.getpid()}",
         "--name",
         member,
         "--initial-cluster",
         ",".join(f"{name}={url}" for name, urls in cluster.items() for url in urls),
-        "--initial-cluster-token",
+        "--token",
         token,
-        "--initial-advertise-peer-urls",
+        "--peer-urls",
         ",".join(cluster[member]),
     ]
-    bumped = bump is not None and set(BUMP_FLAGS) <= restore_flags(near)
-    if bumped:
-        argv += ["--bump-revision", str(bump), "--mark-compacted"]
+    if bump is not None:
+        argv += ["--bump", str(bump)]
     done = _run(argv, env)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         raise errors.OperationFailed(f"restoring {path} failed: {(lines[-1] if lines else 'no detail')[:300]}")
-    return bumped
+    return "bumps=yes" in done.stdout.splitlines()
