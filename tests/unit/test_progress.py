@@ -110,11 +110,11 @@ def test_while_waiting_for_a_leftover_playbook_no_time_left_is_claimed() -> None
 def test_the_end_of_a_run_is_said_once(capsys: object) -> None:
     """Issue 20: the engine's run-succeeded event (on the board or a log line) and the command's own
     closing line both said "run ... succeeded"; the command now stays silent when the progress said it."""
-    from upgrader.cli import _render, apply_cmd
+    from upgrader.cli import _render, _runs
 
     summary = {"run": "r-1", "status": "succeeded"}
-    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT, announced=True)
-    apply_cmd.finished(summary, _render.OutputFormat.TABLE, apply_cmd.LogFormat.TEXT)  # nothing said it before
+    _runs.finished(summary, _render.OutputFormat.TABLE, _runs.LogFormat.TEXT, announced=True)
+    _runs.finished(summary, _render.OutputFormat.TABLE, _runs.LogFormat.TEXT)  # nothing said it before
     captured = capsys.readouterr()  # type: ignore[attr-defined]
     assert captured.err.count("run r-1 succeeded") == 1
 

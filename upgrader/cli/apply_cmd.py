@@ -1,11 +1,9 @@
 """``upgrader apply``: carry out a saved plan, journaled and resumable (exit codes in the README)."""
 
-import contextlib
 import dataclasses
 import enum
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,14 +11,7 @@ from upgrader import errors
 from upgrader.cli import _errors, _options, _render, _runs
 
 if TYPE_CHECKING:
-    from upgrader import runs
-    from upgrader.engine import driver
     from upgrader.state import records
-
-
-class LogFormat(enum.StrEnum):
-    TEXT = "text"
-    JSON = "json"
 
 
 class OnFailure(enum.StrEnum):
@@ -37,21 +28,12 @@ class PauseAfterChoice(enum.StrEnum):
 MAX_WINDOW = timedelta(days=366)  # a longer "window" is a typo, and far past it datetime overflows
 
 
-def seconds(text: str, flag: str) -> float:
-    from upgrader import config
-
-    parsed = config.seconds(text)
-    if parsed is None:
-        raise errors.UsageError(f"{flag} takes a duration like 90s, 30m or 2h, not {text!r}")
-    return float(parsed)
-
-
 def window_end(end: str | None, duration: str | None) -> datetime | None:
     """``--window-end`` (ISO 8601, UTC unless an offset is given) or ``--window`` (30m, 2h)."""
     if end and duration:
         raise errors.UsageError("give --window-end or --window, not both")
     if duration:
-        length = seconds(duration, "--window")
+        length = _runs.seconds(duration, "--window")
         if length > MAX_WINDOW.total_seconds():
             raise errors.UsageError(f"--window {duration} is longer than {MAX_WINDOW.days} days: give a real window")
         return datetime.now(UTC) + timedelta(seconds=length)
@@ -64,20 +46,6 @@ def window_end(end: str | None, duration: str | None) -> datetime | None:
             ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     return None
-
-
-@contextlib.contextmanager
-def observer(log_format: LogFormat, title: str) -> "Iterator[driver.Observer]":
-    """JSON events on stdout with --log-format json; else live progress on a terminal; else lines."""
-    from upgrader.cli import _progress
-
-    if log_format is LogFormat.JSON:
-        yield _progress.json_events()
-    elif _render.interactive_stderr():
-        with _progress.live(title) as board:
-            yield board
-    else:
-        yield _progress.lines()
 
 
 def _summary(run: "records.RunRecord") -> dict[str, object]:
@@ -101,8 +69,8 @@ def apply(
     force_drain: _options.ForceDrainOption = False,
     delete_emptydir_data: _options.DeleteEmptydirOption = False,
     drain_timeout: _options.DrainTimeoutOption = None,
-    log_format: Annotated[LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
-        LogFormat.TEXT
+    log_format: Annotated[_runs.LogFormat, typer.Option("--log-format", help="json: one event per line on stdout.")] = (
+        _runs.LogFormat.TEXT
     ),
     on_failure: Annotated[
         OnFailure,
@@ -120,7 +88,7 @@ def apply(
     or the lock lost; resumable), 6 paused at a safe point (resumable).
     """
     from upgrader import apply as apply_mod
-    from upgrader import config, runs, session
+    from upgrader import config, runs
     from upgrader.engine import upgrade
     from upgrader.state import store
 
@@ -133,7 +101,7 @@ def apply(
         pause_after=upgrade.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
-        drain_timeout=seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
+        drain_timeout=_runs.seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
     )
     with store.Store.open(db) as state:
         if abandon:
@@ -146,13 +114,11 @@ def apply(
                 _render.echo(f"run {gone.run.id} abandoned; {gone.left_behind()}")
             return
         command = f"apply --resume {resume}" if resume else f"apply {plan_id}"
-        with state.lock(cfg.name, command) as lease, session.ClusterSession.open(cfg, insecure=insecure) as opened:
-            for allowed in opened.insecure:
-                _render.warn(f"--insecure: {allowed}")
+        with _runs.locked(cfg, state, command, insecure=insecure) as (lease, opened):
             options = dataclasses.replace(options, insecure=opened.insecure)
             try:
                 if resume:
-                    with observer(log_format, f"{cfg.name}: resuming run {resume}") as observe:
+                    with _runs.observer(log_format, f"{cfg.name}: resuming run {resume}") as observe:
                         done = apply_mod.resume(opened, state, resume, options, lease=lease, observe=observe)
                 else:
                     assert plan_id is not None
@@ -167,40 +133,17 @@ def apply(
                     )
                     _options.confirm(f"Apply plan {prepared.plan_id} to {cfg.name}?", yes=yes)
                     title = f"{cfg.name}: plan {prepared.plan_id} to v{prepared.plan.target}"
-                    with observer(log_format, title) as observe:
+                    with _runs.observer(log_format, title) as observe:
                         done = apply_mod.execute(opened, state, prepared, options, lease=lease, observe=observe)
             except runs.RunStopped as halted:
                 if on_failure is OnFailure.ROLLBACK and halted.exit_code is errors.ExitCode.FAILURE:
-                    from upgrader.cli import rollback_cmd
+                    from upgrader.cli import _rollback_run
 
-                    rollback_cmd.after_failed_apply(
+                    _rollback_run.after_failed_apply(
                         opened, state, halted, lease=lease, log_format=log_format, output=output
                     )
-                stopped(halted, output, log_format)
-    finished(_summary(done), output, log_format, announced=True)  # the engine's run-succeeded event said it
-
-
-def finished(
-    summary: dict[str, object], output: _render.OutputFormat, log_format: LogFormat, *, announced: bool = False
-) -> None:
-    """The run's end: one JSON document, or one line, unless the progress already said it (``announced``:
-    the engine's run-succeeded event, which the board and the log lines show)."""
-    if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
-        _render.emit_json({"ok": True, **summary})
-    elif not (announced and log_format is LogFormat.TEXT):
-        _render.note(f"run {summary['run']} {summary['status']}")
-
-
-def stopped(halted: "runs.RunStopped", output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
-    """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
-    from upgrader.engine import driver
-
-    cordoned = driver.cordoned_by_us(halted.run)
-    if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
-        _render.emit_json({"ok": False, **_summary(halted.run), "message": halted.message})
-    elif cordoned:
-        _render.warn(f"cordoned by upgrader and still cordoned: {', '.join(cordoned)}")
-    _errors.exit_with(halted.exit_code, f"error: {halted.message}" if halted.exit_code != 6 else halted.message)
+                _runs.stopped(halted, output, log_format)
+    _runs.finished(_summary(done), output, log_format, announced=True)  # the engine's run-succeeded event said it
 
 
 def _show_dry_run(plan_id: str, actions: list[dict[str, object]], output: _render.OutputFormat) -> None:

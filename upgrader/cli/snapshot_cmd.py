@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from upgrader import errors
-from upgrader.cli import _errors, _options, _render
+from upgrader.cli import _errors, _options, _render, _runs
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,16 +30,9 @@ def _locked(
     cfg: "ClusterConfig", db: str | None, command: str, *, insecure: bool
 ) -> "Iterator[tuple[Store, ClusterSession]]":
     """The state database, the cluster lock held for ``command``, and a session on the cluster."""
-    from upgrader import session
     from upgrader.state import store
 
-    with (
-        store.Store.open(db) as state,
-        state.lock(cfg.name, command),
-        session.ClusterSession.open(cfg, insecure=insecure) as opened,
-    ):
-        for allowed in opened.insecure:
-            _render.warn(f"--insecure: {allowed}")
+    with store.Store.open(db) as state, _runs.locked(cfg, state, command, insecure=insecure) as (_, opened):
         yield state, opened
 
 
