@@ -63,8 +63,9 @@ class Live:
             return version, version.minor_version
 
     def kubelet(self, node: str) -> tuple[Version | None, bool]:
+        """``node``'s kubelet version and readiness, from its own Node object (one GET, not a list)."""
         try:
-            found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
+            found = self.cluster.api.node(node)
         except kube.KubeUnavailable:
             return None, False
         if found is None:
@@ -88,9 +89,10 @@ class Live:
                     f"v{wanted[0]} emulating {wanted[1]}"
                 )
         try:
-            nodes = {n.name: n for n in self.cluster.api.nodes()}
+            listed = self.cluster.api.nodes()
         except kube.KubeUnavailable as exc:
             return [*problems, str(exc)]
+        nodes = {n.name: n for n in listed}
         kubelets: dict[str, Version] = {}
         for name, wanted_kubelet in sorted(expected.kubelets.items()):
             node = nodes.get(name)
@@ -101,7 +103,7 @@ class Live:
             kubelets[name] = running
             if running != wanted_kubelet:
                 problems.append(f"node {name} runs kubelet v{running}, the plan expects v{wanted_kubelet}")
-        problems += list(health.check(self.cluster).problems)
+        problems += list(health.check(self.cluster, servers=list(servers.values()) or None, nodes=listed).problems)
         if apiservers and kubelets:
             state = skew.ClusterState(apiservers, emulated, kubelets)
             problems += [f"skew: {f.message}" for f in skew.violations(state, self.catalog)]

@@ -6,6 +6,7 @@ An unhealthy cluster is a result, not an exception: the report says what failed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,19 +49,26 @@ class Health:
         }
 
 
-def check(cluster: session.ClusterSession) -> Health:
+def check(
+    cluster: session.ClusterSession,
+    *,
+    servers: Sequence[kube.Apiserver] | None = None,
+    nodes: Sequence[kube.NodeInfo] | None = None,
+) -> Health:
+    """The cluster's health now. A caller that has just listed the apiservers' mirror pods or the Nodes
+    (the gate) passes them, so one check lists each once."""
     problems: list[str] = []
     apiservers: dict[str, bool] = {}
-    nodes: dict[str, bool] = {}
+    ready: dict[str, bool] = {}
     api = cluster.api
     try:
-        for server in api.apiservers():
+        for server in api.apiservers() if servers is None else servers:
             apiservers[server.node] = api.ready(server.endpoint)
-        nodes = {n.name: n.ready for n in api.nodes()}
+        ready = {n.name: n.ready for n in (api.nodes() if nodes is None else nodes)}
     except kube.KubeUnavailable as exc:
         problems.append(str(exc))
     problems += [f"apiserver on {n} is not ready" for n, ok in apiservers.items() if not ok]
-    problems += [f"node {n} is not Ready" for n, ok in nodes.items() if not ok]
+    problems += [f"node {n} is not Ready" for n, ok in ready.items() if not ok]
     etcd: dict[str, bool] = {}
     leader = None
     for endpoint in cluster.cfg.etcd.endpoints:
@@ -73,4 +81,4 @@ def check(cluster: session.ClusterSession) -> Health:
             problems.append(f"etcd at {endpoint}: {exc}")
     if leader is None:
         problems.append("etcd has no leader (no quorum)")
-    return Health(apiservers=apiservers, nodes=nodes, etcd=etcd, etcd_leader=leader, problems=tuple(problems))
+    return Health(apiservers=apiservers, nodes=ready, etcd=etcd, etcd_leader=leader, problems=tuple(problems))

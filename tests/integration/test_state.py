@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, StatementError
 
@@ -77,6 +78,18 @@ def test_cluster_rows_are_created_once(state: store.Store) -> None:
     first = state.ensure_cluster("prod-eu1")
     assert state.ensure_cluster("prod-eu1") == first
     assert state.ensure_cluster("staging") != first
+
+
+def test_an_event_costs_one_transaction_once_its_cluster_is_known(state: store.Store) -> None:
+    """A run writes events many times a second: each is one commit, not a cluster lookup and an insert."""
+    commits: list[int] = []
+    sqlalchemy.event.listen(state.engine, "commit", lambda connection: commits.append(1))
+    state.record_event(kind="first", message="m", cluster="prod-eu1")
+    before = len(commits)
+    for index in range(5):
+        state.record_event(kind="step-progress", message=f"m{index}", cluster="prod-eu1")
+    assert len(commits) - before == 5
+    assert [e.cluster for e in state.events(cluster="prod-eu1", limit=10)] == ["prod-eu1"] * 6
 
 
 def test_a_run_with_steps_round_trips_with_aware_utc_times(state: store.Store) -> None:

@@ -122,23 +122,19 @@ class Cluster:
 
     def nodes(self) -> list[NodeInfo]:
         items = self.call("list nodes", lambda: self.core.list_node(_request_timeout=self.timeout)).items
-        out = []
-        for item in items:
-            status = item.status
-            conditions = {c.type: c.status for c in (status.conditions or [])}
-            labels = item.metadata.labels or {}
-            out.append(
-                NodeInfo(
-                    name=item.metadata.name,
-                    kubelet=status.node_info.kubelet_version if status.node_info else "",
-                    runtime=status.node_info.container_runtime_version if status.node_info else "",
-                    ready=conditions.get("Ready") == "True",
-                    unschedulable=bool(item.spec.unschedulable) if item.spec else False,
-                    control_plane="node-role.kubernetes.io/control-plane" in labels,
-                    revision=int(item.metadata.resource_version or 0),
-                )
-            )
-        return out
+        return [_node_info(item) for item in items]
+
+    def node(self, name: str) -> NodeInfo | None:
+        """One Node (a GET, not a list of every node), or None when there is no such Node."""
+        try:
+            item = self.core.read_node(name, _request_timeout=self.timeout)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeUnavailable(f"Kubernetes API: read node {name} failed: {_text(exc)}") from exc
+        except _ERRORS as exc:
+            raise KubeUnavailable(f"Kubernetes API: read node {name} failed: {_text(exc)}") from exc
+        return _node_info(item)
 
     def apiservers(self) -> list[Apiserver]:
         pods = self.call(
@@ -227,3 +223,18 @@ class Cluster:
             raise KubeUnavailable(f"reading kubeadm-config failed: {_text(exc)}") from exc
         data = configmap.data or {}
         return data.get("ClusterConfiguration")
+
+
+def _node_info(item: Any) -> NodeInfo:
+    status = item.status
+    conditions = {c.type: c.status for c in (status.conditions or [])}
+    labels = item.metadata.labels or {}
+    return NodeInfo(
+        name=item.metadata.name,
+        kubelet=status.node_info.kubelet_version if status.node_info else "",
+        runtime=status.node_info.container_runtime_version if status.node_info else "",
+        ready=conditions.get("Ready") == "True",
+        unschedulable=bool(item.spec.unschedulable) if item.spec else False,
+        control_plane="node-role.kubernetes.io/control-plane" in labels,
+        revision=int(item.metadata.resource_version or 0),
+    )

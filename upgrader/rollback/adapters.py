@@ -78,7 +78,7 @@ class Cluster:
 
     def node_revision(self, node: str) -> int | None:
         try:
-            found = {n.name: n for n in self.cluster.api.nodes()}.get(node)
+            found = self.cluster.api.node(node)
         except errors.UpgraderError:
             return None
         return found.revision if found is not None else None

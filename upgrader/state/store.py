@@ -65,6 +65,9 @@ class Store:
         # A step's nodes report progress from parallel threads: their read-merge-writes of one row's
         # detail must not interleave, or one node's record (say, that it was cordoned) is lost.
         self._progress = threading.Lock()
+        # Cluster rows are never deleted or renamed: an id once read stays true, and an event (written
+        # many times a second during a run) then costs one transaction, not two.
+        self._cluster_ids: dict[str, records.ClusterId] = {}
 
     @classmethod
     def open(cls, url: str | None) -> Store:
@@ -115,6 +118,12 @@ class Store:
 
     def ensure_cluster(self, name: str) -> records.ClusterId:
         """The id of cluster ``name``, creating its row on first use."""
+        known = self._cluster_ids.get(name)
+        if known is None:
+            known = self._cluster_ids[name] = self._ensure_cluster(name)
+        return known
+
+    def _ensure_cluster(self, name: str) -> records.ClusterId:
         with self.session() as session:
             found = session.scalar(select(orm.Cluster.id).where(orm.Cluster.name == name))
             if found is not None:
