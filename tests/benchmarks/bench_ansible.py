@@ -23,11 +23,12 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, session
+from upgrader.cluster import session
+from upgrader.core import config
+from upgrader.core.versions import Version
 from upgrader.executor import inventory
 from upgrader.lab import control, create
 from upgrader.snapshots import restore_tool
-from upgrader.versions import Version
 
 FLOOR = '- hosts: all\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: "true"\n'
 

@@ -19,8 +19,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from upgrader.core.versions import Version
 from upgrader.lab import control, create
-from upgrader.versions import Version
 
 
 def main() -> int:

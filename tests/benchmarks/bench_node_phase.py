@@ -26,9 +26,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from tests import pgserver
+from upgrader.core.versions import Version
 from upgrader.lab import control, create
 from upgrader.state import store
-from upgrader.versions import Version
 
 
 def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

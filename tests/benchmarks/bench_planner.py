@@ -18,10 +18,10 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from upgrader.planner import core, model
-from upgrader.rules import catalog as catalog_mod
-from upgrader.rules import facts as facts_mod
-from upgrader.versions import Minor
+from upgrader.core.planner import core, model
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.rules import facts as facts_mod
+from upgrader.core.versions import Minor
 
 
 def cluster(nodes: int, seed: int = 7) -> facts_mod.Facts:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import yaml
 
-from upgrader import config
+from upgrader.core import config
+from upgrader.core.versions import Version
 from upgrader.etcd import kv, revisions, tools
 from upgrader.lab import control, create
 from upgrader.state import store
-from upgrader.versions import Version
 
 VALUE = os.urandom(1024 * 1024)
 

@@ -35,7 +35,7 @@ from tests.benchmarks.bench_snapshot import run_measured
 UPGRADER_CHILD = """
 import hashlib, json, sys, time
 from pathlib import Path
-from upgrader import config
+from upgrader.core import config
 from upgrader.snapshots import remote
 action, endpoint, bucket, key_file, path, name, sha = sys.argv[1:8]
 settings = config.ObjectStoreSettings(bucket=bucket, endpoint=endpoint, region="us-east-1", key_file=key_file)
@@ -101,12 +101,13 @@ def object_store(base: Path, *, mb: int, rounds: int, aws: str) -> dict[str, obj
 
 
 def peer(base: Path, *, lab_mb: int) -> dict[str, float]:
-    from upgrader import config, session
+    from upgrader.cluster import session
+    from upgrader.core import config
+    from upgrader.core.versions import Version
     from upgrader.etcd import kv
     from upgrader.lab import control, create
     from upgrader.snapshots import local, peer
     from upgrader.state import store
-    from upgrader.versions import Version
 
     lab = create.create(base / "lab", version=Version.parse("1.30.6"), control_planes=3, workers=1)
     control.up(lab.dir, timeout=60)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from upgrader.core.versions import Version
 from upgrader.lab import control, create, processes, topology
-from upgrader.versions import Version
 
 
 def _started(lab: topology.Lab) -> list[processes.ProcessId]:

@@ -15,10 +15,10 @@ from typer.testing import CliRunner, Result
 
 from tests.e2e.conftest import Labs, descendants, wait_for
 from upgrader import cli
+from upgrader.core.versions import Version
 from upgrader.kube import cluster as kube
 from upgrader.lab import mirror, topology
 from upgrader.state import records, store
-from upgrader.versions import Version
 
 pytestmark = pytest.mark.slow
 cli_runner = CliRunner()

@@ -14,10 +14,12 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs, state, wait_for
-from upgrader import cli, config, live_facts, session
+from upgrader import cli
+from upgrader.cluster import live_facts, session
+from upgrader.core import config
+from upgrader.core.rules import facts as facts_mod
 from upgrader.etcd import kv, snapshot
 from upgrader.lab import control, http, manifests, topology
-from upgrader.rules import facts as facts_mod
 from upgrader.snapshots import tiers
 from upgrader.state import store
 
@@ -29,8 +31,8 @@ runner = CliRunner()
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[topology.Lab]:
     made = Labs(tmp_path_factory.mktemp("facts"))
     try:
+        from upgrader.core.versions import Version
         from upgrader.lab import create
-        from upgrader.versions import Version
 
         created = create.create(
             made.base / "facts", version=Version.parse("1.31.13"), control_planes=3, workers=2, cgroup_v1=("w-2",)
@@ -309,7 +311,7 @@ def test_unreachable_etcd_and_a_wrong_ca_are_clear_errors(lab: topology.Lab, tmp
 def test_facts_read_stored_objects_against_the_catalog_given(
     lab: topology.Lab, cluster: session.ClusterSession, tmp_path: Path
 ) -> None:
-    from upgrader.rules import catalog as catalog_mod
+    from upgrader.core.rules import catalog as catalog_mod
 
     data = json.loads(catalog_mod.CATALOG_FILE.read_text())
     # An invented removal: core/v1 namespaces stop being served in 1.33. Only this catalog says so.

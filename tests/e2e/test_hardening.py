@@ -20,7 +20,8 @@ import yaml
 from typer.testing import CliRunner
 
 from tests.e2e.conftest import descendants, wait_for
-from upgrader import cli, config
+from upgrader import cli
+from upgrader.core import config
 from upgrader.executor import inventory, runner
 from upgrader.lab import topology
 from upgrader.state import store

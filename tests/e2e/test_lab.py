@@ -16,8 +16,8 @@ from kubernetes.client.rest import ApiException
 
 from tests.e2e.conftest import Labs, state, wait_for
 from upgrader import errors
+from upgrader.core.versions import Version
 from upgrader.lab import control, http, manifests, mirror, topology
-from upgrader.versions import Version
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import yaml
 from tests.e2e.conftest import Labs, wait_for
 from tests.e2e.test_apply import Apply, invoke, kubelets, why
 from tests.e2e.test_hardening import lab_config
-from upgrader import config
+from upgrader.core import config
 from upgrader.etcd import kv
 from upgrader.kube import cluster as kube
 from upgrader.lab import faults, topology

@@ -295,7 +295,7 @@ def test_a_dead_holders_lock_is_broken_without_force_and_a_reused_pid_is_not_its
 
 
 def test_a_holder_is_judged_by_boot_namespace_and_start_time_not_by_pid_alone() -> None:
-    from upgrader import pids
+    from upgrader.support import pids
 
     me = pids.identity()
     boot, namespace, start = me.split(":")

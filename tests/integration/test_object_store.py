@@ -14,7 +14,10 @@ import pytest
 
 from tests import s3server
 from tests.unit.test_rollback import Catalog
-from upgrader import config, errors, session
+from upgrader import errors
+from upgrader.cluster import session
+from upgrader.core import config
+from upgrader.core.tier import Tier
 from upgrader.objectstore import bucket as bucket_mod
 from upgrader.objectstore import sealing
 from upgrader.snapshots import local as local_tier
@@ -149,7 +152,7 @@ def test_a_fresh_database_imports_the_clusters_snapshots_from_the_bucket(
     cfg = base.model_copy(
         update={
             "name": "c",
-            "snapshots": config.SnapshotSettings(dir=fresh_dir, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3),
+            "snapshots": config.SnapshotSettings(dir=fresh_dir, tiers=[Tier.LOCAL, Tier.S3], s3=s3),
         }
     )
     with store.Store.open(f"sqlite:///{tmp_path / 'fresh.db'}") as state:
@@ -159,8 +162,8 @@ def test_a_fresh_database_imports_the_clusters_snapshots_from_the_bucket(
             assert record.known_good and Path(record.etcd_path).parent == fresh_dir
             assert local_tier.check(record) == {"etcd database": "ok", "archive": "ok"}
             assert {c.tier: c.state for c in record.copies} == {
-                config.Tier.LOCAL: records.CopyState.OK,
-                config.Tier.S3: records.CopyState.OK,
+                Tier.LOCAL: records.CopyState.OK,
+                Tier.S3: records.CopyState.OK,
             }
             original = older if record.id == older.id else newer
             assert (record.etcd_revision, record.facts, record.created_at) == (
@@ -196,15 +199,13 @@ def test_prune_keeps_each_tiers_own_number_and_drops_a_snapshot_left_with_no_cop
     for record in made:
         remote.upload(bucket, record)
         catalog.state.record_copy(
-            dataclasses.replace(record.copies[0], tier=config.Tier.S3, location=bucket.location(record.id))
+            dataclasses.replace(record.copies[0], tier=Tier.S3, location=bucket.location(record.id))
         )
     base = config.load(cluster_yaml)
     cfg = base.model_copy(
         update={
             "name": "c",
-            "snapshots": config.SnapshotSettings(
-                dir=catalog.dir, keep=2, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3
-            ),
+            "snapshots": config.SnapshotSettings(dir=catalog.dir, keep=2, tiers=[Tier.LOCAL, Tier.S3], s3=s3),
         }
     )
     doomed = tiers.prune_plan(cfg, catalog.state.snapshots("c"), None)
@@ -250,7 +251,7 @@ def _fresh(cluster_yaml: Path, tmp_path: Path, s3: config.ObjectStoreSettings) -
     return config.load(cluster_yaml).model_copy(
         update={
             "name": "c",
-            "snapshots": config.SnapshotSettings(dir=directory, tiers=[config.Tier.LOCAL, config.Tier.S3], s3=s3),
+            "snapshots": config.SnapshotSettings(dir=directory, tiers=[Tier.LOCAL, Tier.S3], s3=s3),
         }
     )
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.etcd_cluster import EtcdCluster
-from upgrader import bundled, errors
+from upgrader import errors
 from upgrader.etcd import kv, revisions, snapshot, tools
+from upgrader.support import bundled
 
 
 @pytest.fixture

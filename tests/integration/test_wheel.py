@@ -62,7 +62,7 @@ def test_installed_wheel_migrates_a_database_from_a_fresh_venv(wheel: Path, tmp_
         [
             python,
             "-c",
-            "from upgrader import bundled; print(bundled.migrations_dir()); print(bundled.playbooks_dir())",
+            "from upgrader.support import bundled; print(bundled.migrations_dir()); print(bundled.playbooks_dir())",
         ],
         cwd=work,
         capture_output=True,

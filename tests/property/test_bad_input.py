@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 
 from tests.unit.test_plan_cli import FACTS
 from upgrader import cli, errors
-from upgrader.versions import Minor, Version, parse_target
+from upgrader.core.versions import Minor, Version, parse_target
 
 cli_runner = CliRunner()
 PROFILE = settings(

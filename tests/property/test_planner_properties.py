@@ -1,6 +1,6 @@
 """Property tests: random clusters, every plan replayed step by step against an independent oracle.
 
-The oracle below is written from the skew policy's text, not from upgrader.rules, so a shared bug
+The oracle below is written from the skew policy's text, not from upgrader.core.rules, so a shared bug
 cannot hide. For each random cluster (minors 1.25 to 1.36, random kubelet spreads, mid-hop and
 two-step starting states) the plan must keep the policy after every step, move the control plane
 one minor at a time with a snapshot before each control-plane and commit step, end with everything
@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.plan_helpers import CATALOG, make_facts, make_plan
-from upgrader.planner.model import Plan, StepKind
-from upgrader.versions import Version
+from upgrader.core.planner.model import Plan, StepKind
+from upgrader.core.versions import Version
 
 # -- the oracle: the version-skew policy as written -----------------------------------------------
 

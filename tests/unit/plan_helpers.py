@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from upgrader.planner import core, model
-from upgrader.rules import catalog as catalog_mod
-from upgrader.rules import facts as facts_mod
-from upgrader.versions import parse_target
+from upgrader.core.planner import core, model
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.rules import facts as facts_mod
+from upgrader.core.versions import parse_target
 
 CATALOG = catalog_mod.load()
 

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.unit.plan_helpers import make_facts, make_plan
-from upgrader import apply, errors, runs
+from upgrader import errors
 from upgrader.engine import driver
 from upgrader.state import records, store
+from upgrader.usecases import apply, runs
 
 
 @pytest.fixture

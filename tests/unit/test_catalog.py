@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from upgrader import errors
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Minor, Version
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Minor, Version
 
 CATALOG = catalog_mod.load()
 

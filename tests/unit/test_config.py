@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from upgrader import config, errors
+from upgrader import errors
+from upgrader.core import config
 
 
 def problems_of(path: Path) -> tuple[str, ...]:
@@ -111,8 +112,8 @@ def test_bad_mirror_url(cluster_yaml: Path) -> None:
 
 
 def test_binary_method_defaults_to_the_official_release_tree(cluster_yaml: Path) -> None:
-    from upgrader import rendering
-    from upgrader.versions import Version
+    from upgrader.core.versions import Version
+    from upgrader.executor import rendering
 
     replace(cluster_yaml, "  method: apt\n", "  method: binary\n")
     out = rendering.package_vars(config.load(cluster_yaml).packages, Version.parse("1.33.5"))

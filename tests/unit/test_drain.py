@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from upgrader import drain
+from upgrader.cluster import drain
 from upgrader.kube.writes import Evicted, Eviction, PodInfo
 
 

@@ -13,11 +13,11 @@ import pytest
 
 from tests.unit.plan_helpers import make_facts, make_plan
 from upgrader import errors
-from upgrader.engine import driver, expectations, upgrade
+from upgrader.core.planner import model
+from upgrader.core.versions import Minor, Version
+from upgrader.engine import driver, expectations, ports, upgrade
 from upgrader.engine.ports import Expected, Ports
-from upgrader.planner import model
 from upgrader.state import records, store
-from upgrader.versions import Minor, Version
 
 
 @dataclass
@@ -171,9 +171,9 @@ def drive(
     lease: NoLease | None = None,
     *,
     window_end: datetime | None = None,
-    pause_after: upgrade.PauseAfter | None = None,
-) -> tuple[driver.Outcome, list[driver.Event]]:
-    events: list[driver.Event] = []
+    pause_after: ports.PauseAfter | None = None,
+) -> tuple[driver.Outcome, list[ports.Event]]:
+    events: list[ports.Event] = []
     ports = ports_of(fake)
     engine = driver.Driver(
         journal,
@@ -282,7 +282,7 @@ def test_a_window_too_short_pauses_before_a_step_and_resume_goes_on(journal: sto
 def test_pause_after_emulation_stops_inside_the_rollback_safe_window(journal: store.Store, plan: model.Plan) -> None:
     fake = cluster_from(plan)
     run = new_run(journal, plan)
-    outcome, _ = drive(journal, plan, fake, run, pause_after=upgrade.PauseAfter.EMULATION)
+    outcome, _ = drive(journal, plan, fake, run, pause_after=ports.PauseAfter.EMULATION)
     assert outcome is driver.Outcome.PAUSED
     paused = journal.run(run.id)
     last = max(s.position for s in paused.steps if s.status is records.StepStatus.SUCCEEDED)

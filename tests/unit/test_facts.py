@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from upgrader import errors
-from upgrader.rules import facts as facts_mod
-from upgrader.versions import Minor, Version
+from upgrader.core.rules import facts as facts_mod
+from upgrader.core.versions import Minor, Version
 
 EXAMPLE: dict[str, Any] = {
     "control_plane": [{"name": "cp-1", "apiserver": "1.30.6", "emulated": "1.30", "kubelet": "1.30.6"}],

@@ -9,11 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
-from upgrader import config, gates, session
+from upgrader.cluster import gates, session
+from upgrader.core import config
+from upgrader.core.rules import catalog
+from upgrader.core.versions import Minor, Version
 from upgrader.engine.ports import Expected
 from upgrader.kube import cluster as kube
-from upgrader.rules import catalog
-from upgrader.versions import Minor, Version
 
 V = Version.parse
 
@@ -55,11 +56,11 @@ class FakeEtcd:
         return "3.5.16", "cp-1"
 
 
-def live(cluster_yaml: Path, api: FakeApi) -> gates.Live:
+def live(cluster_yaml: Path, api: FakeApi) -> gates.ClusterGate:
     opened = session.ClusterSession(
         cfg=config.load(cluster_yaml), inventory=cast(Any, None), api=cast(Any, api), etcd=cast(Any, FakeEtcd())
     )
-    return gates.Live(opened, catalog.load())
+    return gates.ClusterGate(opened, catalog.load())
 
 
 def test_one_gate_check_lists_the_mirror_pods_and_the_nodes_once(cluster_yaml: Path) -> None:

@@ -17,10 +17,12 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from tests.unit.test_plan_cli import FACTS
-from upgrader import cli, config, errors, files, redaction
+from upgrader import cli, errors
+from upgrader.core import config
 from upgrader.executor import inventory, runner
 from upgrader.snapshots import local as local_tier
 from upgrader.state import store
+from upgrader.support import files, redaction
 
 cli_runner = CliRunner()
 
@@ -461,7 +463,7 @@ def test_prune_calls_orphan_only_what_this_database_announced_whatever_the_path(
     """Issue 17: prune deleted every known-good snapshot when the directory was reached through a link,
     or when a second database shared it: a file name and a path string proved nothing."""
     from tests.unit.test_rollback import Catalog
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import local
 
     real = tmp_path / "real"
@@ -485,7 +487,7 @@ def test_prune_calls_orphan_only_what_this_database_announced_whatever_the_path(
 
 
 def test_a_shared_snapshot_directory_is_refused_and_never_chmodded(tmp_path: Path) -> None:
-    from upgrader import files
+    from upgrader.support import files
 
     shared = tmp_path / "shared"
     shared.mkdir(mode=0o755)
@@ -572,8 +574,8 @@ def test_a_state_database_others_can_read_or_a_dangling_link_is_refused(tmp_path
 
 def test_a_saved_plan_whose_body_was_replaced_is_refused(db_url: str) -> None:
     from tests.unit.plan_helpers import make_facts, make_plan
-    from upgrader import apply
     from upgrader.state import records
+    from upgrader.usecases import apply
 
     facts = make_facts([("cp-1", "1.31.13", None, "1.31.13")], [("w-1", "1.31.13"), ("w-2", "1.31.13")])
     plan = make_plan(facts, "1.32")
@@ -593,8 +595,8 @@ def test_a_saved_plan_whose_body_was_replaced_is_refused(db_url: str) -> None:
 
 
 def test_a_restore_test_works_in_upgraders_private_directory(private_state_home: Path) -> None:
-    from upgrader import scratch
     from upgrader.snapshots import local
+    from upgrader.support import scratch
 
     killed = scratch.parent(local.RESTORE_TESTS, what="restore-test directory") / "run-999999999-x"
     (killed / "data" / "member").mkdir(parents=True)  # what a SIGKILLed restore test left

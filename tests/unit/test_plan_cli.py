@@ -190,7 +190,7 @@ def test_a_failed_save_prints_one_json_document_and_no_plan(tmp_path: Path) -> N
 
 
 def test_a_saved_plan_comes_back_as_typed_values_with_the_same_id(tmp_path: Path, db_url: str) -> None:
-    from upgrader.planner import model
+    from upgrader.core.planner import model
     from upgrader.state import store
 
     path = tmp_path / "facts.json"

@@ -6,10 +6,10 @@ import pytest
 
 from tests.unit.plan_helpers import brief, make_facts, make_plan
 from upgrader import errors
-from upgrader.planner.model import StepKind
-from upgrader.rules import catalog as catalog_mod
-from upgrader.rules.findings import Code
-from upgrader.versions import Version
+from upgrader.core.planner.model import StepKind
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.rules.findings import Code
+from upgrader.core.versions import Version
 
 CP3 = [("cp-1", "1.30.14", None, "1.30.14"), ("cp-2", "1.30.14", None, "1.30.14"), ("cp-3", "1.30.14", None, "1.30.14")]
 

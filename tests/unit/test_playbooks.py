@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from upgrader import bundled, config, errors, rendering
-from upgrader.executor import inventory
-from upgrader.versions import Version
+from upgrader import errors
+from upgrader.core import config
+from upgrader.core.versions import Version
+from upgrader.executor import inventory, rendering
+from upgrader.support import bundled
 
 
 def settings(method: str, mirror: str | None = None) -> config.PackageSettings:

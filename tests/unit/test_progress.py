@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 
 from upgrader.cli import _progress
-from upgrader.engine.driver import Event
+from upgrader.engine.ports import Event
 
 
 class Clock:

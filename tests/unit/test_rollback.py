@@ -16,13 +16,15 @@ import pytest
 import yaml
 
 from tests.unit.test_snapshot_files import record, snapshot_file
-from upgrader import config, errors, verification
+from upgrader import errors
+from upgrader.core.tier import Tier
+from upgrader.core.versions import Minor, Version
 from upgrader.engine.ports import Expected
 from upgrader.etcd import snapshot as etcd_snapshot
-from upgrader.rollback import archive, choice, model
 from upgrader.snapshots import local as local_tier
 from upgrader.state import records, store
-from upgrader.versions import Minor, Version
+from upgrader.usecases import verification
+from upgrader.usecases.rollback import archive, choice, model
 
 V = Version.parse
 
@@ -65,8 +67,8 @@ def members(image: str = "3.5.15-0") -> dict[str, bytes]:
     return out
 
 
-def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") -> model.Live:
-    return model.Live(
+def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") -> model.Observed:
+    return model.Observed(
         apiservers={n: (V(v), Minor.parse(e)) for n, (v, e) in apiservers.items()},
         kubelets={},
         revision=100,
@@ -152,7 +154,7 @@ class Catalog:
             known_good=good,
             verified_at=None,
             etcd_file_sha256=etcd_snapshot.file_sha256(db),
-            copies=(records.CopyRecord.now(name, config.Tier.LOCAL, str(db), records.CopyState.OK),),
+            copies=(records.CopyRecord.now(name, Tier.LOCAL, str(db), records.CopyState.OK),),
         )
         self.state.add_snapshot(record)
         return self.state.snapshot(name)
@@ -249,10 +251,10 @@ def test_verify_allows_a_kubelet_newer_than_the_snapshots_only_up_to_its_control
 def test_a_full_restore_with_etcd_silent_is_refused_before_the_outage() -> None:
     """Issue 17: with etcd down, a rollback stopped the apiservers, then failed on "the highest revision
     served cannot be read": what the restore needs is now read before anything stops."""
-    from upgrader.rollback import service
+    from upgrader.usecases.rollback import service
 
     serving = {"cp-1": (V("1.31.13"), Minor(1, 31))}
-    silent = model.Live(apiservers=serving, kubelets={}, revision=None, etcd_version=None)
+    silent = model.Observed(apiservers=serving, kubelets={}, revision=None, etcd_version=None)
     with pytest.raises(errors.Refused, match=r"etcd does not answer, .* nothing was changed"):
         service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options())
     service.refuse_blind_restore(model.Route.FULL_RESTORE, silent, model.Options(allow_revision_regression=True))

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from tests.unit.test_rollback import Catalog
-from upgrader import config, errors
+from upgrader import errors
+from upgrader.core import config
+from upgrader.core.versions import Minor, Version
 from upgrader.engine import driver
 from upgrader.engine.ports import Expected
-from upgrader.rollback import model, ports, service
-from upgrader.rollback.steps import Steps
 from upgrader.state import records
-from upgrader.versions import Minor, Version
+from upgrader.usecases.rollback import model, ports, service
+from upgrader.usecases.rollback.steps import Steps
 
 V = Version.parse
 HIGHEST_SERVED = 5000  # the revision the cluster had served when the rollback stopped its apiservers

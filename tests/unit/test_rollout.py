@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from upgrader import errors, rollout
-from upgrader.versions import Minor
+from upgrader import errors
+from upgrader.cluster import rollout
+from upgrader.core.versions import Minor
 
 V1BETA3 = "apiVersion: kubeadm.k8s.io/v1beta3\nkind: ClusterConfiguration\nkubernetesVersion: v1.30.6\n"
 V1BETA4 = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.31.13\n"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from upgrader.rules import catalog as catalog_mod
-from upgrader.rules import checks, skew
-from upgrader.rules import facts as facts_mod
-from upgrader.rules.findings import Code, Severity
-from upgrader.versions import Minor, Version
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.rules import checks, skew
+from upgrader.core.rules import facts as facts_mod
+from upgrader.core.rules.findings import Code, Severity
+from upgrader.core.versions import Minor, Version
 
 CATALOG = catalog_mod.load()
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from upgrader import errors, live_facts
+from upgrader import errors
+from upgrader.cluster import live_facts
 from upgrader.etcd import snapshot
 from upgrader.snapshots import local as local_tier
 from upgrader.state import records

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from upgrader import units
+from upgrader.support import units
 
 # The kubernetes deb package's unit and kubeadm's drop-in, as `systemctl cat kubelet` shows them.
 KUBEADM = """# /usr/lib/systemd/system/kubelet.service

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from upgrader import errors
-from upgrader.versions import Minor, Version, parse_target
+from upgrader.core.versions import Minor, Version, parse_target
 
 
 @pytest.mark.parametrize(

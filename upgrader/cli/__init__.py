@@ -62,7 +62,7 @@ def root(
 
 def main() -> None:
     """Console-script entry point."""
-    from upgrader import interrupts
+    from upgrader.support import interrupts
 
     interrupts.install()  # SIGTERM and SIGHUP clean up like Ctrl-C
     app(prog_name="upgrader")

@@ -15,8 +15,9 @@ from typing import NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from upgrader import errors, interrupts
+from upgrader import errors
 from upgrader.cli import _render
+from upgrader.support import interrupts
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from upgrader import environment, errors
+from upgrader import errors
 from upgrader.cli import _render
+from upgrader.support import environment
 
 DbOption = Annotated[
     str | None,

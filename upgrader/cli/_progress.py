@@ -24,7 +24,7 @@ from rich.text import Text
 from upgrader.cli import _render
 
 if TYPE_CHECKING:
-    from upgrader.engine import driver
+    from upgrader.engine import ports
 
 _MARK = {
     "pending": ("·", "dim"),
@@ -76,11 +76,11 @@ class Board:
         self.estimates = ""  # where the estimates come from, as the run's outline says
         self._lock = threading.Lock()
 
-    def __call__(self, event: driver.Event) -> None:
+    def __call__(self, event: ports.Event) -> None:
         with self._lock:
             self._fold(event)
 
-    def _fold(self, event: driver.Event) -> None:
+    def _fold(self, event: ports.Event) -> None:
         if event.kind == "run-started":
             self.steps = [
                 StepLine(
@@ -168,17 +168,17 @@ class Board:
 
 
 @contextlib.contextmanager
-def live(title: str) -> Iterator[Board]:
+def board(title: str) -> Iterator[Board]:
     """The board, redrawn on standard error while the block runs; the final picture stays on screen."""
     board = Board(title)
     with Live(board, console=Console(stderr=True), refresh_per_second=4, transient=False):
         yield board
 
 
-def lines() -> Callable[[driver.Event], None]:
+def lines() -> Callable[[ports.Event], None]:
     """One timestamped line per step, node and run event on standard error: for logs and pipes."""
 
-    def show(event: driver.Event) -> None:
+    def show(event: ports.Event) -> None:
         if event.kind in ("step-started", "run-paused", "step-failed", "step-interrupted", "run-succeeded", "waiting"):
             _render.note(f"[{datetime.now(UTC):%H:%M:%S}] {event.message}")
         elif event.kind in ("node-done", "node-draining", "node-drained", "node-playbook"):
@@ -187,10 +187,10 @@ def lines() -> Callable[[driver.Event], None]:
     return show
 
 
-def json_events() -> Callable[[driver.Event], None]:
+def json_events() -> Callable[[ports.Event], None]:
     """One JSON object per event on standard output, for automation."""
 
-    def show(event: driver.Event) -> None:
+    def show(event: ports.Event) -> None:
         _render.echo(
             _render.json_line(
                 {

@@ -10,11 +10,12 @@ from upgrader import errors
 from upgrader.cli import _errors, _render, _runs
 
 if TYPE_CHECKING:
-    from upgrader import runs, session
-    from upgrader.engine import driver
-    from upgrader.rollback import model as rollback_model
-    from upgrader.rollback import service as rollback_mod
+    from upgrader.cluster import session
+    from upgrader.engine import ports
     from upgrader.state import records, store
+    from upgrader.usecases import runs
+    from upgrader.usecases.rollback import model as rollback_model
+    from upgrader.usecases.rollback import service as rollback_mod
 
 
 def run_prepared(
@@ -23,10 +24,10 @@ def run_prepared(
     prepared: rollback_mod.Prepared,
     options: rollback_model.Options,
     *,
-    lease: driver.Lease,
+    lease: ports.Lease,
     log_format: _runs.LogFormat,
 ) -> records.RunRecord:
-    from upgrader.rollback import service as rollback_mod
+    from upgrader.usecases.rollback import service as rollback_mod
 
     title = f"{opened.name}: rollback to {prepared.snapshot.id} ({prepared.route.value})"
     with _runs.observer(log_format, title) as observe:
@@ -41,7 +42,7 @@ def lost(prepared: rollback_mod.Prepared) -> str:
 
 def describe(prepared: rollback_mod.Prepared, output: _render.OutputFormat) -> None:
     """The route and what it loses, on stderr (stdout is kept for the result)."""
-    from upgrader.rollback import model as rollback_model
+    from upgrader.usecases.rollback import model as rollback_model
 
     for passed in prepared.passed_over:
         _render.warn(f"passed over, fails verification: {passed}")
@@ -60,16 +61,16 @@ def after_failed_apply(
     state: store.Store,
     halted: runs.RunStopped,
     *,
-    lease: driver.Lease,
+    lease: ports.Lease,
     log_format: _runs.LogFormat,
     output: _render.OutputFormat,
 ) -> NoReturn:
     """``apply --on-failure rollback``: back to the last snapshot the failed run took (else the default
     choice), without asking (the option is the consent), then exit 4 once verified. If the rollback
     cannot be prepared or stops, its own error and exit code are what the caller sees."""
-    from upgrader import runs
-    from upgrader.rollback import model as rollback_model
-    from upgrader.rollback import service as rollback_mod
+    from upgrader.usecases import runs
+    from upgrader.usecases.rollback import model as rollback_model
+    from upgrader.usecases.rollback import service as rollback_mod
 
     taken = [s.detail["snapshot"] for s in halted.run.steps if s.kind == "snapshot" and s.detail.get("snapshot")]
     _render.warn(f"error: {halted.message}")

@@ -14,12 +14,12 @@ from upgrader.cli import _errors, _render
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from upgrader import runs
-    from upgrader.config import ClusterConfig
-    from upgrader.engine import driver
-    from upgrader.session import ClusterSession
+    from upgrader.cluster.session import ClusterSession
+    from upgrader.core.config import ClusterConfig
+    from upgrader.engine import ports
     from upgrader.state import records
     from upgrader.state.store import Store
+    from upgrader.usecases import runs
 
 
 class LogFormat(enum.StrEnum):
@@ -28,7 +28,7 @@ class LogFormat(enum.StrEnum):
 
 
 def seconds(text: str, flag: str) -> float:
-    from upgrader import config
+    from upgrader.core import config
 
     parsed = config.seconds(text)
     if parsed is None:
@@ -39,10 +39,10 @@ def seconds(text: str, flag: str) -> float:
 @contextlib.contextmanager
 def locked(
     cfg: ClusterConfig, state: Store, command: str, *, insecure: bool
-) -> Iterator[tuple[driver.Lease, ClusterSession]]:
+) -> Iterator[tuple[ports.Lease, ClusterSession]]:
     """The cluster's lock held for ``command`` and a session on the cluster; what ``--insecure``
     allowed is said once, on stderr."""
-    from upgrader import session
+    from upgrader.cluster import session
 
     with state.lock(cfg.name, command) as lease, session.ClusterSession.open(cfg, insecure=insecure) as opened:
         for allowed in opened.insecure:
@@ -51,14 +51,14 @@ def locked(
 
 
 @contextlib.contextmanager
-def observer(log_format: LogFormat, title: str) -> Iterator[driver.Observer]:
+def observer(log_format: LogFormat, title: str) -> Iterator[ports.Observer]:
     """JSON events on stdout with --log-format json; else live progress on a terminal; else lines."""
     from upgrader.cli import _progress
 
     if log_format is LogFormat.JSON:
         yield _progress.json_events()
     elif _render.interactive_stderr():
-        with _progress.live(title) as board:
+        with _progress.board(title) as board:
             yield board
     else:
         yield _progress.lines()
@@ -77,9 +77,8 @@ def finished(
 
 def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
-    from upgrader.engine import driver
 
-    cordoned = driver.cordoned_by_us(halted.run)
+    cordoned = ports.cordoned_by_us(halted.run)
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
         _render.emit_json({"ok": False, "run": halted.run.id, **as_dict(halted.run), "message": halted.message})
     elif cordoned:
@@ -88,7 +87,6 @@ def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: L
 
 
 def as_dict(run: records.RunRecord) -> dict[str, Any]:
-    from upgrader.engine import driver
 
     return {
         "id": run.id,
@@ -102,7 +100,7 @@ def as_dict(run: records.RunRecord) -> dict[str, Any]:
         "pid": run.pid,
         "stopped_reason": run.stopped_reason,
         "error": run.error,
-        "cordoned_by_upgrader": driver.cordoned_by_us(run),
+        "cordoned_by_upgrader": ports.cordoned_by_us(run),
         "steps": [
             {
                 "step": s.position + 1,

@@ -87,10 +87,11 @@ def apply(
     4 a step failed and --on-failure rollback put the cluster back (verified), 5 stopped (interrupted
     or the lock lost; resumable), 6 paused at a safe point (resumable).
     """
-    from upgrader import apply as apply_mod
-    from upgrader import config, runs
-    from upgrader.engine import upgrade
+    from upgrader.core import config
+    from upgrader.engine import ports
     from upgrader.state import store
+    from upgrader.usecases import apply as apply_mod
+    from upgrader.usecases import runs
 
     chosen = [x for x in (plan_id, resume, abandon) if x]
     if len(chosen) != 1:
@@ -98,7 +99,7 @@ def apply(
     cfg = config.load(cluster)
     options = apply_mod.Options(
         window_end=window_end(window_end_at, window),
-        pause_after=upgrade.PauseAfter(pause_after.value) if pause_after else None,
+        pause_after=ports.PauseAfter(pause_after.value) if pause_after else None,
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
         drain_timeout=_runs.seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,

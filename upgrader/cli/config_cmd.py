@@ -12,7 +12,8 @@ def check(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Validate cluster.yaml and its inventory; report every problem with where it is (exit 2)."""
-    from upgrader import preflight, redaction
+    from upgrader.cluster import preflight
+    from upgrader.support import redaction
 
     report = preflight.check_config(cluster)
     if output is _render.OutputFormat.JSON:

@@ -13,7 +13,8 @@ def facts(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Collect the facts the planner uses from a live cluster; -o json writes a file `plan --facts` reads."""
-    from upgrader import config, live_facts, session
+    from upgrader.cluster import live_facts, session
+    from upgrader.core import config
 
     with session.ClusterSession.open(config.load(cluster), insecure=insecure) as opened:
         collected = live_facts.collect(opened)

@@ -53,9 +53,9 @@ def create(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Lay out a lab: node roots with kubeadm's files, inventory, kubeconfig, cluster.yaml. Starts nothing."""
+    from upgrader.core.versions import Version
     from upgrader.lab import create as create_mod
     from upgrader.lab import topology
-    from upgrader.versions import Version
 
     try:
         chosen = topology.Layout(layout)

@@ -18,7 +18,7 @@ NameOption = Annotated[
 def _cluster_name(cluster: object, name: str | None, *, required: bool) -> str | None:
     from pathlib import Path
 
-    from upgrader import config
+    from upgrader.core import config
 
     if cluster is not None and name is not None:
         raise errors.UsageError("give either -c/--cluster or --name, not both")

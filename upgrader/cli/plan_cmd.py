@@ -53,7 +53,7 @@ def plan(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from upgrader import plans
+    from upgrader.usecases import plans
 
     if to is None:
         raise errors.UsageError("--to is required (e.g. --to 1.33)")
@@ -90,6 +90,6 @@ def show(
     output: Annotated[PlanFormat, typer.Option("--output", "-o", case_sensitive=False)] = PlanFormat.TABLE,
 ) -> None:
     """Show a saved plan."""
-    from upgrader import plans
+    from upgrader.usecases import plans
 
     _render_plan(plans.show(plan_id, db), output)

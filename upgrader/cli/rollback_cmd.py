@@ -9,8 +9,8 @@ from upgrader import errors
 from upgrader.cli import _errors, _options, _render, _rollback_run, _runs
 
 if TYPE_CHECKING:
-    from upgrader.rollback import service as rollback_mod
     from upgrader.state import records
+    from upgrader.usecases.rollback import service as rollback_mod
 
 
 @_errors.handle
@@ -51,10 +51,11 @@ def rollback(
     Exit codes: 0 rolled back and verified, 1 a step failed (resumable), 2 bad input, 3 refused
     (nothing changed), 5 stopped (interrupted or the lock lost; resumable).
     """
-    from upgrader import config, runs
-    from upgrader.rollback import model as rollback_model
-    from upgrader.rollback import service as rollback_mod
+    from upgrader.core import config
     from upgrader.state import store
+    from upgrader.usecases import runs
+    from upgrader.usecases.rollback import model as rollback_model
+    from upgrader.usecases.rollback import service as rollback_mod
 
     if resume and (to or dry_run):
         raise errors.UsageError("--resume continues a run as it was planned: give it without --to or --dry-run")
@@ -95,7 +96,7 @@ def _summary(run: "records.RunRecord") -> dict[str, object]:
 
 
 def _question(prepared: "rollback_mod.Prepared", cluster: str) -> str:
-    from upgrader.rollback import model as rollback_model
+    from upgrader.usecases.rollback import model as rollback_model
 
     if prepared.route is rollback_model.Route.WINDOW:
         return f"Roll {cluster} back to snapshot {prepared.snapshot.id} (v{prepared.version}); nothing is lost?"

@@ -9,12 +9,14 @@ import typer
 
 from upgrader import errors
 from upgrader.cli import _errors, _options, _render, _runs
+from upgrader.core.tier import Tier
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from upgrader.config import ClusterConfig, Tier
-    from upgrader.session import ClusterSession
+    from upgrader.cluster.session import ClusterSession
+    from upgrader.core.config import ClusterConfig
+    from upgrader.core.tier import Tier
     from upgrader.state import records
     from upgrader.state.store import Store
 
@@ -47,7 +49,7 @@ def create(
 ) -> None:
     """Snapshot etcd (verified sha256 trailer) and every control-plane node's manifests and versions,
     then copy it to every tier in snapshots.tiers (a tier that fails is named: exit 1, the rest kept)."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import tiers
 
     cfg = config.load(cluster)
@@ -73,7 +75,7 @@ def create(
         )
         _render.echo(f"  etcd:    {record.etcd_path}\n  archive: {record.archive_path}")
         for copy in record.copies:
-            if copy.tier is not config.Tier.LOCAL:
+            if copy.tier is not Tier.LOCAL:
                 _render.echo(f"  {copy.name + ':':8s} {copy.location} ({copy.state.value})")
         for problem in created.health.problems:
             _render.warn(f"the cluster was not healthy, so this snapshot is not known-good: {problem}")
@@ -91,7 +93,7 @@ def list_(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """List snapshots, newest first (of one cluster with -c, which also reports files that belong to none)."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import local
     from upgrader.state import store
 
@@ -127,7 +129,7 @@ def list_(
 
 def _copies(record: "records.SnapshotRecord") -> str:
     """``local peer(3/3) s3``; a copy that is not good is shown with its state (``s3:bad``)."""
-    from upgrader.config import Tier
+    from upgrader.core.tier import Tier
     from upgrader.state.records import CopyState
 
     out = []
@@ -192,12 +194,13 @@ def verify(
     """Re-check a snapshot's copies: the local sha256 trailer and archive, and with -c every configured
     tier (peer: sha256 on each node; s3: download and sha256). A copy that fails is marked and never used
     again; the snapshot stays known-good while one copy is good. Exit 1 when any check fails."""
-    from upgrader import config, session
+    from upgrader.cluster import session
+    from upgrader.core import config
     from upgrader.snapshots import tiers
     from upgrader.state import store
 
     only = [_tier(tier)] if tier else None
-    if only and only != [config.Tier.LOCAL] and cluster is None:
+    if only and only != [Tier.LOCAL] and cluster is None:
         raise errors.UsageError(f"checking the {tier} tier needs the cluster's config: add -c CLUSTER.yaml")
     cfg = config.load(cluster) if cluster else None
     if cfg is not None and only and only[0] not in cfg.snapshots.tiers:
@@ -224,7 +227,7 @@ def verify(
 
 
 def _tier(value: str) -> "Tier":
-    from upgrader.config import Tier
+    from upgrader.core.tier import Tier
 
     try:
         return Tier(value)
@@ -251,7 +254,8 @@ def prune(
     """In each tier, delete all but the newest known-good copies (never a tier's newest known-good one),
     and files that belong to no snapshot (left by an interrupted create). A snapshot with no copy left
     loses its row."""
-    from upgrader import config, session
+    from upgrader.cluster import session
+    from upgrader.core import config
     from upgrader.snapshots import local, tiers
     from upgrader.state import store
 
@@ -304,7 +308,7 @@ def pull(
 ) -> None:
     """Restore the local copy of a snapshot from another tier; each file is checked against its
     recorded sha256 before it replaces anything."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import tiers
 
     tier = _tier(source)
@@ -330,7 +334,7 @@ def push(
 ) -> None:
     """Copy a snapshot's verified local copy to another tier: after a tier failed at create, or to
     replace a copy that verify found bad."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import tiers
 
     tier = _tier(target)
@@ -365,11 +369,11 @@ def import_(
     """Find this cluster's snapshots in the bucket and record the ones this database lacks, each file
     downloaded and verified: the way back when the controller and its database are both gone. Nothing
     the bucket says is trusted: ids, descriptions (authenticated with the key) and files are checked."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.snapshots import tiers
     from upgrader.state import store
 
-    if _tier(source) is not config.Tier.S3:
+    if _tier(source) is not Tier.S3:
         raise errors.UsageError("snapshots are imported from the s3 tier: --from s3")
     cfg = config.load(cluster)
     with store.Store.open(db) as state, state.lock(cfg.name, "snapshot import"):

@@ -36,7 +36,8 @@ def status(
 ) -> None:
     """Versions per node (from the API), the current or last run with each step, the newest known-good
     snapshot, and the command to run next."""
-    from upgrader import config, session
+    from upgrader.cluster import session
+    from upgrader.core import config
     from upgrader.kube import cluster as kube
     from upgrader.state import lease, store
 
@@ -119,7 +120,7 @@ def history(
     output: _options.OutputOption = _render.OutputFormat.TABLE,
 ) -> None:
     """Past runs, newest first."""
-    from upgrader import config
+    from upgrader.core import config
     from upgrader.state import store
 
     cfg = config.load(cluster)

@@ -29,9 +29,11 @@ def verify(
     Exit codes: 0 verified, 1 a check failed, 2 bad input, 3 the snapshot is no reference (damaged, or
     another cluster's).
     """
-    from upgrader import config, session, verification
+    from upgrader.cluster import session
+    from upgrader.core import config
+    from upgrader.core.versions import Version
     from upgrader.state import store
-    from upgrader.versions import Version
+    from upgrader.usecases import verification
 
     if against and expect:
         raise errors.UsageError("give --against SNAPSHOT or --expect VERSION, not both")
@@ -44,7 +46,7 @@ def verify(
         elif version is not None:
             verdict = verification.expect(opened, version)
         else:
-            verdict = verification.live(opened)
+            verdict = verification.current(opened)
     if output is _render.OutputFormat.JSON:
         _render.emit_json(verdict.as_dict())
     else:

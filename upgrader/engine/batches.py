@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
-from upgrader.engine.driver import CORDONED, Driver, Event
-from upgrader.engine.ports import Drainer, KubeletRollout, Probe
-from upgrader.versions import Version
+from upgrader.core.versions import Version
+from upgrader.engine.driver import Driver
+from upgrader.engine.ports import CORDONED, Drainer, Event, KubeletRollout, Probe
 
 
 class NodeBatches:

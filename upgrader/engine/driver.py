@@ -19,12 +19,12 @@ import enum
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from upgrader import errors
-from upgrader.engine.ports import Gate, Journal, StepHandler
+from upgrader.engine.ports import Event, Gate, Journal, Lease, Observer, StepHandler
 from upgrader.state import records
 
 
@@ -39,32 +39,6 @@ class StepFailed(errors.OperationFailed):
 
 class GateFailed(StepFailed):
     """The live cluster does not match what the step's handler expects after it."""
-
-
-class Lease(Protocol):
-    def check(self) -> None: ...
-
-    def confirm(self) -> bool: ...
-
-
-# A step's detail key, written before upgrader cordons a schedulable node and removed once it uncordons
-# it: the nodes upgrader itself left cordoned, and so may uncordon.
-CORDONED = "cordoned:"
-
-
-def cordoned_by_us(run: records.RunRecord) -> list[str]:
-    """The nodes this run cordoned and has not uncordoned, from the journal."""
-    return sorted(key.removeprefix(CORDONED) for step in run.steps for key in step.detail if key.startswith(CORDONED))
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # run-started, step-started, node-done, step-succeeded, step-failed, run-paused, ...
-    message: str
-    position: int | None = None
-    node: str | None = None
-    data: Mapping[str, Any] = field(default_factory=dict)
-    level: records.EventLevel | None = None  # None: an error for a kind ending in "failed", else info
 
 
 @dataclass(frozen=True)
@@ -83,7 +57,6 @@ class Policy:
 
 
 Estimate = Callable[[records.StepRecord], float]
-Observer = Callable[[Event], None]
 Handlers = Mapping[str, StepHandler]
 
 

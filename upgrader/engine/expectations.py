@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from upgrader.core.planner.model import Step, StepKind
+from upgrader.core.versions import Minor, Version
 from upgrader.engine.ports import Expected
-from upgrader.planner.model import Step, StepKind
-from upgrader.versions import Minor, Version
 
 
 def initial(facts: Mapping[str, Any]) -> Expected:

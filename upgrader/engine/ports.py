@@ -7,13 +7,14 @@ protocols, and the end-to-end tests use the real ones on the lab.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from upgrader.core.versions import Minor, Version
 from upgrader.state import records
-from upgrader.versions import Minor, Version
 
 
 @dataclass(frozen=True)
@@ -123,3 +124,41 @@ class Ports:
     probe: Probe
     gate: Gate
     snapshotter: Snapshotter
+
+
+# The engine's vocabulary for those who watch or steer a run (the use cases and the CLI).
+
+
+class Lease(Protocol):
+    def check(self) -> None: ...
+
+    def confirm(self) -> bool: ...
+
+
+# A step's detail key, written before upgrader cordons a schedulable node and removed once it uncordons
+# it: the nodes upgrader itself left cordoned, and so may uncordon.
+CORDONED = "cordoned:"
+
+
+def cordoned_by_us(run: records.RunRecord) -> list[str]:
+    """The nodes this run cordoned and has not uncordoned, from the journal."""
+    return sorted(key.removeprefix(CORDONED) for step in run.steps for key in step.detail if key.startswith(CORDONED))
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str  # run-started, step-started, node-done, step-succeeded, step-failed, run-paused, ...
+    message: str
+    position: int | None = None
+    node: str | None = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    level: records.EventLevel | None = None  # None: an error for a kind ending in "failed", else info
+
+
+Observer = Callable[[Event], None]
+
+
+class PauseAfter(enum.StrEnum):
+    EMULATION = "emulation"  # after a control-plane step that leaves a rollback-safe window open
+    HOP = "hop"  # after every control-plane or emulation-commit step
+    STEP = "step"  # after every step

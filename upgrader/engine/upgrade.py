@@ -11,25 +11,18 @@ Each is gated by what the plan expects after it (``engine.expectations``).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from upgrader.core.planner.model import Step, StepKind
+from upgrader.core.versions import Minor, Version
 from upgrader.engine import expectations
 from upgrader.engine.batches import NodeBatches
 from upgrader.engine.driver import Driver, Handlers, Policy
-from upgrader.engine.ports import Expected, Ports, StepHandler
-from upgrader.planner.model import Step, StepKind
+from upgrader.engine.ports import Expected, PauseAfter, Ports, StepHandler
 from upgrader.state import records
-from upgrader.versions import Minor, Version
-
-
-class PauseAfter(enum.StrEnum):
-    EMULATION = "emulation"  # after a control-plane step that leaves a rollback-safe window open
-    HOP = "hop"  # after every control-plane or emulation-commit step
-    STEP = "step"  # after every step
 
 
 def policy(window_end: datetime | None, pause_after: PauseAfter | None) -> Policy:

@@ -19,7 +19,8 @@ import etcd3
 import etcd3.exceptions
 import grpc
 
-from upgrader import config, errors
+from upgrader import errors
+from upgrader.core import config
 
 # A fixed 4 MiB HTTP/2 window: large enough for full speed, and bounded. grpc's bandwidth-delay probe
 # would otherwise keep growing it while data arrives fast, and a snapshot stream then buffers more and

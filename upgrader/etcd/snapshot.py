@@ -23,8 +23,9 @@ from pathlib import Path
 import grpc
 from etcd3.etcdrpc import rpc_pb2
 
-from upgrader import errors, files
+from upgrader import errors
 from upgrader.etcd import kv
+from upgrader.support import files
 
 TRAILER = 32
 CHUNK = 1 << 20

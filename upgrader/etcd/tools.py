@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from upgrader import bundled, errors
+from upgrader import errors
+from upgrader.support import bundled
 
 TIMEOUT = 600
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from upgrader import environment, errors, files, names
+from upgrader import errors
+from upgrader.support import environment, files, names
 
 TIMEOUT_SECONDS = 120
 GROUPS = ("kube_control_plane", "kube_node", "etcd")  # Kubespray's names

@@ -39,9 +39,10 @@ from typing import Any
 
 import yaml
 
-from upgrader import bundled, errors, interrupts, scratch
+from upgrader import errors
 from upgrader.executor import detached
 from upgrader.executor.inventory import Inventory
+from upgrader.support import bundled, interrupts, scratch
 
 
 class Status(enum.StrEnum):

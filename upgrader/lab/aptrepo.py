@@ -25,9 +25,9 @@ import tempfile
 from pathlib import Path
 
 from upgrader import errors
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Version
 from upgrader.lab import mirror, processes, topology
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Version
 
 TOOLS = mirror.TOOLS
 REVISION = "1.1"  # pkgs.k8s.io's package revision: kubelet 1.32.9-1.1

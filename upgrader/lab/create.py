@@ -19,10 +19,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from upgrader import errors
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Version
 from upgrader.etcd import tools
 from upgrader.lab import aptrepo, manifests, mirror, pki, ssh, topology
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Version
 
 
 def find_etcd(explicit: str | None = None) -> str:

@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 
 from upgrader import errors
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Version
 from upgrader.lab import faults, http, manifests
 from upgrader.lab.apiserver.server import json_patch, merge_patch
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Version
 
 PATCH_TARGETS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
+from upgrader.core.versions import Minor, Version
 from upgrader.lab import topology
-from upgrader.versions import Minor, Version
 
 REGISTRY = "registry.k8s.io"
 PKI = "/etc/kubernetes/pki"

@@ -15,8 +15,8 @@ import shlex
 from pathlib import Path
 
 from upgrader import errors
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Version
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Version
 
 ARCH_PATH = ("bin", "linux", "amd64")
 TOOLS = ("kubeadm", "kubelet", "kubectl")

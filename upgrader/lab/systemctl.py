@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from upgrader import units
+from upgrader.support import units
 
 UNITS = ("kubelet",)
 WAIT_SECONDS = 30.0

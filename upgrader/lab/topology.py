@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from upgrader import errors, names
-from upgrader.versions import Version
+from upgrader import errors
+from upgrader.core.versions import Version
+from upgrader.support import names
 
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380

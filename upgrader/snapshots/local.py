@@ -26,10 +26,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, errors, files, health, live_facts, scratch, session
+from upgrader import errors
+from upgrader.cluster import health, live_facts, session
+from upgrader.core import config
+from upgrader.core.tier import Tier
 from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
 from upgrader.state import records, store
+from upgrader.support import files, scratch
 
 SUMS = "SHA256SUMS"
 
@@ -199,7 +203,7 @@ def take(
             known_good=checked.ok,
             verified_at=datetime.now(UTC),
             etcd_file_sha256=file_sha,
-            copies=(records.CopyRecord.now(snapshot_id, config.Tier.LOCAL, str(db_path), records.CopyState.OK),),
+            copies=(records.CopyRecord.now(snapshot_id, Tier.LOCAL, str(db_path), records.CopyState.OK),),
         )
         state.add_snapshot(record)
     except BaseException:

@@ -11,10 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from upgrader import errors, files, session
+from upgrader import errors
+from upgrader.cluster import session
 from upgrader.etcd import snapshot
 from upgrader.executor import runner
 from upgrader.state import records
+from upgrader.support import files
 
 STORE = "/var/lib/upgrader/snapshots"
 

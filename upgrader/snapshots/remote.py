@@ -19,9 +19,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from upgrader import config, errors, files
+from upgrader import errors
+from upgrader.core import config
 from upgrader.objectstore import bucket, sealing
 from upgrader.state import records
+from upgrader.support import files
 
 FORMAT = 1
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from upgrader import errors, session
+from upgrader import errors
+from upgrader.cluster import session
 from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
 

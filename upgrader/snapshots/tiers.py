@@ -13,12 +13,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from upgrader import config, errors, files, health, session
-from upgrader.config import Tier
+from upgrader import errors
+from upgrader.cluster import health, session
+from upgrader.core import config
+from upgrader.core.tier import Tier
 from upgrader.etcd import snapshot, tools
 from upgrader.objectstore import sealing
 from upgrader.snapshots import local, peer, remote, restore_tool
 from upgrader.state import records, store
+from upgrader.support import files
 
 GOOD = (records.CopyState.OK, records.CopyState.UNCHECKED)
 

@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from upgrader import environment, errors
+from upgrader import errors
+from upgrader.support import environment
 
 BUSY_TIMEOUT_MS = 30_000
 

@@ -25,8 +25,9 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from upgrader import environment, errors, pids
+from upgrader import errors
 from upgrader.state import db, orm, records
+from upgrader.support import environment, pids
 
 _COLUMNS = ("holder", "host", "pid", "process", "command", "acquired_at", "renewed_at", "expires_at")
 

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from upgrader.config import Tier
+from upgrader.core.tier import Tier
 from upgrader.state import records
 
 NAMING_CONVENTION = {

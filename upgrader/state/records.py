@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NewType
 
 from upgrader import errors
-from upgrader.config import Tier
+from upgrader.core.tier import Tier
 
 ClusterId = NewType("ClusterId", int)
 RunId = NewType("RunId", str)

@@ -23,8 +23,9 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from upgrader import bundled, errors
+from upgrader import errors
 from upgrader.state import db
+from upgrader.support import bundled
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from upgrader import errors, redaction
-from upgrader.config import Tier
+from upgrader import errors
+from upgrader.core.tier import Tier
 from upgrader.state import db, lease, orm, records
+from upgrader.support import redaction
 
 P = ParamSpec("P")
 R = TypeVar("R")

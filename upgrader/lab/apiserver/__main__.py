@@ -16,10 +16,10 @@ import threading
 from pathlib import Path
 
 from upgrader import errors
+from upgrader.core.versions import Minor, Version
 from upgrader.etcd import kv
 from upgrader.lab import faults
 from upgrader.lab.apiserver import server
-from upgrader.versions import Minor, Version
 
 
 def _arguments(argv: list[str]) -> argparse.Namespace:

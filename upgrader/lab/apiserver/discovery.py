@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.versions import Minor
 from upgrader.lab.apiserver import registry
-from upgrader.rules import catalog as catalog_mod
-from upgrader.versions import Minor
 
 # group/version -> the minor that introduced it (only what the lab serves or advertises)
 INTRODUCED = {

@@ -18,11 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from upgrader import names
+from upgrader.core.versions import Minor, Version
 from upgrader.etcd import kv
 from upgrader.lab import disruption, faults
 from upgrader.lab.apiserver import discovery, labels, registry, tables
-from upgrader.versions import Minor, Version
+from upgrader.support import names
 
 PUBLIC = ("/version", "/livez", "/readyz", "/healthz")
 JSON = "application/json"
