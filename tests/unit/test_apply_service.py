@@ -10,6 +10,7 @@ import pytest
 
 from tests.unit.plan_helpers import make_facts, make_plan
 from upgrader import errors
+from upgrader.core.rules import facts as facts_mod
 from upgrader.engine import driver
 from upgrader.state import records, store
 from upgrader.usecases import apply, runs
@@ -70,11 +71,12 @@ def test_estimates_come_from_this_clusters_history_per_node_for_the_control_plan
 def test_drift_names_each_node_that_moved_since_the_plan() -> None:
     facts = make_facts([("cp-1", "1.30.14", None, "1.30.14")], [("w-1", "1.29.15"), ("w-2", "1.30.14")])
     plan = make_plan(facts, "1.31")
-    live = plan.facts | {
-        "control_plane": [{**plan.facts["control_plane"][0], "apiserver": "1.31.13", "kubelet": "1.30.14"}],
-        "nodes": [{**plan.facts["nodes"][0], "kubelet": "1.30.14"}, {"name": "w-9", "kubelet": "1.30.14"}],
+    then = plan.facts.as_mapping()
+    live = then | {
+        "control_plane": [{**then["control_plane"][0], "apiserver": "1.31.13", "kubelet": "1.30.14"}],
+        "nodes": [{**then["nodes"][0], "kubelet": "1.30.14"}, {"name": "w-9", "kubelet": "1.30.14"}],
     }
-    assert apply.drift(plan, live) == [
+    assert apply.drift(plan, facts_mod.from_mapping(live)) == [
         "cp-1 apiserver is 1.31.13 (emulating 1.30), the plan expected 1.30.14 (emulating 1.30)",
         "w-1 kubelet is 1.30.14, the plan expected 1.29.15",
         "node w-2 is gone",

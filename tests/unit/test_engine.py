@@ -185,8 +185,8 @@ def drive(
         cancel=threading.Event(),
     )
     current = journal.run(run.id)
-    steps_policy = upgrade.policy(window_end, pause_after)
-    return engine.run(current, upgrade.handlers(engine, ports, current, plan.facts), steps_policy), events
+    steps_policy = upgrade.policy(window_end, pause_after, plan.steps)
+    return engine.run(current, upgrade.handlers(engine, ports, current, plan), steps_policy), events
 
 
 def test_a_plan_runs_to_its_target_with_a_snapshot_and_gate_per_step(journal: store.Store, plan: model.Plan) -> None:
@@ -327,3 +327,18 @@ def test_a_node_the_operator_cordoned_stays_cordoned(journal: store.Store) -> No
     fake.cordoned.add("w-1")  # cordoned for a hardware check before the window
     assert drive(journal, plan, fake, new_run(journal, plan))[0] is driver.Outcome.SUCCEEDED
     assert fake.kubelets["w-1"] == Version.parse("1.31.13") and fake.cordoned == {"w-1"}
+
+
+def test_handlers_are_made_from_the_typed_plan_and_refuse_a_journal_that_holds_other_steps(
+    journal: store.Store, plan: model.Plan
+) -> None:
+    """The handlers act on the plan's typed steps, not on the journal's JSON of them; so a run whose
+    journal does not hold its plan's steps (a row changed since it was created) is refused before a step."""
+    other = make_plan(make_facts([("cp-1", "1.30.14", None, "1.30.14")], [("w-1", "1.30.14")]), "1.31.13")
+    assert [s.kind for s in other.steps] != [s.kind for s in plan.steps]
+    fake = cluster_from(plan)
+    run = new_run(journal, other)
+    with pytest.raises(errors.OperationFailed, match=f"steps are not those of its plan {plan.id}"):
+        drive(journal, plan, fake, run)
+    assert all(s.status is records.StepStatus.PENDING for s in journal.run(run.id).steps)
+    assert not fake.drains and not fake.snapshots

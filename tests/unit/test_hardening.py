@@ -585,7 +585,7 @@ def test_a_saved_plan_whose_body_was_replaced_is_refused(db_url: str) -> None:
         state.save_plan(
             plan_id=records.PlanId(plan.id),
             body=smaller.as_dict(),
-            facts=smaller.facts,
+            facts=smaller.facts.as_mapping(),
             target=str(smaller.target),
             executable=True,
             cluster="prod-eu1",

@@ -77,6 +77,7 @@ def finished(
 
 def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: LogFormat) -> NoReturn:
     """One JSON document (the run, with the error) or the notes an SRE needs next, then the exit code."""
+    from upgrader.engine import ports
 
     cordoned = ports.cordoned_by_us(halted.run)
     if output is _render.OutputFormat.JSON and log_format is LogFormat.TEXT:
@@ -87,6 +88,7 @@ def stopped(halted: runs.RunStopped, output: _render.OutputFormat, log_format: L
 
 
 def as_dict(run: records.RunRecord) -> dict[str, Any]:
+    from upgrader.engine import ports
 
     return {
         "id": run.id,

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
     from upgrader.cluster.session import ClusterSession
     from upgrader.core.config import ClusterConfig
-    from upgrader.core.tier import Tier
     from upgrader.state import records
     from upgrader.state.store import Store
 
@@ -129,7 +128,6 @@ def list_(
 
 def _copies(record: "records.SnapshotRecord") -> str:
     """``local peer(3/3) s3``; a copy that is not good is shown with its state (``s3:bad``)."""
-    from upgrader.core.tier import Tier
     from upgrader.state.records import CopyState
 
     out = []
@@ -226,8 +224,7 @@ def verify(
         )
 
 
-def _tier(value: str) -> "Tier":
-    from upgrader.core.tier import Tier
+def _tier(value: str) -> Tier:
 
     try:
         return Tier(value)

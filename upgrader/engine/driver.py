@@ -99,7 +99,7 @@ class Driver:
         unknown = sorted({s.kind for s in run.steps} - set(handlers))
         if unknown:
             raise errors.OperationFailed(f"run {run.id} has steps of a kind this engine has no handler for: {unknown}")
-        self._start(run, [handlers[s.kind].describe(s.spec) for s in run.steps])
+        self._start(run, [handlers[s.kind].describe(s) for s in run.steps])
         for record in run.steps:
             if record.status in (records.StepStatus.SUCCEEDED, records.StepStatus.SKIPPED):
                 continue
@@ -115,7 +115,7 @@ class Driver:
                 if problems:
                     raise GateFailed(f"gate after step {record.position + 1}: {problems[0]}" + _more(problems))
 
-            self.journaled(run.id, record.position, handler.describe(record.spec), act)
+            self.journaled(run.id, record.position, handler.describe(record), act)
             if policy.pause_after is not None and policy.pause_after(record):
                 return self._pause(run.id, f"paused after step {record.position + 1} (--pause-after)")
         if before_success is not None:

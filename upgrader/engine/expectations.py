@@ -6,21 +6,18 @@ that was running when the process died still has to do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from upgrader.core.planner.model import Step, StepKind
+from upgrader.core.rules.facts import Facts
 from upgrader.core.versions import Minor, Version
 from upgrader.engine.ports import Expected
 
 
-def initial(facts: Mapping[str, Any]) -> Expected:
-    """The state the plan started from (its normalised facts)."""
-    apiservers = {
-        str(m["name"]): (Version.parse(m["apiserver"]), Minor.parse(m["emulated"])) for m in facts["control_plane"]
-    }
-    kubelets = {str(n["name"]): Version.parse(n["kubelet"]) for n in [*facts["control_plane"], *facts["nodes"]]}
-    return Expected(apiservers=apiservers, kubelets=kubelets)
+def initial(facts: Facts) -> Expected:
+    """The state the plan (or a snapshot) started from."""
+    apiservers: dict[str, tuple[Version, Minor]] = {m.name: (m.apiserver, m.emulated) for m in facts.control_plane}
+    return Expected(apiservers=apiservers, kubelets={n.name: n.kubelet for n in facts.nodes})
 
 
 def after(state: Expected, step: Step) -> Expected:
@@ -38,7 +35,7 @@ def after(state: Expected, step: Step) -> Expected:
     return Expected(apiservers=apiservers, kubelets=kubelets)
 
 
-def each(facts: Mapping[str, Any], steps: Sequence[Step]) -> list[Expected]:
+def each(facts: Facts, steps: Sequence[Step]) -> list[Expected]:
     """The expected state after every step, in order."""
     out: list[Expected] = []
     state = initial(facts)

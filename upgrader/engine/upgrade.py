@@ -11,12 +11,12 @@ Each is gated by what the plan expects after it (``engine.expectations``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from upgrader.core.planner.model import Step, StepKind
+from upgrader import errors
+from upgrader.core.planner.model import Plan, Step, StepKind
 from upgrader.core.versions import Minor, Version
 from upgrader.engine import expectations
 from upgrader.engine.batches import NodeBatches
@@ -25,9 +25,11 @@ from upgrader.engine.ports import Expected, PauseAfter, Ports, StepHandler
 from upgrader.state import records
 
 
-def policy(window_end: datetime | None, pause_after: PauseAfter | None) -> Policy:
+def policy(window_end: datetime | None, pause_after: PauseAfter | None, steps: Sequence[Step]) -> Policy:
+    """``steps``: the plan's, in the run's order (a step record's position indexes them)."""
+
     def pause_here(record: records.StepRecord) -> bool:
-        step = Step.from_dict(dict(record.spec))
+        step = steps[record.position]
         if pause_after is PauseAfter.STEP:
             return True
         if pause_after is PauseAfter.HOP:
@@ -57,11 +59,11 @@ class _Upgrade:
     driver: Driver
     ports: Ports
     run_id: str
-    steps: tuple[Step, ...]  # the run's steps, read from its journal once
+    steps: tuple[Step, ...]  # the plan's steps, typed; the run's journal holds them in the same order
     after: tuple[Expected, ...]
 
-    def describe(self, spec: Mapping[str, Any]) -> str:
-        return describe(Step.from_dict(dict(spec)))
+    def describe(self, record: records.StepRecord) -> str:
+        return describe(self.step(record))
 
     def step(self, record: records.StepRecord) -> Step:
         return self.steps[record.position]
@@ -108,10 +110,14 @@ class _Nodes(_Upgrade):
         batches.run(self.run_id, record.position, step.nodes, step.version)
 
 
-def handlers(driver: Driver, ports: Ports, run: records.RunRecord, facts: Mapping[str, Any]) -> Handlers:
-    """The upgrade's handlers for ``run``, whose plan was made from ``facts``."""
-    steps = tuple(Step.from_dict(s.spec) for s in run.steps)
-    after = tuple(expectations.each(facts, list(steps)))
+def handlers(driver: Driver, ports: Ports, run: records.RunRecord, plan: Plan) -> Handlers:
+    """The upgrade's handlers for ``run``, made from ``plan``: its typed steps and facts, never the JSON the
+    journal keeps of them. A journal that does not hold the plan's steps (a row edited since) is refused."""
+    steps = plan.steps
+    journaled = [(s.kind, s.position) for s in run.steps]
+    if journaled != [(step.kind.value, position) for position, step in enumerate(steps)]:
+        raise errors.OperationFailed(f"run {run.id}'s steps are not those of its plan {plan.id}: make a new plan")
+    after = tuple(expectations.each(plan.facts, steps))
     made: dict[str, StepHandler] = {
         StepKind.SNAPSHOT.value: _Snapshot(driver, ports, run.id, steps, after),
         StepKind.CONTROL_PLANE.value: _ControlPlane(driver, ports, run.id, steps, after),

@@ -29,6 +29,7 @@ from pathlib import Path
 from upgrader import errors
 from upgrader.cluster import health, live_facts, session
 from upgrader.core import config
+from upgrader.core.rules import facts as facts_mod
 from upgrader.core.tier import Tier
 from upgrader.etcd import snapshot, tools
 from upgrader.executor import runner
@@ -80,6 +81,15 @@ def registry_keys(archived: dict[str, bytes]) -> list[str] | None:
     """The keys a snapshot recorded, or None for a snapshot taken before upgrader recorded them."""
     listing = archived.get(REGISTRY_KEYS)
     return None if listing is None else listing.decode(errors="backslashreplace").splitlines()
+
+
+def facts_of(record: records.SnapshotRecord) -> facts_mod.Facts:
+    """The cluster as the snapshot saw it, parsed once where a use case reads it (the store keeps the
+    mapping). A record whose facts do not parse is named."""
+    try:
+        return facts_mod.from_mapping(record.facts)
+    except errors.InputError as exc:
+        raise errors.InputError(f"snapshot {record.id}: its facts cannot be read: {exc}") from None
 
 
 def archive_members(record: records.SnapshotRecord) -> dict[str, bytes]:

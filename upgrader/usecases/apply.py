@@ -143,10 +143,9 @@ def refuse_unfinished(state: store.Store, cluster: str) -> None:
         )
 
 
-def drift(plan: Plan, live: Mapping[str, Any]) -> list[str]:
+def drift(plan: Plan, now: facts_mod.Facts) -> list[str]:
     """How the live cluster differs from the facts the plan was made from, one line per difference."""
-    now = facts_mod.from_mapping(live)
-    then = facts_mod.from_mapping(plan.facts)
+    then = plan.facts
     out: list[str] = []
     live_cp = {m.name: m for m in now.control_plane}
     for member in then.control_plane:
@@ -176,7 +175,11 @@ def prepare(cluster: session.ClusterSession, state: store.Store, plan_id: str) -
     stored_id, plan = load_plan(state, plan_id, cluster.name)
     refuse_unfinished(state, cluster.name)
     collected = live_facts.collect(cluster)
-    moved = drift(plan, collected.data)
+    try:
+        now = facts_mod.from_mapping(collected.data)
+    except errors.InputError as exc:
+        raise errors.InputError(f"the live cluster's facts: {exc}") from None
+    moved = drift(plan, now)
     if moved:
         more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
         raise errors.Refused(f"the cluster is not where plan {stored_id} starts: {moved[0]}{more}; make a new plan")
@@ -289,7 +292,7 @@ def _drive(
     observe: Callable[[Event], None],
 ) -> records.RunRecord:
     live = ports(cluster, state, options, run.id)
-    steps_policy = upgrade.policy(options.window_end, options.pause_after)
+    steps_policy = upgrade.policy(options.window_end, options.pause_after, plan.steps)
     return runs.drive(
         cluster,
         state,
@@ -299,7 +302,7 @@ def _drive(
         observe=observe,
         wait_timeout=options.wait_timeout,
         insecure=options.insecure,
-        go=lambda engine: engine.run(run, upgrade.handlers(engine, live, run, plan.facts), steps_policy),
+        go=lambda engine: engine.run(run, upgrade.handlers(engine, live, run, plan), steps_policy),
     )
 
 

@@ -48,7 +48,6 @@ def read_facts_file(path: Path) -> Any:
 class PlanResult:
     plan: model.Plan
     cluster: str | None
-    facts: dict[str, Any]  # normalised (only the fields the planner reads): what --save records
     warnings: tuple[str, ...] = ()  # what did not agree while the facts were collected from the cluster
 
 
@@ -79,7 +78,6 @@ def make_plan(request: PlanRequest) -> PlanResult:
     return PlanResult(
         plan=plan,
         cluster=cfg.name if cfg else facts.cluster,
-        facts=facts.as_mapping(),
         warnings=tuple(collection_warnings),
     )
 
@@ -93,7 +91,7 @@ def save(result: PlanResult, db_url: str | None) -> bool:
         return state.save_plan(
             plan_id=records.PlanId(body["id"]),
             body=body,
-            facts=result.facts,
+            facts=result.plan.facts.as_mapping(),  # normalised: only the fields the planner reads
             target=body["target"],
             executable=result.plan.executable,
             cluster=result.cluster,

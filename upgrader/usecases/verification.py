@@ -133,7 +133,7 @@ def _gate_against(
     cluster: session.ClusterSession, record: records.SnapshotRecord
 ) -> tuple[list[Check], dict[str, Version]]:
     probe = _probe(cluster)
-    then = expectations.initial(record.facts)
+    then = expectations.initial(local.facts_of(record))
     kubelets, notes = _kubelets(then, live_versions(probe).kubelets)
     return _gate(probe, Expected(apiservers=then.apiservers, kubelets=kubelets)) + notes, kubelets
 

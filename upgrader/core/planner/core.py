@@ -258,7 +258,7 @@ def plan(
         blockers=tuple(f for f in found if f.severity is Severity.BLOCKER),
         warnings=tuple(f for f in found if f.severity is Severity.WARNING),
         summary=_summary(facts, resolved, steps),
-        facts=facts.as_mapping(),
+        facts=facts,
     )
 
 

@@ -6,10 +6,13 @@ import enum
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from upgrader import errors
+from upgrader.core.rules import facts as facts_mod
+from upgrader.core.rules.facts import Facts
 from upgrader.core.rules.findings import Finding, Severity
 from upgrader.core.versions import Minor, Version
 
@@ -149,7 +152,7 @@ class Plan:
     blockers: tuple[Finding, ...]
     warnings: tuple[Finding, ...]
     summary: Summary
-    facts: dict[str, Any]
+    facts: Facts  # what the plan was made from, typed; stored and hashed as its normalised mapping
 
     @property
     def executable(self) -> bool:
@@ -163,7 +166,7 @@ class Plan:
             "steps": [s.as_dict() for s in self.steps],
             "blockers": [b.as_dict() for b in self.blockers],
             "warnings": [w.as_dict() for w in self.warnings],
-            "facts": self.facts,
+            "facts": self.facts.as_mapping(),
         }
 
     @property
@@ -187,7 +190,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, body: dict[str, Any], facts: dict[str, Any]) -> Plan:
+    def from_dict(cls, body: dict[str, Any], facts: Mapping[str, Any]) -> Plan:
         """A saved plan (its ``as_dict`` and the normalised facts it was made from) as typed values.
 
         Raises ``InputError`` when the body does not reproduce its own id: a row edited by hand, or
@@ -201,9 +204,9 @@ class Plan:
                 blockers=tuple(Finding.from_dict(b, Severity.BLOCKER) for b in body["blockers"]),
                 warnings=tuple(Finding.from_dict(w, Severity.WARNING) for w in body["warnings"]),
                 summary=Summary.from_dict(body["summary"]),
-                facts=dict(facts),
+                facts=facts_mod.from_mapping(facts),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, errors.InputError) as exc:
             raise errors.InputError(f"saved plan {body.get('id', '?')} cannot be read: {exc}") from None
         if plan.id != body.get("id"):
             raise errors.InputError(

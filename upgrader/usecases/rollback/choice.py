@@ -15,11 +15,11 @@ from upgrader.cluster import gates, session
 from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.versions import Minor
 from upgrader.engine import expectations
-from upgrader.snapshots import tiers
+from upgrader.snapshots import local, tiers
 from upgrader.state import records, store
 from upgrader.usecases import verification
 from upgrader.usecases.rollback.archive import etcd_minor
-from upgrader.usecases.rollback.model import Observed, Route, snapshot_version
+from upgrader.usecases.rollback.model import Observed, Route, newest, snapshot_version
 
 
 def observe(cluster: session.ClusterSession) -> Observed:
@@ -108,8 +108,8 @@ def choose(
 
 def route(record: records.SnapshotRecord, observed: Observed, archived: Mapping[str, bytes]) -> tuple[Route, str]:
     """The window route when it is safe (see the module's doc), else a full restore; and why."""
-    then = expectations.initial(record.facts).apiservers
-    version = snapshot_version(record)
+    start = expectations.initial(local.facts_of(record))
+    then, version = start.apiservers, newest(start)
     if any(v != version or e != version.minor_version for v, e in then.values()):
         return Route.FULL_RESTORE, "the snapshot was taken while the control plane was changing"
     if set(observed.apiservers) != set(then):

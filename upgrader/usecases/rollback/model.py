@@ -9,6 +9,8 @@ from typing import Any
 
 from upgrader.core.versions import Minor, Version
 from upgrader.engine import expectations
+from upgrader.engine.ports import Expected
+from upgrader.snapshots import local
 from upgrader.state import records
 from upgrader.usecases import apply
 
@@ -96,4 +98,9 @@ class Observed:
 
 def snapshot_version(record: records.SnapshotRecord) -> Version:
     """The control plane's version when the snapshot was taken (its newest apiserver)."""
-    return max(v for v, _ in expectations.initial(record.facts).apiservers.values())
+    return newest(expectations.initial(local.facts_of(record)))
+
+
+def newest(then: Expected) -> Version:
+    """The newest apiserver of a state: the control plane's version."""
+    return max(v for v, _ in then.apiservers.values())

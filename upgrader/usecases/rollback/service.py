@@ -201,7 +201,7 @@ _ACTIONS = {
 def dry_run(prepared: Prepared) -> list[dict[str, Any]]:
     """Every step with what it would do, where. Changes nothing."""
     version = prepared.version
-    then = expectations.initial(prepared.snapshot.facts).kubelets
+    then = expectations.initial(local.facts_of(prepared.snapshot)).kubelets
     out = []
     for position, step in enumerate(prepared.steps):
         kind = Kind(step["kind"])

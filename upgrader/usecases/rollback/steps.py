@@ -38,8 +38,8 @@ class _Handler:
     describe_spec: Callable[[Mapping[str, Any]], str]
     act_on: Callable[[records.StepRecord], None]
 
-    def describe(self, spec: Mapping[str, Any]) -> str:
-        return self.describe_spec(spec)
+    def describe(self, record: records.StepRecord) -> str:
+        return self.describe_spec(record.spec)
 
     def act(self, record: records.StepRecord) -> None:
         self.act_on(record)
@@ -63,6 +63,7 @@ class Steps:
     ) -> None:
         self.cfg = cfg
         self.ports = ports
+        self.then = expectations.initial(local.facts_of(snapshot))  # parsed once, for every step
         self.run_record = run
         self.snapshot = snapshot
         self.options = options
@@ -310,7 +311,7 @@ class Steps:
         time), then workers by max_unavailable.
         A node this step cordoned in an earlier attempt is taken up again so it is uncordoned."""
         position = record.position
-        then = expectations.initial(self.snapshot.facts).kubelets
+        then = self.then.kubelets
         ours = {k.removeprefix(ports.CORDONED) for k in record.detail if k.startswith(ports.CORDONED)}
         if self.route is Route.FULL_RESTORE:
             # The restored Node objects say what the snapshot said: ask the nodes, then wait until each one
