@@ -79,7 +79,7 @@ run_tests() {
                        "$bin/ruff" format --check upgrader tests migrations
   log "mypy --strict"; "$bin/mypy" --strict upgrader
   log "import layers"; "$bin/lint-imports"
-  log "pytest";        "$bin/python" -m pytest -n "${UPGRADER_TEST_WORKERS:-2}" --dist worksteal "$@"
+  log "pytest";        "$bin/python" -m pytest -n "${UPGRADER_TEST_WORKERS:-2}" --dist loadgroup "$@"
 }
 
 rehearse() {

@@ -63,13 +63,67 @@ class Labs:
         assert not left, f"processes left behind: {[p.pid for p in left]}"
 
 
+class SharedLab:
+    """One 3+3 lab for the tests that do not change versions, up only while they run: an idle lab costs
+    about a quarter of a core, and the suite has two. Its tests form one xdist group (see
+    ``pytest_collection_modifyitems``), so they run back to back on one worker, and the lab is stopped
+    after the last of them (``pytest_runtest_teardown``); a later user would start it again."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.rounds = 0
+        self.labs: Labs | None = None
+        self.lab: topology.Lab | None = None
+
+    def get(self) -> topology.Lab:
+        if self.lab is None:
+            self.rounds += 1
+            base = self.base / f"round-{self.rounds}"
+            base.mkdir()
+            self.labs = Labs(base)
+            self.lab = self.labs.up("shared")
+        return self.lab
+
+    def stop(self) -> None:
+        if self.labs is not None:
+            try:
+                self.labs.stop_all()
+            finally:
+                self.labs = self.lab = None
+
+
+_SHARED = pytest.StashKey[SharedLab]()
+SHARED_GROUP = "shared-lab"
+
+
 @pytest.fixture(scope="session")
-def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[topology.Lab]:
-    labs = Labs(tmp_path_factory.mktemp("labs"))
+def _shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedLab]:
+    shared = SharedLab(tmp_path_factory.mktemp("labs"))
+    request.config.stash[_SHARED] = shared
     try:
-        yield labs.up("shared")
+        yield shared
     finally:
-        labs.stop_all()
+        shared.stop()
+
+
+@pytest.fixture
+def shared_lab(_shared: SharedLab) -> topology.Lab:
+    return _shared.get()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "shared_lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SHARED_GROUP))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    uses = "shared_lab" in getattr(item, "fixturenames", ())
+    if uses and (nextitem is None or "shared_lab" not in getattr(nextitem, "fixturenames", ())):
+        shared = item.config.stash.get(_SHARED, None)
+        if shared is not None:
+            shared.stop()
 
 
 @pytest.fixture

@@ -360,7 +360,7 @@ def test_apply_killed_with_sigkill_at_three_points_resumes_to_the_same_final_sta
         # 1. between steps: the first snapshot is recorded, the control-plane step has not started
         first = Apply([plan["id"], "-c", cluster_yaml, *db, "--yes"], env)
         started.append(first)
-        wait_for(lambda: _steps(db_path)[:1] == ["succeeded"], timeout=60, what="the first snapshot step")
+        wait_for(lambda: _steps(db_path)[:1] == ["succeeded"], timeout=180, what="the first snapshot step")
         first.kill()
         run_id = json.loads(invoke("history", "-c", cluster_yaml, *db, "-o", "json").stdout)["runs"][0]["id"]
         # 2. during the control-plane playbook (kubeadm upgrade apply on cp-1)

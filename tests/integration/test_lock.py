@@ -262,17 +262,20 @@ def test_hosts_whose_clocks_are_minutes_apart_agree_on_when_a_lease_expires(
     """On PostgreSQL, the database a team shares (a SQLite file is a library in each process, on one
     host: its clock is that host's)."""
     holders, db_url = pg_holders, pg_url
-    holder = start(holders, db_url, ttl=2.0, host="runner-a", skew=first)
+    # Long enough that a second holder, started while the machine is busy (a 2 s lease expired before one
+    # started under a load of 38), still meets the first one's lease; minutes shorter than the skew.
+    ttl = 6.0
+    holder = start(holders, db_url, ttl=ttl, host="runner-a", skew=first)
     assert holder.first_line()["acquired"] is True
     # By its own clock a slow holder's lease expired minutes ago, and a fast one's lasts minutes more:
     # only the database's clock tells both hosts the truth.
-    refused = start(holders, db_url, ttl=2.0, host="runner-b", skew=second).first_line()
+    refused = start(holders, db_url, ttl=ttl, host="runner-b", skew=second).first_line()
     assert refused["acquired"] is False and "runner-a" in str(refused["error"]), refused
     os.kill(holder.process.pid, signal.SIGKILL)
     holder.process.wait(timeout=30)
-    deadline = time.monotonic() + 15  # the TTL and a little, never minutes
+    deadline = time.monotonic() + ttl + 15  # the TTL and a little, never minutes
     while True:
-        taker = start(holders, db_url, ttl=2.0, host="runner-b", skew=second)
+        taker = start(holders, db_url, ttl=ttl, host="runner-b", skew=second)
         report = taker.first_line()
         if report["acquired"]:
             break
