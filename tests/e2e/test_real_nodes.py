@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tests.e2e.conftest import Labs
 from tests.e2e.test_apply import kubelets
+from tests.e2e.test_rollback import ONE_STEP
 from upgrader import cli
 from upgrader.lab import aptrepo, mirror, topology
 
@@ -65,7 +66,7 @@ def test_a_kubespray_laid_out_cluster_upgrades_through_its_bin_dir(labs: Labs, t
     config["upgrade"]["kubeadm_patches"] = "/etc/kubernetes/patches"
     Path(cluster_yaml).write_text(yaml.safe_dump(config))
 
-    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json", *ONE_STEP).stdout)
     dry = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--dry-run")
     assert dry.exit_code == 0 and "kubeadm upgrade apply v1.32" in dry.stdout
     assert "--yes --patches /etc/kubernetes/patches" in dry.stdout
@@ -163,7 +164,7 @@ def test_over_ssh_with_sudo_and_real_apt_an_upgrade_and_a_rollback(labs: Labs, t
 
     assert _packages(lab, "w-1") == dict.fromkeys(("kubeadm", "kubectl", "kubelet"), "1.31.13-1.1 hold")
     before = json.loads(invoke("snapshot", "create", "-c", cluster_yaml, *db, "-o", "json").stdout)["id"]
-    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json").stdout)
+    plan = json.loads(invoke("plan", "-c", cluster_yaml, "--to", "1.32", "--save", *db, "-o", "json", *ONE_STEP).stdout)
 
     # The v1.32 repository's published key is not the one that signed it: apt refuses, the step fails
     # naming the node and the cause, and nothing is installed; with the right key the run resumes.

@@ -17,7 +17,7 @@ from tests import s3server
 from tests.e2e.conftest import Labs
 from tests.e2e.test_apply import invoke, kubelets, why
 from tests.e2e.test_hardening import lab_config
-from tests.e2e.test_rollback import _apply
+from tests.e2e.test_rollback import ONE_STEP, _apply
 from upgrader.lab import topology
 from upgrader.objectstore import sealing
 from upgrader.state import store
@@ -143,12 +143,12 @@ def test_three_tiers_from_create_to_a_rollback_from_peer_copies_after_the_contro
     pushed = invoke("snapshot", "push", taken["id"], "-c", cluster_yaml, *other, "--to", "s3")
     assert pushed.exit_code == 0, why(pushed)  # the bucket fixed: the tier completed for the same snapshot
     assert _copies(cluster_yaml, other, taken["id"])["s3"] == "ok"
-    _, code, stopped = _apply(str(tmp_path / "broken.yaml"), other, "1.31")
+    _, code, stopped = _apply(str(tmp_path / "broken.yaml"), other, "1.31", plan_args=ONE_STEP)
     assert code == 1 and "lacks a required tier (snapshots.require): s3 tier" in json.dumps(stopped), stopped
     assert set(kubelets(lab).values()) == {"v1.30.6"}
 
     # A minor up; the apply's own snapshots go to every tier too.
-    _, code, applied = _apply(cluster_yaml, db, "1.31")
+    _, code, applied = _apply(cluster_yaml, db, "1.31", plan_args=ONE_STEP)
     assert code == 0, json.dumps(applied, indent=1)
     assert set(kubelets(lab).values()) == {"v1.31.13"}
 
