@@ -112,7 +112,9 @@ class _Nodes(_Upgrade):
 
 def handlers(driver: Driver, ports: Ports, run: records.RunRecord, plan: Plan) -> Handlers:
     """The upgrade's handlers for ``run``, made from ``plan``: its typed steps and facts, never the JSON the
-    journal keeps of them. A journal that does not hold the plan's steps (a row edited since) is refused."""
+    journal keeps of them. A journal whose steps are not the plan's kinds in the plan's order (a run made
+    from another plan, or rows edited since) is refused before any step. The specs themselves are not
+    compared, so a run journaled by an older upgrader still resumes; the plan's id check covers its body."""
     steps = plan.steps
     journaled = [(s.kind, s.position) for s in run.steps]
     if journaled != [(step.kind.value, position) for position, step in enumerate(steps)]:
