@@ -261,3 +261,16 @@ def test_a_full_restore_with_etcd_silent_is_refused_before_the_outage() -> None:
     service.refuse_blind_restore(model.Route.WINDOW, silent, model.Options())  # no revision to move
     answering = dataclasses.replace(silent, revision=351)
     service.refuse_blind_restore(model.Route.FULL_RESTORE, answering, model.Options())
+
+
+def test_a_snapshot_whose_facts_do_not_parse_is_named_not_a_key_error() -> None:
+    """A snapshot's facts are parsed once where a use case reads them; a record whose facts are broken
+    (an older format, a hand-edited row) is one line naming the snapshot and the key, not a traceback."""
+    good = local_tier.facts_of(SNAPSHOT_131)
+    assert {m.apiserver for m in good.control_plane} == {Version.parse("1.31.13")}
+    member = {"name": "cp-1", "kubelet": "1.31.13", "apiserver": "1.31"}  # a malformed version
+    broken = dataclasses.replace(SNAPSHOT_131, facts={"control_plane": [member]})
+    with pytest.raises(errors.InputError, match=r"^snapshot s: its facts cannot be read: .*apiserver"):
+        local_tier.facts_of(broken)
+    with pytest.raises(errors.InputError, match="snapshot s: its facts cannot be read"):
+        model.snapshot_version(dataclasses.replace(SNAPSHOT_131, facts={}))
