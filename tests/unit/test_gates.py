@@ -56,7 +56,7 @@ class FakeEtcd:
         return "3.5.16", "cp-1"
 
 
-def live(cluster_yaml: Path, api: FakeApi) -> gates.ClusterGate:
+def cluster_gate(cluster_yaml: Path, api: FakeApi) -> gates.ClusterGate:
     opened = session.ClusterSession(
         cfg=config.load(cluster_yaml), inventory=cast(Any, None), api=cast(Any, api), etcd=cast(Any, FakeEtcd())
     )
@@ -69,7 +69,7 @@ def test_one_gate_check_lists_the_mirror_pods_and_the_nodes_once(cluster_yaml: P
         apiservers={"cp-1": (V("1.31.13"), Minor.parse("1.31"))},
         kubelets={"cp-1": V("1.31.13"), "w-1": V("1.31.13"), "w-2": V("1.31.13")},
     )
-    problems = live(cluster_yaml, api).check(expected)
+    problems = cluster_gate(cluster_yaml, api).check(expected)
     assert problems == ["node w-2 runs kubelet v1.30.14, the plan expects v1.31.13"]
     assert api.calls["apiservers"] == 1 and api.calls["nodes"] == 1
     assert api.calls["node"] == 0
@@ -78,7 +78,7 @@ def test_one_gate_check_lists_the_mirror_pods_and_the_nodes_once(cluster_yaml: P
 def test_a_gate_names_an_apiserver_that_serves_another_version(cluster_yaml: Path) -> None:
     api = FakeApi({"cp-1": "v1.31.13"}, apiserver="v1.30.14")
     expected = Expected(apiservers={"cp-1": (V("1.31.13"), Minor.parse("1.31"))}, kubelets={"cp-1": V("1.31.13")})
-    problems = live(cluster_yaml, api).check(expected)
+    problems = cluster_gate(cluster_yaml, api).check(expected)
     assert problems[0] == (
         "the apiserver on cp-1 serves v1.30.14 emulating 1.30, the plan expects v1.31.13 emulating 1.31"
     )
@@ -86,7 +86,7 @@ def test_a_gate_names_an_apiserver_that_serves_another_version(cluster_yaml: Pat
 
 def test_probing_one_kubelet_reads_one_node_not_the_list(cluster_yaml: Path) -> None:
     api = FakeApi({"cp-1": "v1.31.13", "w-1": "v1.30.14"})
-    probe = live(cluster_yaml, api)
+    probe = cluster_gate(cluster_yaml, api)
     assert probe.kubelet("w-1") == (V("1.30.14"), True)
     assert probe.kubelet("gone") == (None, False)
     assert api.calls["nodes"] == 0 and api.calls["node"] == 2

@@ -67,7 +67,7 @@ def members(image: str = "3.5.15-0") -> dict[str, bytes]:
     return out
 
 
-def live(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") -> model.Observed:
+def observed(apiservers: dict[str, tuple[str, str]], etcd: str | None = "3.5.15") -> model.Observed:
     return model.Observed(
         apiservers={n: (V(v), Minor.parse(e)) for n, (v, e) in apiservers.items()},
         kubelets={},
@@ -100,13 +100,13 @@ def _choose(
 def test_the_window_route_only_when_every_apiserver_still_emulates_the_snapshots_minor(
     now: dict[str, tuple[str, str]], etcd: str, expected: model.Route, why: str
 ) -> None:
-    chosen, reason = choice.route(SNAPSHOT_131, live(now, etcd), members())
+    chosen, reason = choice.route(SNAPSHOT_131, observed(now, etcd), members())
     assert chosen is expected and why in reason, reason
 
 
 def test_a_snapshot_taken_mid_change_is_restored_in_full() -> None:
     mid = dataclasses.replace(SNAPSHOT_131, facts=facts("1.32.9", emulated="1.31"))
-    chosen, reason = choice.route(mid, live({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.32.9", "1.31")}), members())
+    chosen, reason = choice.route(mid, observed({"cp-1": ("1.32.9", "1.31"), "cp-2": ("1.32.9", "1.31")}), members())
     assert chosen is model.Route.FULL_RESTORE and "while the control plane was changing" in reason
 
 

@@ -226,7 +226,7 @@ def ports(
     cluster: session.ClusterSession, state: store.Store, options: Options, run_id: records.RunId | None = None
 ) -> Ports:
     writer = writes.Writer(cluster.api)
-    live = gates.ClusterGate(cluster, catalog_mod.load())
+    gate = gates.ClusterGate(cluster, catalog_mod.load())
     policy = drain.DrainPolicy(
         timeout=options.drain_timeout
         if options.drain_timeout is not None
@@ -240,8 +240,8 @@ def ports(
         control_plane=kubeadm,
         kubelets=kubeadm,
         drainer=drain.Drainer(writer, policy, cluster.cancel),
-        probe=live,
-        gate=live,
+        probe=gate,
+        gate=gate,
         snapshotter=SnapshotTaker(cluster, state),
     )
 
@@ -291,18 +291,18 @@ def _drive(
     lease: Lease,
     observe: Callable[[Event], None],
 ) -> records.RunRecord:
-    live = ports(cluster, state, options, run.id)
+    wired = ports(cluster, state, options, run.id)
     steps_policy = upgrade.policy(options.window_end, options.pause_after, plan.steps)
     return runs.drive(
         cluster,
         state,
         run,
-        gate=live.gate,
+        gate=wired.gate,
         lease=lease,
         observe=observe,
         wait_timeout=options.wait_timeout,
         insecure=options.insecure,
-        go=lambda engine: engine.run(run, upgrade.handlers(engine, live, run, plan), steps_policy),
+        go=lambda engine: engine.run(run, upgrade.handlers(engine, wired, run, plan), steps_policy),
     )
 
 

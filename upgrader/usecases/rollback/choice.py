@@ -22,7 +22,7 @@ from upgrader.usecases.rollback.archive import etcd_minor
 from upgrader.usecases.rollback.model import Observed, Route, newest, snapshot_version
 
 
-def observe(cluster: session.ClusterSession) -> Observed:
+def read_observed(cluster: session.ClusterSession) -> Observed:
     probe = gates.ClusterGate(cluster, catalog_mod.load())
     now = verification.live_versions(probe)
     try:

@@ -36,7 +36,7 @@ from upgrader.state import records, store
 from upgrader.usecases import apply, runs
 from upgrader.usecases.rollback import adapters
 from upgrader.usecases.rollback.archive import control_plane_hosts, etcd_members
-from upgrader.usecases.rollback.choice import choose, observe, route, usable
+from upgrader.usecases.rollback.choice import choose, read_observed, route, usable
 from upgrader.usecases.rollback.model import DESCRIPTIONS, Kind, Observed, Options, Route, snapshot_version
 from upgrader.usecases.rollback.steps import Steps
 
@@ -137,7 +137,7 @@ def prepare(
     makes sure every control-plane node has etcd's restore tool (placing it unless ``place_tool`` is
     False, as for a dry run), since without it the outage could not be ended."""
     ends = refuse_unfinished_rollback(state, cluster.name)
-    observed = observe(cluster)
+    observed = read_observed(cluster)
     record, passed = choose(state, cluster.name, wanted, observed.minor, usable(cluster, state))
     archived = local.archive_members(record)
     hosts = control_plane_hosts(archived)
