@@ -65,7 +65,11 @@ def test_no_command_has_string_annotations_for_typer_to_evaluate() -> None:
             found += callbacks(group.typer_instance)
         return found
 
-    functions = [f for f in callbacks(cli.app) if f is not None]
+    functions: list[object] = [cli.root]
+    for entry in cli.app.info.cls.entries.values():  # type: ignore[union-attr]
+        target = entry.target()
+        functions += callbacks(target) if isinstance(target, typer.Typer) else [target]
+    functions = [f for f in functions if f is not None]
     assert len(functions) >= 30  # every command of every group
     quoted = {
         f"{getattr(f, '__module__', '?')}.{getattr(f, '__name__', '?')}": name
@@ -74,3 +78,22 @@ def test_no_command_has_string_annotations_for_typer_to_evaluate() -> None:
         if isinstance(value, str)
     }
     assert not quoted, quoted
+
+
+def test_the_root_help_lists_every_command_as_the_command_describes_itself() -> None:
+    """The root lists commands from summaries kept beside their module names (so --help loads none):
+    each summary must be the loaded command's own short help, and every command must be reachable."""
+    from typer import _click
+    from typer.core import TyperGroup
+    from typer.main import get_command
+
+    from upgrader import cli
+
+    root = get_command(cli.app)
+    assert isinstance(root, TyperGroup)
+    with _click.Context(root, info_name="upgrader") as ctx:
+        for name, entry in cli.app.info.cls.entries.items():  # type: ignore[union-attr]
+            command = root.get_command(ctx, name)
+            assert command is not None and command.name == name
+            assert command.get_short_help_str(limit=500) == entry.summary, name
+        assert root.get_command(ctx, "no-such-command") is None

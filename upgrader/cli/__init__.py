@@ -2,42 +2,60 @@
 
 This is the only package that prints or exits. Heavy libraries (SQLAlchemy, Alembic, the
 Kubernetes client, ansible_runner, etcd3/grpc, Jinja2, pydantic) are imported inside command
-bodies, never here, so ``upgrader --help`` costs little more than importing Typer.
+bodies, never here, and each command's module is imported only when that command is called
+(``_lazy``), so ``upgrader --help`` costs little more than importing Typer.
 """
 
-from typing import Annotated
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Annotated, ClassVar
 
 import typer
 
 import upgrader
-from upgrader.cli import (
-    _options,
-    apply_cmd,
-    config_cmd,
-    db_cmd,
-    facts_cmd,
-    lab_cmd,
-    lock_cmd,
-    plan_cmd,
-    rollback_cmd,
-    snapshot_cmd,
-    status_cmd,
-    verify_cmd,
-)
+from upgrader.cli import _lazy, _options
 
-app = _options.group()
-app.add_typer(config_cmd.app, name="config")
-app.add_typer(db_cmd.app, name="db")
-app.add_typer(lock_cmd.app, name="lock")
-app.add_typer(facts_cmd.app, name="facts")
-app.add_typer(plan_cmd.app, name="plan")
-app.add_typer(snapshot_cmd.app, name="snapshot")
-app.command("apply", help="Carry out a saved plan on the cluster.", no_args_is_help=True)(apply_cmd.apply)
-app.command("rollback", help="Roll the cluster back to a known-good snapshot, verified.")(rollback_cmd.rollback)
-app.add_typer(status_cmd.status_app, name="status")
-app.add_typer(status_cmd.history_app, name="history")
-app.add_typer(verify_cmd.app, name="verify")
-app.add_typer(lab_cmd.app, name="lab")
+
+class _Commands(_lazy.LazyGroup):
+    """Every command in the order of a maintenance window; each module is imported only when run."""
+
+    entries: ClassVar[Mapping[str, _lazy.Entry]] = MappingProxyType(
+        {
+            "facts": _lazy.Entry(
+                "Read a live cluster's versions and upgrade blockers (read-only).", "upgrader.cli.facts_cmd"
+            ),
+            "plan": _lazy.Entry("Compute an upgrade plan, or show a saved one.", "upgrader.cli.plan_cmd"),
+            "apply": _lazy.Entry(
+                "Carry out a saved plan on the cluster.", "upgrader.cli.apply_cmd", "apply", no_args_is_help=True
+            ),
+            "status": _lazy.Entry(
+                "Where a cluster stands: versions, the current or last run, what to do next.",
+                "upgrader.cli.status_cmd",
+                "status_app",
+            ),
+            "history": _lazy.Entry("Past runs on a cluster.", "upgrader.cli.status_cmd", "history_app"),
+            "rollback": _lazy.Entry(
+                "Roll the cluster back to a known-good snapshot, verified.", "upgrader.cli.rollback_cmd", "rollback"
+            ),
+            "verify": _lazy.Entry(
+                "Check the cluster: the apply gates, or a match with a snapshot (read-only).", "upgrader.cli.verify_cmd"
+            ),
+            "snapshot": _lazy.Entry(
+                "Take, list, verify, copy and prune snapshots of etcd and the control-plane manifests, in up to three "
+                "tiers.",
+                "upgrader.cli.snapshot_cmd",
+            ),
+            "lock": _lazy.Entry("Inspect or break cluster locks.", "upgrader.cli.lock_cmd"),
+            "db": _lazy.Entry("Manage the state database schema.", "upgrader.cli.db_cmd"),
+            "config": _lazy.Entry("Check cluster configs.", "upgrader.cli.config_cmd"),
+            "lab": _lazy.Entry(
+                "A simulated kubeadm cluster with real etcd, for tests and rehearsals.", "upgrader.cli.lab_cmd"
+            ),
+        }
+    )
+
+
+app = _options.group(cls=_Commands)
 
 
 def _print_version(value: bool) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from upgrader import errors
 from upgrader.cli import _render
@@ -57,7 +58,7 @@ DrainTimeoutOption = Annotated[
 ]
 
 
-def group(help_text: str | None = None) -> typer.Typer:
+def group(help_text: str | None = None, *, cls: type[TyperGroup] | None = None) -> typer.Typer:
     """A command group with the settings every group shares (plain help, no pretty tracebacks).
 
     Without ``help_text`` the group's callback docstring is its help.
@@ -71,6 +72,8 @@ def group(help_text: str | None = None) -> typer.Typer:
     }
     if help_text is not None:
         settings["help"] = help_text
+    if cls is not None:
+        settings["cls"] = cls
     return typer.Typer(**settings)
 
 
