@@ -90,8 +90,10 @@ def test_cgroup_v1_refused_from_1_35() -> None:
     assert [m.minor for m, e in sorted(CATALOG.minors.items()) if e.refuses_cgroup_v1] == [35, 36]
 
 
-def test_containerd_1x_unsupported_from_1_36() -> None:
-    assert CATALOG.entry(Minor(1, 36)).containerd.minimum == (Version(2, 0, 0),)
+def test_containerd_1x_still_runs_1_36_with_a_warning_naming_1_38() -> None:
+    # kubernetes PRs 136846 and 139121 deferred the kubelet's cgroup-driver fallback removal to 1.38
+    assert CATALOG.entry(Minor(1, 36)).containerd.minimum == (Version(1, 6, 15), Version(1, 7, 0))
+    assert "1.38" in CATALOG.entry(Minor(1, 36)).containerd.note
     assert CATALOG.entry(Minor(1, 26)).containerd.minimum == (Version(1, 6, 15), Version(1, 7, 0))
 
 

@@ -135,7 +135,9 @@ def test_cgroup_v1(target: str, blocked: bool) -> None:
         ("containerd://1.6.15", "1.26", []),
         ("containerd://1.7.22", "1.33", [Code.RUNTIME_BELOW_RECOMMENDED]),
         ("containerd://1.7.28", "1.35", []),
-        ("containerd://1.7.28", "1.36", [Code.RUNTIME_BELOW_MINIMUM]),  # no containerd 1.x from 1.36
+        # 1.36 still runs containerd 1.x (kubernetes PRs 136846, 139121: the fallback goes in 1.38), with a warning
+        ("containerd://1.7.28", "1.36", [Code.RUNTIME_BELOW_RECOMMENDED]),
+        ("containerd://1.6.14", "1.36", [Code.RUNTIME_BELOW_MINIMUM]),  # CRI v1 still needs 1.6.15+
         ("containerd://2.0.6", "1.36", [Code.RUNTIME_BELOW_RECOMMENDED]),
         ("containerd://2.3.1", "1.36", []),
         ("cri-o://1.33.0", "1.33", [Code.RUNTIME_UNKNOWN]),
@@ -168,3 +170,11 @@ def test_etcd_path(start: str | None, hops: list[str], after: list[str | None], 
     got, found = checks.etcd_path(v(start) if start else None, [Minor.parse(h) for h in hops], CATALOG)
     assert [str(x) if x else None for x in got] == after
     assert [f.code for f in found] == codes
+
+
+def test_containerd_1x_at_1_36_is_told_that_1_38_removes_what_it_needs() -> None:
+    nodes = [{"name": "w-1", "kubelet": "1.35.0", "cgroup": "v2", "container_runtime": "containerd://1.7.28"}]
+    found = checks.container_runtime(facts(nodes=nodes), target=Minor(1, 36), catalog=CATALOG)
+    by_node = {f.nodes: f for f in found}
+    assert by_node[("w-1",)].code is Code.RUNTIME_BELOW_RECOMMENDED and "1.38" in by_node[("w-1",)].remedy
+    assert "1.38" not in by_node[("cp-1",)].remedy  # containerd 2.1.4: only below the recommendation

@@ -45,6 +45,7 @@ class RuntimePolicy:
 
     minimum: tuple[Version, ...] | None  # None: the catalog has no hard minimum for this minor
     recommended: tuple[Version, ...]
+    note: str = ""  # said with a below-recommended warning (e.g. when a series loses support)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ def _entry(key: str, raw: Mapping[str, Any]) -> MinorEntry:
         containerd=RuntimePolicy(
             minimum=_versions(runtime["minimum"], "containerd version"),
             recommended=_versions(runtime["recommended"], "containerd version") or (),
+            note=str(runtime.get("note", "")),
         ),
         refuses_cgroup_v1=bool(raw["kubelet_refuses_cgroup_v1"]),
         sources=dict(raw["sources"]),

@@ -83,7 +83,7 @@ def _below(version: Version, floors: tuple[Version, ...]) -> Version | None:
 def container_runtime(facts: facts_mod.Facts, *, target: Minor, catalog: catalog_mod.Catalog) -> list[Finding]:
     policy = catalog.entry(target).containerd
     below_min: dict[str, list[str]] = defaultdict(list)
-    below_rec: dict[str, list[str]] = defaultdict(list)
+    below_rec: dict[Version, list[str]] = defaultdict(list)
     unknown: list[str] = []
     for node in facts.nodes:
         runtime = node.runtime
@@ -93,7 +93,7 @@ def container_runtime(facts: facts_mod.Facts, *, target: Minor, catalog: catalog
         if policy.minimum is not None and (floor := _below(runtime.version, policy.minimum)) is not None:
             below_min[f"{runtime.version} (needs {floor.major}.{floor.minor}.{floor.patch}+)"].append(node.name)
         elif policy.recommended and (floor := _below(runtime.version, policy.recommended)) is not None:
-            below_rec[str(runtime.version)].append(node.name)
+            below_rec[runtime.version].append(node.name)
     out: list[Finding] = []
     for detail, nodes in sorted(below_min.items()):
         out.append(
@@ -113,7 +113,9 @@ def container_runtime(facts: facts_mod.Facts, *, target: Minor, catalog: catalog
                 Severity.WARNING,
                 f"containerd {version} is older than what Kubernetes {target} is tested with on "
                 f"{findings.names_list(nodes)}",
-                "consider containerd " + ", ".join(f"{v}+" for v in policy.recommended),
+                "consider containerd "
+                + ", ".join(f"{v}+" for v in policy.recommended)
+                + (f" ({policy.note})" if policy.note and version.major < 2 else ""),
                 nodes=tuple(nodes),
             )
         )
