@@ -17,6 +17,7 @@ def make_facts(
     workers: list[tuple[str, str]] = (),  # type: ignore[assignment]
     *,
     etcd: str | None = "3.5.32",
+    etcd_setup: dict[str, Any] | None = None,
     apis: list[dict[str, str]] | None = None,
     runtime: str = "containerd://2.1.4",
     cgroup: str = "v2",
@@ -37,8 +38,8 @@ def make_facts(
         "nodes": [{"name": n, "kubelet": k, "cgroup": cgroup, "container_runtime": runtime} for n, k in workers],
         "apis_in_use": apis or [],
     }
-    if etcd:
-        data["etcd"] = {"version": etcd}
+    if etcd or etcd_setup:
+        data["etcd"] = ({"version": etcd} if etcd else {}) | (etcd_setup or {})
     return facts_mod.from_mapping(data)
 
 
@@ -58,6 +59,8 @@ def brief(plan: model.Plan) -> list[str]:
             out.append(f"cp {step.version}{'~' + str(step.emulated) if step.emulated else ''} {nodes}")
         elif step.kind is model.StepKind.EMULATION_COMMIT:
             out.append(f"commit {step.emulated} {nodes}")
+        elif step.kind is model.StepKind.ETCD:
+            out.append(f"etcd {step.version} {nodes}")
         else:
             out.append(f"nodes {step.version} {nodes}")
     return out

@@ -224,7 +224,7 @@ def test_blockers_do_not_stop_the_plan_from_being_shown() -> None:
     )
     plan = make_plan(facts, "1.36")
     codes = {b.code for b in plan.blockers}
-    assert codes == {Code.API_REMOVED, Code.CGROUP_V1, Code.ETCD_BELOW_MIN_PATCH}
+    assert codes == {Code.API_REMOVED, Code.CGROUP_V1}  # etcd 3.5.24 gets an etcd step, not a blocker
     assert Code.RUNTIME_BELOW_RECOMMENDED in {w.code for w in plan.warnings}  # 1.36 still runs containerd 1.7
     assert not plan.executable and plan.steps
 
@@ -255,3 +255,48 @@ def test_json_form_keeps_the_documented_keys() -> None:
     two_step = [s for s in body["steps"] if s["kind"] == "control-plane" and "emulated" in s]
     assert [s["emulated"] for s in two_step] == ["1.31", "1.32"]
     assert body["summary"]["drains"] < body["summary"]["drains_if_every_minor"]
+
+
+def test_etcd_below_the_minimum_patch_gets_an_etcd_step_with_its_own_snapshot_before_the_hop() -> None:
+    cp = [("cp-1", "1.33.5", None, "1.33.5"), ("cp-2", "1.33.5", None, "1.33.5")]
+    plan = make_plan(make_facts(cp, etcd="3.5.24"), "1.35", two_step=False)
+    assert plan.executable, plan.blockers
+    assert brief(plan)[:4] == ["snap", "etcd 3.5.32 cp-1,cp-2", "snap", "cp 1.34.1 cp-1,cp-2"]
+    etcd_step = plan.steps[1]
+    assert "3.5.32" in etcd_step.reason and "1.34" in etcd_step.reason
+    assert [str(s.etcd) for s in plan.steps if s.kind is StepKind.CONTROL_PLANE] == ["3.6.5", "3.6.6"]
+    assert plan.summary.snapshots == 3
+    # the plan's JSON says it, and reads back to the same plan
+    assert plan.as_dict()["steps"][1] == {
+        "kind": "etcd",
+        "version": "3.5.32",
+        "nodes": ["cp-1", "cp-2"],
+        "reason": etcd_step.reason,
+    }
+
+
+def test_who_moves_etcd_is_in_the_plan_when_it_is_not_kubeadm() -> None:
+    cp = [("cp-1", "1.33.5", None, "1.33.5")]
+    kept = make_plan(make_facts(cp, etcd="3.5.24", etcd_setup={"image_tag": "3.5.24-0"}), "1.34", two_step=False)
+    assert "etcd" not in " ".join(brief(kept)).split()  # no etcd step: kubeadm keeps the override
+    hop = next(s for s in kept.steps if s.kind is StepKind.CONTROL_PLANE)
+    assert (str(hop.etcd), hop.etcd_mover) == ("3.5.24", "kept by etcd.local.imageTag")
+    assert Code.ETCD_IMAGE_TAG_OVERRIDE in {w.code for w in kept.warnings}
+    external = make_plan(make_facts(cp, etcd="3.5.24", etcd_setup={"external": True}), "1.34", two_step=False)
+    hop = next(s for s in external.steps if s.kind is StepKind.CONTROL_PLANE)
+    assert hop.etcd_mover == "external: not kubeadm's" and external.executable
+    default = make_plan(make_facts(cp, etcd="3.5.32"), "1.34", two_step=False)
+    assert "etcd_mover" not in next(s for s in default.as_dict()["steps"] if s["kind"] == "control-plane")
+
+
+@pytest.mark.parametrize(
+    ("etcd", "message"),
+    [
+        ({"external": "yes"}, "etcd.external: expected true or false"),
+        ({"image_tag": "3.5.24 -0"}, "etcd.image_tag"),
+        ({"v2_enabled": ["cp 1"]}, "etcd.v2_enabled[0]"),
+    ],
+)
+def test_bad_etcd_setup_facts_name_the_key(etcd: dict[str, object], message: str) -> None:
+    with pytest.raises(errors.InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        make_facts([("cp-1", "1.33.5", None, "1.33.5")], etcd_setup=etcd)

@@ -155,21 +155,54 @@ def test_container_runtime(runtime: str, target: str, codes: list[Code]) -> None
 
 
 @pytest.mark.parametrize(
-    ("start", "hops", "after", "codes"),
+    ("start", "hops", "after", "before", "codes"),
     [
-        ("3.5.12", ["1.31", "1.32"], ["3.5.24", "3.5.24"], []),
-        ("3.5.30", ["1.31"], ["3.5.30"], []),  # kubeadm never downgrades etcd
-        ("3.5.24", ["1.34"], ["3.6.5"], [Code.ETCD_BELOW_MIN_PATCH]),  # 3.5.32+ before 3.6
-        ("3.5.32", ["1.34"], ["3.6.5"], []),
-        ("3.4.23", ["1.34"], ["3.6.5"], [Code.ETCD_SKIPS_MINOR]),
-        (None, ["1.31"], [None], [Code.ETCD_VERSION_UNKNOWN]),
-        (None, [], [], []),
+        ("3.5.12", ["1.31", "1.32"], ["3.5.24", "3.5.24"], {}, []),
+        ("3.5.30", ["1.31"], ["3.5.30"], {}, []),  # kubeadm never downgrades etcd
+        # 3.5.32+ before 3.6 (etcd's upgrade guide): an etcd step before the 1.34 hop, not a blocker
+        ("3.5.24", ["1.34"], ["3.6.5"], {0: "3.5.32"}, []),
+        ("3.5.24", ["1.33", "1.34", "1.35"], ["3.5.24", "3.6.5", "3.6.6"], {1: "3.5.32"}, []),
+        ("3.5.32", ["1.34"], ["3.6.5"], {}, []),
+        ("3.4.23", ["1.34"], ["3.6.5"], {}, [Code.ETCD_SKIPS_MINOR]),
+        (None, ["1.31"], [None], {}, [Code.ETCD_VERSION_UNKNOWN]),
+        (None, [], [], {}, []),
     ],
 )
-def test_etcd_path(start: str | None, hops: list[str], after: list[str | None], codes: list[Code]) -> None:
-    got, found = checks.etcd_path(v(start) if start else None, [Minor.parse(h) for h in hops], CATALOG)
-    assert [str(x) if x else None for x in got] == after
-    assert [f.code for f in found] == codes
+def test_etcd_route(
+    start: str | None, hops: list[str], after: list[str | None], before: dict[int, str], codes: list[Code]
+) -> None:
+    route = checks.etcd_route(
+        v(start) if start else None, [Minor.parse(h) for h in hops], CATALOG, facts_mod.EtcdSetup()
+    )
+    assert [str(x) if x else None for x in route.after] == after
+    assert {k: str(x) for k, x in route.before.items()} == before
+    assert [f.code for f in route.findings] == codes
+    assert set(route.movers) <= {checks.EtcdMover.KUBEADM}
+
+
+def test_an_image_tag_override_keeps_etcd_where_it_is_at_every_hop() -> None:
+    """kubeadm's images.GetEtcdImageTag: etcd.local.imageTag replaces kubeadm's version at every hop."""
+    setup = facts_mod.EtcdSetup(image_tag="3.5.24-0")
+    route = checks.etcd_route(v("3.5.24"), [Minor(1, 34), Minor(1, 35)], CATALOG, setup)
+    assert [str(x) for x in route.after] == ["3.5.24", "3.5.24"] and not route.before
+    assert route.movers == (checks.EtcdMover.KEPT_BY_IMAGE_TAG,) * 2
+    assert [(f.code, f.severity) for f in route.findings] == [(Code.ETCD_IMAGE_TAG_OVERRIDE, Severity.WARNING)]
+    assert setup.image_version == v("3.5.24")
+
+
+def test_external_etcd_is_never_moved_by_kubeadm_so_its_version_blocks_nothing() -> None:
+    route = checks.etcd_route(v("3.5.12"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True))
+    assert [str(x) for x in route.after] == ["3.5.12"] and not route.before and not route.findings
+    assert route.movers == (checks.EtcdMover.EXTERNAL,)
+
+
+def test_enable_v2_blocks_the_move_to_3_6_naming_the_members() -> None:
+    setup = facts_mod.EtcdSetup(v2_enabled=("cp-2",))
+    route = checks.etcd_route(v("3.5.32"), [Minor(1, 33), Minor(1, 34)], CATALOG, setup)
+    assert [f.code for f in route.findings] == [Code.ETCD_V2_ENABLED]
+    assert route.findings[0].nodes == ("cp-2",) and "etcdutl check v2store" in route.findings[0].remedy
+    staying = checks.etcd_route(v("3.5.32"), [Minor(1, 33)], CATALOG, setup)
+    assert not staying.findings  # no move to 3.6, nothing to check yet
 
 
 def test_containerd_1x_at_1_36_is_told_that_1_38_removes_what_it_needs() -> None:

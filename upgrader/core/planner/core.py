@@ -229,15 +229,15 @@ def plan(
     planner = _Planner(facts, resolved, options, catalog)
     planner.run()
 
-    etcd_after, etcd_findings = checks.etcd_path(facts.etcd, planner.control_plane_minors, catalog)
-    steps = _with_etcd(planner.steps, etcd_after)
+    route = checks.etcd_route(facts.etcd, planner.control_plane_minors, catalog, facts.etcd_setup)
+    steps = _with_etcd(planner.steps, route, [m.name for m in facts.control_plane], planner.control_plane_minors)
     target_minor = resolved.minor_version
     found: list[Finding] = [
         *planner.initial,
         *checks.removed_apis(facts, after=oldest_emulated, target=target_minor, catalog=catalog),
         *checks.cgroup_v1(facts, target=target_minor, catalog=catalog),
         *checks.container_runtime(facts, target=target_minor, catalog=catalog),
-        *etcd_findings,
+        *route.findings,
     ]
     entry = catalog.entry(target_minor)
     if not entry.patches_complete and target == target_minor:
@@ -262,12 +262,35 @@ def plan(
     )
 
 
-def _with_etcd(steps: list[Step], etcd_after: list[Version | None]) -> list[Step]:
+def _with_etcd(steps: list[Step], route: checks.EtcdRoute, members: list[str], hops: list[Minor]) -> list[Step]:
+    """The steps with etcd's version (and who moves it) on each control-plane step, and an etcd step,
+    with a snapshot of its own, before each hop that needs etcd at a newer patch first."""
     out: list[Step] = []
-    remaining = iter(etcd_after)
-    for step in steps:
+    hop = 0
+    for index, step in enumerate(steps):
+        hop_next = step.kind is StepKind.SNAPSHOT and index + 1 < len(steps)
+        if hop_next and steps[index + 1].kind is StepKind.CONTROL_PLANE and hop in route.before:
+            patch = route.before[hop]
+            out.append(Step(StepKind.SNAPSHOT, reason=f"before etcd moves to {patch}"))
+            out.append(
+                Step(
+                    StepKind.ETCD,
+                    version=patch,
+                    nodes=tuple(members),
+                    reason=f"etcd must be at {patch} or newer before it leaves {patch.major}.{patch.minor}, "
+                    f"which kubeadm does at the hop to {hops[hop]} (etcd's upgrade guide; kubeadm does not check it)",
+                )
+            )
         if step.kind is StepKind.CONTROL_PLANE:
-            out.append(dataclasses.replace(step, etcd=next(remaining, None)))
+            mover = route.movers[hop] if hop < len(route.movers) else checks.EtcdMover.KUBEADM
+            out.append(
+                dataclasses.replace(
+                    step,
+                    etcd=route.after[hop] if hop < len(route.after) else None,
+                    etcd_mover="" if mover is checks.EtcdMover.KUBEADM else mover.value,
+                )
+            )
+            hop += 1
         else:
             out.append(step)
     return out

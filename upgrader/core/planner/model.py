@@ -21,6 +21,7 @@ _PERCENT = re.compile(r"^(\d{1,3})%$")
 
 class StepKind(enum.StrEnum):
     SNAPSHOT = "snapshot"
+    ETCD = "etcd"  # every etcd member to ``version``, one at a time, the leader last
     CONTROL_PLANE = "control-plane"
     EMULATION_COMMIT = "emulation-commit"
     NODES = "nodes"
@@ -76,7 +77,8 @@ class Step:
     version: Version | None = None
     nodes: tuple[str, ...] = ()
     emulated: Minor | None = None
-    etcd: Version | None = None  # control-plane steps: the etcd version kubeadm runs afterwards
+    etcd: Version | None = None  # control-plane steps: the etcd version running afterwards
+    etcd_mover: str = ""  # control-plane steps: who moves etcd at this hop, when it is not kubeadm
     reason: str = ""
     batch: tuple[int, int] | None = None  # nodes steps: (this batch, of how many)
 
@@ -90,6 +92,8 @@ class Step:
             out["emulated"] = str(self.emulated)
         if self.etcd is not None:
             out["etcd"] = str(self.etcd)
+        if self.etcd_mover:
+            out["etcd_mover"] = self.etcd_mover
         if self.batch is not None:
             out["batch"] = f"{self.batch[0]}/{self.batch[1]}"
         if self.reason:
@@ -106,6 +110,7 @@ class Step:
             nodes=tuple(data.get("nodes", ())),
             emulated=Minor.parse(data["emulated"]) if data.get("emulated") else None,
             etcd=Version.parse(data["etcd"]) if data.get("etcd") else None,
+            etcd_mover=str(data.get("etcd_mover", "")),
             reason=str(data.get("reason", "")),
             batch=(position[0], position[1]) if position else None,
         )

@@ -6,7 +6,10 @@ findings and decides nothing. The planner gathers them into the plan.
 
 from __future__ import annotations
 
+import enum
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.rules import facts as facts_mod
@@ -132,25 +135,72 @@ def container_runtime(facts: facts_mod.Facts, *, target: Minor, catalog: catalog
     return out
 
 
-def etcd_path(
-    start: Version | None, hops: list[Minor], catalog: catalog_mod.Catalog
-) -> tuple[list[Version | None], list[Finding]]:
-    """etcd's version after each control-plane hop (kubeadm never downgrades it) and what is wrong."""
+class EtcdMover(enum.StrEnum):
+    """Who moves etcd at a control-plane hop."""
+
+    KUBEADM = "kubeadm"  # to its version for the new minor, never down (staticpods.go)
+    KEPT_BY_IMAGE_TAG = "kept by etcd.local.imageTag"  # kubeadm writes the override tag (images.GetEtcdImageTag)
+    EXTERNAL = "external: not kubeadm's"  # kubeadm never touches external etcd (performEtcdStaticPodUpgrade)
+
+
+@dataclass(frozen=True)
+class EtcdRoute:
+    """etcd's way through the control-plane hops: its version after each hop, who moved it there, and
+    the etcd steps upgrader must run first: ``before[i]`` is the patch every member must reach before
+    hop ``i`` (etcd's minimum patch for leaving its minor)."""
+
+    after: tuple[Version | None, ...]
+    movers: tuple[EtcdMover, ...]
+    before: Mapping[int, Version]
+    findings: tuple[Finding, ...]
+
+
+def etcd_route(
+    start: Version | None, hops: list[Minor], catalog: catalog_mod.Catalog, setup: facts_mod.EtcdSetup
+) -> EtcdRoute:
+    """Where etcd goes across ``hops``, who moves it, and which etcd steps and findings that needs.
+
+    kubeadm moves stacked etcd to its own version for each new minor and never down. etcd must be at
+    the catalog's minimum patch of its minor before it leaves that minor (etcd's upgrade guides), and
+    kubeadm does not check it: upgrader plans an etcd step to that patch before the hop instead. An
+    ``etcd.local.imageTag`` override makes kubeadm keep the override's tag at every hop, and kubeadm
+    never moves external etcd: then etcd stays where it is and no hop needs an etcd step."""
     if not hops:
-        return [], []
-    if start is None:
-        return [None] * len(hops), [
-            Finding(
-                Code.ETCD_VERSION_UNKNOWN,
-                Severity.BLOCKER,
-                "the facts do not say which etcd version runs, so the etcd upgrade path cannot be checked",
-                "add etcd.version to the facts (etcdctl version, or the etcd image tag in etcd.yaml)",
+        return EtcdRoute((), (), {}, ())
+    if setup.external or setup.image_tag is not None:
+        mover = EtcdMover.EXTERNAL if setup.external else EtcdMover.KEPT_BY_IMAGE_TAG
+        kept: list[Finding] = []
+        if mover is EtcdMover.KEPT_BY_IMAGE_TAG:
+            kept.append(
+                Finding(
+                    Code.ETCD_IMAGE_TAG_OVERRIDE,
+                    Severity.WARNING,
+                    f"kubeadm-config sets etcd.local.imageTag {setup.image_tag}: kubeadm writes that tag at every hop, "
+                    "so etcd stays where it is for this whole plan",
+                    "to let kubeadm move etcd at each hop, remove etcd.local.imageTag from the kubeadm-config "
+                    "ConfigMap (kube-system) and plan again",
+                )
             )
-        ]
+        return EtcdRoute(tuple(start for _ in hops), tuple(mover for _ in hops), {}, tuple(kept))
+    if start is None:
+        return EtcdRoute(
+            tuple(None for _ in hops),
+            tuple(EtcdMover.KUBEADM for _ in hops),
+            {},
+            (
+                Finding(
+                    Code.ETCD_VERSION_UNKNOWN,
+                    Severity.BLOCKER,
+                    "the facts do not say which etcd version runs, so the etcd upgrade path cannot be checked",
+                    "add etcd.version to the facts (etcdctl version, or the etcd image tag in etcd.yaml)",
+                ),
+            ),
+        )
     out: list[Finding] = []
     after: list[Version | None] = []
+    before: dict[int, Version] = {}
     current = start
-    for minor in hops:
+    for index, minor in enumerate(hops):
         new = max(current, catalog.entry(minor).kubeadm_etcd)
         if new.major == current.major and new.minor - current.minor > 1:
             out.append(
@@ -165,17 +215,21 @@ def etcd_path(
         elif new.minor == current.minor + 1:
             need = catalog.etcd_min_patch_before_next_minor.get(current.minor_version)
             if need is not None and current < need:
+                before[index] = need  # an etcd step to the minimum patch, then kubeadm's move
+                current = need
+            if setup.v2_enabled and new.minor >= 6 and new.major == 3:
                 out.append(
                     Finding(
-                        Code.ETCD_BELOW_MIN_PATCH,
+                        Code.ETCD_V2_ENABLED,
                         Severity.BLOCKER,
-                        f"the control-plane hop to {minor} moves etcd from {current} to {new}, but etcd must be at "
-                        f"{need} or newer before leaving {current.major}.{current.minor}",
-                        f"upgrade etcd to {need}+ on every member before the hop to {minor} "
-                        "(etcd's upgrade guide; kubeadm does not check this)",
+                        f"the hop to {minor} moves etcd to {new}, which refuses --enable-v2, set on "
+                        f"{findings.names_list(setup.v2_enabled)}",
+                        "check each member's v2 data with `etcdutl check v2store` (etcd 3.5.20+), then remove "
+                        "--enable-v2 from etcd.yaml (etcd's 3.6 upgrade guide)",
+                        nodes=setup.v2_enabled,
                         extra=(("hop", str(minor)),),
                     )
                 )
         after.append(new)
         current = new
-    return after, out
+    return EtcdRoute(tuple(after), tuple(EtcdMover.KUBEADM for _ in hops), before, tuple(out))

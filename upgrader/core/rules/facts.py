@@ -20,6 +20,7 @@ from upgrader.support import names
 _API_VERSION = re.compile(r"^v\d+((alpha|beta)\d+)?$")
 _RESOURCE = re.compile(r"^[a-z][a-z0-9]{0,62}$")
 _RUNTIME = re.compile(r"^(?P<name>[a-z][a-z0-9.-]*)://v?(?P<version>\d+\.\d+\.\d+)")
+_IMAGE_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # the OCI distribution spec's tag
 
 
 class Cgroup(enum.StrEnum):
@@ -73,12 +74,38 @@ class ApiInUse:
 
 
 @dataclass(frozen=True)
+class EtcdSetup:
+    """How etcd runs, which decides who moves it at a control-plane hop (see ``checks.etcd_route``).
+
+    ``external``: kubeadm's ClusterConfiguration has ``etcd.external`` (or Kubespray runs etcd as a host
+    service): kubeadm never moves it. ``image_tag``: ``etcd.local.imageTag`` in the ClusterConfiguration,
+    which kubeadm writes into etcd.yaml at every hop instead of its own version. ``v2_enabled``: the
+    members started with ``--enable-v2=true``, which etcd 3.6 no longer accepts.
+    """
+
+    external: bool = False
+    image_tag: str | None = None
+    v2_enabled: tuple[str, ...] = ()
+
+    @property
+    def image_version(self) -> Version | None:
+        """The etcd version an override tag names (``3.5.32-0`` is 3.5.32), if it names one."""
+        if self.image_tag is None:
+            return None
+        try:
+            return Version.parse(self.image_tag.split("-", 1)[0])
+        except errors.InputError:
+            return None
+
+
+@dataclass(frozen=True)
 class Facts:
     control_plane: tuple[ControlPlaneMember, ...]
     nodes: tuple[Node, ...]  # control-plane nodes first, in control-plane order, then the others
     etcd: Version | None
     apis_in_use: tuple[ApiInUse, ...]
     cluster: str | None = None
+    etcd_setup: EtcdSetup = EtcdSetup()
 
     def node(self, name: str) -> Node:
         for node in self.nodes:
@@ -105,12 +132,24 @@ class Facts:
                 for n in self.nodes
                 if not n.control_plane
             ],
-            "etcd": {"version": str(self.etcd)} if self.etcd else {},
+            "etcd": _etcd_mapping(self.etcd, self.etcd_setup),
             "apis_in_use": [{"group": a.group, "version": a.version, "resource": a.resource} for a in self.apis_in_use],
         }
         if self.cluster:
             out["cluster"] = self.cluster
         return out
+
+
+def _etcd_mapping(version: Version | None, setup: EtcdSetup) -> dict[str, Any]:
+    """Only what is set, so facts written before these keys existed keep their plan ids."""
+    out: dict[str, Any] = {"version": str(version)} if version else {}
+    if setup.external:
+        out["external"] = True
+    if setup.image_tag is not None:
+        out["image_tag"] = setup.image_tag
+    if setup.v2_enabled:
+        out["v2_enabled"] = list(setup.v2_enabled)
+    return out
 
 
 def _node_extras(node: Node) -> dict[str, str]:
@@ -237,6 +276,7 @@ def from_mapping(data: Any) -> Facts:
         seen.add(node.name)
     etcd_reader = root.key("etcd", required=False)
     etcd_version = etcd_reader.key("version", required=False) if etcd_reader is not None else None
+    setup = _etcd_setup(etcd_reader) if etcd_reader is not None else EtcdSetup()
     apis: list[ApiInUse] = []
     apis_reader = root.key("apis_in_use", required=False)
     for item in apis_reader.items() if apis_reader is not None else []:
@@ -258,4 +298,18 @@ def from_mapping(data: Any) -> Facts:
         etcd=etcd_version.version() if etcd_version is not None else None,
         apis_in_use=tuple(apis),
         cluster=cluster_reader.cluster_name() if cluster_reader is not None else None,
+        etcd_setup=setup,
+    )
+
+
+def _etcd_setup(reader: _Reader) -> EtcdSetup:
+    external = reader.key("external", required=False)
+    if external is not None and not isinstance(external.value, bool):
+        raise external.fail("expected true or false")
+    tag = reader.key("image_tag", required=False)
+    v2 = reader.key("v2_enabled", required=False)
+    return EtcdSetup(
+        external=bool(external.value) if external is not None else False,
+        image_tag=tag.matching(_IMAGE_TAG, "an image tag like 3.5.32-0") if tag is not None else None,
+        v2_enabled=tuple(item.node_name() for item in v2.items()) if v2 is not None else (),
     )
