@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from upgrader.core.versions import Version
 from upgrader.lab import disruption
 from upgrader.lab.apiserver import labels
 
@@ -104,3 +105,17 @@ def test_a_statefulset_pod_recreated_under_the_announced_name_is_healthy_at_once
     again["metadata"]["creationTimestamp"] = disruption.stamp(NOW - timedelta(seconds=2))
     state = disruption.status(_budget({"maxUnavailable": 1}, announced), [_pod("db-0"), again], scale(2), NOW)
     assert state["currentHealthy"] == 2 and state["disruptionsAllowed"] == 1 and "disruptedPods" not in state
+
+
+def test_the_lab_kubeadm_picks_etcd_as_kubeadm_does_and_honours_an_image_tag_override() -> None:
+    """kubeadm's images.GetEtcdImageTag and staticpods.go: the release's etcd, never lower than the
+    running one, unless the ClusterConfiguration sets etcd.local.imageTag, which wins at every upgrade."""
+    from upgrader.lab import kubeadm as lab_kubeadm
+
+    stacked: dict[str, object] = {"etcd": {"local": {"dataDir": "/var/lib/etcd"}}}
+    assert lab_kubeadm.etcd_tag(stacked, "3.5.24-0", Version(3, 6, 5)) == "3.6.5-0"
+    assert lab_kubeadm.etcd_tag(stacked, "3.5.32-0", Version(3, 5, 24)) is None  # never down
+    assert lab_kubeadm.etcd_tag(stacked, "3.6.5-0", Version(3, 6, 5)) is None
+    pinned: dict[str, object] = {"etcd": {"local": {"imageTag": "3.5.32-0"}}}
+    assert lab_kubeadm.etcd_tag(pinned, "3.5.32-0", Version(3, 6, 5)) is None  # kept: the 3.6 move never comes
+    assert lab_kubeadm.etcd_tag(pinned, "3.5.24-0", Version(3, 6, 5)) == "3.5.32-0"

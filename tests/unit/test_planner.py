@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.unit.plan_helpers import brief, make_facts, make_plan
 from upgrader import errors
 from upgrader.core.planner.model import StepKind
 from upgrader.core.rules import catalog as catalog_mod
+from upgrader.core.rules import facts as facts_mod
 from upgrader.core.rules.findings import Code
 from upgrader.core.versions import Version
 
@@ -298,5 +301,27 @@ def test_who_moves_etcd_is_in_the_plan_when_it_is_not_kubeadm() -> None:
     ],
 )
 def test_bad_etcd_setup_facts_name_the_key(etcd: dict[str, object], message: str) -> None:
-    with pytest.raises(errors.InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(errors.InputError, match=re.escape(message)):
         make_facts([("cp-1", "1.33.5", None, "1.33.5")], etcd_setup=etcd)
+
+
+def test_live_facts_read_how_etcd_runs_from_kubeadm_config_and_the_etcd_pods() -> None:
+    from upgrader.cluster import live_facts
+    from upgrader.kube.cluster import EtcdPod
+
+    pods = [EtcdPod("cp-1", "3.5.24-0", enable_v2=False), EtcdPod("cp-2", "3.5.24-0", enable_v2=True)]
+    stacked = (
+        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local:\n    dataDir: /var/lib/etcd\n"
+    )
+    assert live_facts._etcd_setup(stacked, pods) == {"v2_enabled": ["cp-2"]}
+    tagged = stacked + "    imageTag: 3.5.32-0\n"
+    assert live_facts._etcd_setup(tagged, pods[:1]) == {"image_tag": "3.5.32-0"}
+    external = "kind: ClusterConfiguration\netcd:\n  external:\n    endpoints: [https://10.0.0.9:2379]\n"
+    assert live_facts._etcd_setup(external, []) == {"external": True}
+    assert live_facts._etcd_setup(None, []) == {}
+    with pytest.raises(errors.OperationFailed, match="kubeadm-config: ClusterConfiguration is not YAML"):
+        live_facts._etcd_setup("etcd: [unclosed", [])
+    # what the live reading gives, the facts format takes
+    data = {"control_plane": [{"name": "cp-1", "apiserver": "1.33.5", "kubelet": "1.33.5"}], "apis_in_use": []}
+    parsed = facts_mod.from_mapping({**data, "etcd": {"version": "3.5.24", **live_facts._etcd_setup(tagged, pods)}})
+    assert parsed.etcd_setup == facts_mod.EtcdSetup(image_tag="3.5.32-0", v2_enabled=("cp-2",))

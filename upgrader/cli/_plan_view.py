@@ -36,6 +36,15 @@ def _drain_groups(per_node: dict[str, int]) -> list[tuple[int, list[str]]]:
     return sorted(by_count.items(), reverse=True)
 
 
+def _etcd_cell(step: dict[str, Any]) -> str:
+    """etcd's version after the step and who moves it there: kubeadm at a hop, upgrader in an etcd step."""
+    if step["kind"] == "etcd":
+        return f"{step.get('version')} (upgrader)"
+    if not step.get("etcd"):
+        return ""
+    return f"{step['etcd']} ({step.get('etcd_mover') or 'kubeadm'})"
+
+
 def _step_rows(plan: dict[str, Any]) -> list[tuple[object, ...]]:
     return [
         (
@@ -43,7 +52,7 @@ def _step_rows(plan: dict[str, Any]) -> list[tuple[object, ...]]:
             s["kind"],
             s.get("version") or "",
             s.get("emulated", ""),
-            s.get("etcd", ""),
+            _etcd_cell(s),
             (f"[{s['batch']}] " if "batch" in s else "") + _nodes(s["nodes"]),
             s.get("reason", ""),
         )

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import yaml
+
 from upgrader import errors
 from upgrader.cluster import session
 from upgrader.core.rules import catalog as catalog_mod
@@ -285,6 +287,32 @@ def _etcd(
     return etcd, stored
 
 
+def _etcd_setup(cluster_configuration: str | None, pods: list[Any]) -> dict[str, Any]:
+    """How etcd runs, for the planner: ``external`` (kubeadm's ``etcd.external``), ``image_tag`` (an
+    ``etcd.local.imageTag`` override, which kubeadm writes at every hop), ``v2_enabled`` (members
+    started with ``--enable-v2``). Only what is set, as the facts format has it."""
+    config: dict[str, Any] = {}
+    if cluster_configuration:
+        try:
+            loaded = yaml.safe_load(cluster_configuration)
+        except yaml.YAMLError as exc:
+            raise errors.OperationFailed(f"kubeadm-config: ClusterConfiguration is not YAML: {exc}") from None
+        config = loaded if isinstance(loaded, dict) else {}
+    etcd = config.get("etcd") if isinstance(config.get("etcd"), dict) else {}
+    assert isinstance(etcd, dict)
+    out: dict[str, Any] = {}
+    if etcd.get("external"):
+        out["external"] = True
+    local = etcd.get("local") if isinstance(etcd.get("local"), dict) else {}
+    assert isinstance(local, dict)
+    if local.get("imageTag"):
+        out["image_tag"] = str(local["imageTag"])
+    v2 = [pod.node for pod in pods if pod.enable_v2]
+    if v2:
+        out["v2_enabled"] = v2
+    return out
+
+
 def collect(
     cluster: session.ClusterSession, *, with_nodes: bool = True, catalog: catalog_mod.Catalog | None = None
 ) -> Collected:
@@ -311,6 +339,7 @@ def collect(
     ]
     oldest = min(Minor.parse(m["emulated"]) for m in members)
     collected.data["etcd"], stored = _etcd(cluster, oldest, catalog or catalog_mod.load(), warnings)
+    collected.data["etcd"].update(_etcd_setup(cluster.api.cluster_configuration(), cluster.api.etcd_pods()))
     apis = [{"group": g, "version": v, "resource": r, "source": "metric"} for g, v, r in sorted(metrics)]
     collected.data["apis_in_use"] = apis + stored
     return collected

@@ -55,6 +55,15 @@ class Apiserver:
 
 
 @dataclass(frozen=True)
+class EtcdPod:
+    """A stacked etcd member as its mirror pod describes it."""
+
+    node: str
+    image_tag: str
+    enable_v2: bool  # started with --enable-v2=true, which etcd 3.6 refuses
+
+
+@dataclass(frozen=True)
 class VersionInfo:
     git_version: str
     emulation: str | None  # "1.31" when the server reports it
@@ -165,6 +174,27 @@ class Cluster:
                 )
             )
         return sorted(out, key=lambda a: a.node)
+
+    def etcd_pods(self) -> list[EtcdPod]:
+        """The stacked etcd members' mirror pods (none with external etcd)."""
+        pods = self.call(
+            "list etcd pods",
+            lambda: self.core.list_namespaced_pod(
+                "kube-system", label_selector="component=etcd", _request_timeout=self.timeout
+            ),
+        ).items
+        out = []
+        for pod in pods:
+            container = pod.spec.containers[0]
+            flags = [str(a) for a in (container.command or []) + (container.args or [])]
+            out.append(
+                EtcdPod(
+                    node=pod.spec.node_name or "",
+                    image_tag=str(container.image).rsplit(":", 1)[-1],
+                    enable_v2=any(f in ("--enable-v2", "--enable-v2=true") for f in flags),
+                )
+            )
+        return sorted(out, key=lambda p: p.node)
 
     def _raw(self, endpoint: str | None, path: str) -> tuple[int, bytes]:
         host = f"https://{endpoint}" if endpoint else None

@@ -154,7 +154,7 @@ def _render(
     component: str,
     *,
     version: Version,
-    etcd: Version | None,
+    etcd: str | None,
     config: dict[str, Any],
     patches: Path | None,
 ) -> dict[str, Any] | None:
@@ -167,7 +167,7 @@ def _render(
     if component == "etcd":
         if etcd is None:
             return manifest
-        container["image"] = f"{image}:{etcd}-0"
+        container["image"] = f"{image}:{etcd}"
     else:
         container["image"] = f"{image}:v{version}"
     annotations = manifest["metadata"].setdefault("annotations", {})
@@ -212,6 +212,27 @@ def _wait_for_apiserver(node: Node, api: http.Client, version: Version, timeout:
     return False
 
 
+def etcd_tag(config: dict[str, Any], current: str, wanted: Version) -> str | None:
+    """The etcd image tag kubeadm writes at this upgrade, or None to leave etcd.yaml as it is.
+
+    As kubeadm's ``images.GetEtcdImageTag``: an ``etcd.local.imageTag`` in the ClusterConfiguration
+    replaces the version kubeadm would pick, at every upgrade (kubernetes PR 89588); without one, the
+    release's own etcd, never lower than the running one (staticpods.go: "Won't downgrade etcd")."""
+    override = ((config.get("etcd") or {}).get("local") or {}).get("imageTag")
+    if override:
+        if str(override) != current:
+            print(f"[upgrade/etcd] Using etcd image tag {override} from the ClusterConfiguration")
+            return str(override)
+        return None
+    running = Version.parse(current.split("-", maxsplit=1)[0])
+    if wanted > running:
+        print(f"[upgrade/etcd] Upgrading etcd from {running} to {wanted}")
+        return f"{wanted}-0"
+    if wanted < running:
+        print(f"[upgrade/etcd] Won't downgrade etcd, instead just continue ({running} > {wanted})")
+    return None
+
+
 def _upgrade_static_pods(
     node: Node, version: Version, config: dict[str, Any], *, etcd_upgrade: bool, patches: Path | None, timeout: float
 ) -> None:
@@ -221,13 +242,8 @@ def _upgrade_static_pods(
     etcd_target = None
     etcd_path = node.manifests / "etcd.yaml"
     if etcd_upgrade and etcd_path.is_file():
-        wanted = catalog_mod.load().entry(version.minor_version).kubeadm_etcd
-        current = Version.parse(manifests.image_version(manifests.read(etcd_path)).split("-")[0])
-        if wanted > current:
-            etcd_target = wanted
-            print(f"[upgrade/etcd] Upgrading etcd from {current} to {wanted}")
-        elif wanted < current:
-            print(f"[upgrade/etcd] Won't downgrade etcd, instead just continue ({current} > {wanted})")
+        current = manifests.image_version(manifests.read(etcd_path))
+        etcd_target = etcd_tag(config, current, catalog_mod.load().entry(version.minor_version).kubeadm_etcd)
     written: list[str] = []
     api = node.client()
     old_hash = _mirror_hash(node, api)

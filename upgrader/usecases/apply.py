@@ -130,6 +130,15 @@ def load_plan(state: store.Store, plan_id: str, cluster: str) -> tuple[records.P
         raise errors.Refused(f"plan {stored.id} has blockers ({codes}) and cannot be applied; nothing was changed")
     if stored.cluster is not None and stored.cluster != cluster:
         raise errors.Refused(f"plan {stored.id} was made for cluster {stored.cluster}, not {cluster}")
+    etcd = next((s for s in plan.steps if s.kind is StepKind.ETCD), None)
+    if etcd is not None:
+        # Planned (issue 21) but not yet carried out: refused before anything changes, with the way by hand.
+        raise errors.Refused(
+            f"plan {stored.id} moves etcd to {etcd.version} on {', '.join(etcd.nodes)} first, and this release "
+            f"plans that step but cannot carry it out yet: move each member to {etcd.version} by hand, one at a "
+            "time and the leader last, check `etcdctl endpoint status` after each, then plan again; "
+            "nothing was changed"
+        )
     return stored.id, plan
 
 
