@@ -17,6 +17,9 @@ The rules, in the order the planner applies them:
   later forced upgrade can only be pushed further back by a higher version, and no version above
   the one chosen is allowed at that moment (tests check this against a brute-force search).
 - Kubelet skew is counted from apiserver binary versions, not the wider range emulation allows.
+- etcd goes where kubeadm takes it at each hop (``checks.etcd_route``); where a hop would take it out
+  of its minor from below that minor's minimum patch, an ``etcd`` step to that patch (with a snapshot
+  of its own) comes before the hop's snapshot.
 """
 
 from __future__ import annotations
