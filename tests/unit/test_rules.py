@@ -177,7 +177,7 @@ def test_etcd_route(
     assert [str(x) if x else None for x in route.after] == after
     assert {k: str(x) for k, x in route.before.items()} == before
     assert [f.code for f in route.findings] == codes
-    assert set(route.movers) <= {checks.EtcdMover.KUBEADM}
+    assert route.mover is checks.EtcdMover.KUBEADM
 
 
 def test_an_image_tag_override_keeps_etcd_where_it_is_at_every_hop() -> None:
@@ -185,7 +185,7 @@ def test_an_image_tag_override_keeps_etcd_where_it_is_at_every_hop() -> None:
     setup = facts_mod.EtcdSetup(image_tag="3.5.24-0")
     route = checks.etcd_route(v("3.5.24"), [Minor(1, 34), Minor(1, 35)], CATALOG, setup)
     assert [str(x) for x in route.after] == ["3.5.24", "3.5.24"] and not route.before
-    assert route.movers == (checks.EtcdMover.KEPT_BY_IMAGE_TAG,) * 2
+    assert route.mover is checks.EtcdMover.KEPT_BY_IMAGE_TAG
     assert [(f.code, f.severity) for f in route.findings] == [(Code.ETCD_IMAGE_TAG_OVERRIDE, Severity.WARNING)]
     assert setup.image_version == v("3.5.24")
 
@@ -193,7 +193,7 @@ def test_an_image_tag_override_keeps_etcd_where_it_is_at_every_hop() -> None:
 def test_external_etcd_is_never_moved_by_kubeadm_so_its_version_blocks_nothing() -> None:
     route = checks.etcd_route(v("3.5.12"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True))
     assert [str(x) for x in route.after] == ["3.5.12"] and not route.before and not route.findings
-    assert route.movers == (checks.EtcdMover.EXTERNAL,)
+    assert route.mover is checks.EtcdMover.EXTERNAL
 
 
 def test_enable_v2_blocks_the_move_to_3_6_naming_the_members() -> None:

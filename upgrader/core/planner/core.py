@@ -285,12 +285,11 @@ def _with_etcd(steps: list[Step], route: checks.EtcdRoute, members: list[str], h
                 )
             )
         if step.kind is StepKind.CONTROL_PLANE:
-            mover = route.movers[hop] if hop < len(route.movers) else checks.EtcdMover.KUBEADM
             out.append(
                 dataclasses.replace(
                     step,
-                    etcd=route.after[hop] if hop < len(route.after) else None,
-                    etcd_mover="" if mover is checks.EtcdMover.KUBEADM else mover.value,
+                    etcd=route.after[hop],  # one entry per control-plane step: the hops are theirs
+                    etcd_mover="" if route.mover is checks.EtcdMover.KUBEADM else route.mover.value,
                 )
             )
             hop += 1

@@ -145,12 +145,12 @@ class EtcdMover(enum.StrEnum):
 
 @dataclass(frozen=True)
 class EtcdRoute:
-    """etcd's way through the control-plane hops: its version after each hop, who moved it there, and
-    the etcd steps upgrader must run first: ``before[i]`` is the patch every member must reach before
-    hop ``i`` (etcd's minimum patch for leaving its minor)."""
+    """etcd's way through the control-plane hops: its version after each hop, who moves it (the same at
+    every hop: it follows from how etcd runs), and the etcd steps upgrader must run first: ``before[i]``
+    is the patch every member must reach before hop ``i`` (etcd's minimum patch for leaving its minor)."""
 
     after: tuple[Version | None, ...]
-    movers: tuple[EtcdMover, ...]
+    mover: EtcdMover
     before: Mapping[int, Version]
     findings: tuple[Finding, ...]
 
@@ -166,7 +166,7 @@ def etcd_route(
     ``etcd.local.imageTag`` override makes kubeadm keep the override's tag at every hop, and kubeadm
     never moves external etcd: then etcd stays where it is and no hop needs an etcd step."""
     if not hops:
-        return EtcdRoute((), (), {}, ())
+        return EtcdRoute((), EtcdMover.KUBEADM, {}, ())
     if setup.external or setup.image_tag is not None:
         mover = EtcdMover.EXTERNAL if setup.external else EtcdMover.KEPT_BY_IMAGE_TAG
         kept: list[Finding] = []
@@ -181,11 +181,11 @@ def etcd_route(
                     "ConfigMap (kube-system) and plan again",
                 )
             )
-        return EtcdRoute(tuple(start for _ in hops), tuple(mover for _ in hops), {}, tuple(kept))
+        return EtcdRoute(tuple(start for _ in hops), mover, {}, tuple(kept))
     if start is None:
         return EtcdRoute(
             tuple(None for _ in hops),
-            tuple(EtcdMover.KUBEADM for _ in hops),
+            EtcdMover.KUBEADM,
             {},
             (
                 Finding(
@@ -232,4 +232,4 @@ def etcd_route(
                 )
         after.append(new)
         current = new
-    return EtcdRoute(tuple(after), tuple(EtcdMover.KUBEADM for _ in hops), before, tuple(out))
+    return EtcdRoute(tuple(after), EtcdMover.KUBEADM, before, tuple(out))
