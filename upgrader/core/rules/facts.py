@@ -87,16 +87,6 @@ class EtcdSetup:
     image_tag: str | None = None
     v2_enabled: tuple[str, ...] = ()
 
-    @property
-    def image_version(self) -> Version | None:
-        """The etcd version an override tag names (``3.5.32-0`` is 3.5.32), if it names one."""
-        if self.image_tag is None:
-            return None
-        try:
-            return Version.parse(self.image_tag.split("-", 1)[0])
-        except errors.InputError:
-            return None
-
 
 @dataclass(frozen=True)
 class Facts:
