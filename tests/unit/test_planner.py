@@ -309,7 +309,7 @@ def test_live_facts_read_how_etcd_runs_from_kubeadm_config_and_the_etcd_pods() -
     from upgrader.cluster import live_facts
     from upgrader.kube.cluster import EtcdPod
 
-    pods = [EtcdPod("cp-1", "3.5.24-0", enable_v2=False), EtcdPod("cp-2", "3.5.24-0", enable_v2=True)]
+    pods = [EtcdPod("cp-1", enable_v2=False), EtcdPod("cp-2", enable_v2=True)]
     stacked = (
         "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local:\n    dataDir: /var/lib/etcd\n"
     )

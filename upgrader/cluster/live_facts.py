@@ -298,13 +298,13 @@ def _etcd_setup(cluster_configuration: str | None, pods: list[Any]) -> dict[str,
         except yaml.YAMLError as exc:
             raise errors.OperationFailed(f"kubeadm-config: ClusterConfiguration is not YAML: {exc}") from None
         config = loaded if isinstance(loaded, dict) else {}
-    etcd = config.get("etcd") if isinstance(config.get("etcd"), dict) else {}
-    assert isinstance(etcd, dict)
+    etcd = config.get("etcd")
+    etcd = etcd if isinstance(etcd, dict) else {}
     out: dict[str, Any] = {}
     if etcd.get("external"):
         out["external"] = True
-    local = etcd.get("local") if isinstance(etcd.get("local"), dict) else {}
-    assert isinstance(local, dict)
+    local = etcd.get("local")
+    local = local if isinstance(local, dict) else {}
     if local.get("imageTag"):
         out["image_tag"] = str(local["imageTag"])
     v2 = [pod.node for pod in pods if pod.enable_v2]

@@ -59,7 +59,6 @@ class EtcdPod:
     """A stacked etcd member as its mirror pod describes it."""
 
     node: str
-    image_tag: str
     enable_v2: bool  # started with --enable-v2=true, which etcd 3.6 refuses
 
 
@@ -145,15 +144,20 @@ class Cluster:
             raise KubeUnavailable(f"Kubernetes API: read node {name} failed: {_text(exc)}") from exc
         return _node_info(item)
 
+    def _static_pods(self, component: str) -> list[Any]:
+        """The mirror pods of a control-plane component's static pods (kubeadm labels them ``component``)."""
+        return list(
+            self.call(
+                f"list {component} pods",
+                lambda: self.core.list_namespaced_pod(
+                    "kube-system", label_selector=f"component={component}", _request_timeout=self.timeout
+                ),
+            ).items
+        )
+
     def apiservers(self) -> list[Apiserver]:
-        pods = self.call(
-            "list kube-apiserver pods",
-            lambda: self.core.list_namespaced_pod(
-                "kube-system", label_selector="component=kube-apiserver", _request_timeout=self.timeout
-            ),
-        ).items
         out = []
-        for pod in pods:
+        for pod in self._static_pods("kube-apiserver"):
             annotations = pod.metadata.annotations or {}
             container = pod.spec.containers[0]
             emulated = next(
@@ -177,20 +181,13 @@ class Cluster:
 
     def etcd_pods(self) -> list[EtcdPod]:
         """The stacked etcd members' mirror pods (none with external etcd)."""
-        pods = self.call(
-            "list etcd pods",
-            lambda: self.core.list_namespaced_pod(
-                "kube-system", label_selector="component=etcd", _request_timeout=self.timeout
-            ),
-        ).items
         out = []
-        for pod in pods:
+        for pod in self._static_pods("etcd"):
             container = pod.spec.containers[0]
             flags = [str(a) for a in (container.command or []) + (container.args or [])]
             out.append(
                 EtcdPod(
                     node=pod.spec.node_name or "",
-                    image_tag=str(container.image).rsplit(":", 1)[-1],
                     enable_v2=any(f in ("--enable-v2", "--enable-v2=true") for f in flags),
                 )
             )
