@@ -133,9 +133,12 @@ class Kubelet:
             pod.last_exit = processes.stop_popen(pod.popen)
             pod.popen = None
 
-    def _read(self, path: Path) -> StaticPod:
+    def _pod(self, path: Path, raw: bytes | OSError) -> StaticPod:
+        """The static pod that the bytes read of ``path`` describe (or why there is none)."""
         try:
-            manifest = manifests.read(path)
+            if isinstance(raw, OSError):
+                raise raw
+            manifest = manifests.parse(raw, path)
             container = runtime.container(manifest, node=self.node, root=self.root, lab=self.lab)
             return StaticPod(path.name, container, source=manifest)
         except (OSError, ValueError, KeyError) as exc:
@@ -156,16 +159,16 @@ class Kubelet:
             for name, path in wanted.items():
                 current = self.pods.get(name)
                 try:
-                    raw: bytes | None = path.read_bytes()
-                except OSError:
-                    raw = None
-                if current is not None and raw is not None and self._bytes.get(name) == raw:
+                    raw: bytes | OSError = path.read_bytes()
+                except OSError as exc:
+                    raw = exc
+                if current is not None and self._bytes.get(name) == raw:
                     # The same bytes are the same pod: parsing each manifest's YAML four times a second cost
                     # an idle 3+3 lab a fifth of a core. A real kubelet, too, acts on a manifest's changes.
                     self._keep_running(current)
                     continue
-                fresh = self._read(path)
-                if raw is not None:
+                fresh = self._pod(path, raw)  # parsed from the bytes compared: one read, no window between
+                if isinstance(raw, bytes):
                     self._bytes[name] = raw
                 if current is None or _digest(current) != _digest(fresh):
                     if current is not None:

@@ -214,7 +214,12 @@ def write(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def read(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text())
+    return parse(path.read_bytes(), path)
+
+
+def parse(raw: bytes, path: Path) -> dict[str, Any]:
+    """A manifest from the bytes read of ``path`` (named in the error)."""
+    data = yaml.safe_load(raw)
     if not isinstance(data, dict):
         raise ValueError(f"{path} is not a manifest")
     return data
