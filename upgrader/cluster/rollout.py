@@ -6,6 +6,7 @@
   two-step hop goes in through kubeadm's own mechanism, and the commit takes it out the same way.
 - ``control_plane`` and ``kubelet``: the upgrade playbooks on one node (``--limit``), with the package
   variables rendered for the configured method.
+- ``etcd_member``: the stacked etcd member's image tag on one node (``upgrade-etcd.yml``).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ class Rollout:
 
     def kubelet(self, nodes: tuple[str, ...], version: Version) -> None:
         self._playbook("upgrade-node.yml", nodes, version)
+
+    def etcd_member(self, node: str, version: Version) -> None:
+        self.run("upgrade-etcd.yml", (node,), {"etcd_version": str(version)})
 
     def _playbook(self, playbook: str, nodes: tuple[str, ...], version: Version, **extra: Any) -> None:
         self.run(playbook, nodes, {**rendering.package_vars(self.cluster.cfg.packages, version), **extra})

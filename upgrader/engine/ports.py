@@ -36,6 +36,23 @@ class ControlPlaneRollout(Protocol):
         """kubeadm at ``version`` on ``node``, then ``upgrade apply`` (``first``) or ``upgrade node``."""
 
 
+class EtcdRollout(Protocol):
+    """Stacked etcd members changed on their nodes: the etcd step's one action."""
+
+    def etcd_member(self, node: str, version: Version) -> None:
+        """The etcd member on ``node`` at ``version``: its static pod's image tag rewritten (``etcd.yaml``),
+        which the kubelet then restarts. Returns once the manifest is written, not once the member is back."""
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    """One etcd member as it answers for itself (``etcdctl endpoint status``)."""
+
+    version: Version
+    leader: str | None  # the leader it follows; None while it sees none (no quorum)
+    revision: int  # the revision it has applied
+
+
 class KubeletRollout(Protocol):
     """Kubelets changed on drained nodes: upgraded by an apply, put back by a rollback."""
 
@@ -65,6 +82,9 @@ class Probe(Protocol):
 
     def kubelet(self, node: str) -> tuple[Version | None, bool]:
         """The version ``node``'s kubelet reports, and whether the node is Ready."""
+
+    def etcd(self, node: str) -> EtcdMember | None:
+        """The etcd member named ``node`` as it answers, None when it does not."""
 
 
 class Gate(Protocol):
@@ -124,6 +144,7 @@ class Ports:
     probe: Probe
     gate: Gate
     snapshotter: Snapshotter
+    etcd: EtcdRollout
 
 
 # The engine's vocabulary for those who watch or steer a run (the use cases and the CLI).

