@@ -37,6 +37,7 @@ class Labs:
         layout: topology.Layout = topology.Layout.KUBEADM,
         ssh: bool = False,
         packages: str = "binary",
+        etcd_version: str | None = None,
     ) -> topology.Lab:
         lab = create.create(
             self.base / name,
@@ -46,6 +47,7 @@ class Labs:
             layout=layout,
             ssh_mode=ssh,
             packages=packages,
+            etcd_version=Version.parse(etcd_version) if etcd_version else None,
         )
         self.labs.append(lab)
         control.up(lab.dir, timeout=60)

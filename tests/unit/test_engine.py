@@ -35,6 +35,13 @@ class FakeCluster:
     snapshots: int = 0
     broken_gate: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # etcd: each member's version, the leader, members that do not answer, the version at which a member
+    # does not come back, and the revision (every look writes one)
+    etcd: dict[str, Version] = field(default_factory=dict)
+    etcd_leader: str | None = None
+    etcd_down: set[str] = field(default_factory=set)
+    etcd_broken: dict[str, Version] = field(default_factory=dict)
+    revision: int = 100
 
     def _call(self, name: str) -> None:
         with self.lock:
@@ -55,6 +62,20 @@ class FakeCluster:
         for node in nodes:
             self._call(f"kubelet {node}")
             self.kubelets[node] = version
+
+    def etcd_member(self, node: str, version: Version) -> None:
+        self._call(f"etcd {node} {version}")
+        self.etcd[node] = version
+        if self.etcd_broken.get(node) == version:
+            self.etcd_down.add(node)
+        else:
+            self.etcd_down.discard(node)
+
+    def etcd_state(self, node: str) -> ports.EtcdMember | None:
+        self.revision += 1  # the apiservers keep writing
+        if node in self.etcd_down:
+            return None
+        return ports.EtcdMember(self.etcd[node], self.etcd_leader, self.revision)
 
     # Drainer
     def cordon(self, node: str) -> None:
@@ -103,6 +124,7 @@ def ports_of(fake: FakeCluster) -> Ports:
     class Probe:
         apiserver = staticmethod(fake.apiserver)
         kubelet = staticmethod(fake.kubelet_state)
+        etcd = staticmethod(fake.etcd_state)
 
     class Drain:
         cordon = staticmethod(fake.cordon)
@@ -110,7 +132,9 @@ def ports_of(fake: FakeCluster) -> Ports:
         uncordon = staticmethod(fake.uncordon)
         cordoned = staticmethod(fake.is_cordoned)
 
-    return Ports(control_plane=fake, kubelets=fake, drainer=Drain(), probe=Probe(), gate=fake, snapshotter=fake)
+    return Ports(
+        control_plane=fake, kubelets=fake, drainer=Drain(), probe=Probe(), gate=fake, snapshotter=fake, etcd=fake
+    )
 
 
 class NoLease:
@@ -342,3 +366,101 @@ def test_handlers_are_made_from_the_typed_plan_and_refuse_a_journal_that_holds_o
         drive(journal, plan, fake, run)
     assert all(s.status is records.StepStatus.PENDING for s in journal.run(run.id).steps)
     assert not fake.drains and not fake.snapshots
+
+
+# -- the etcd step -----------------------------------------------------------------------------------
+
+ETCD_FACTS = make_facts(
+    [("cp-1", "1.33.5", None, "1.33.5"), ("cp-2", "1.33.5", None, "1.33.5"), ("cp-3", "1.33.5", None, "1.33.5")],
+    [("w-1", "1.33.5")],
+    etcd="3.5.24",
+)
+
+
+@pytest.fixture
+def etcd_plan() -> model.Plan:
+    plan = make_plan(ETCD_FACTS, "1.34")
+    assert [s.kind for s in plan.steps[:3]] == [model.StepKind.SNAPSHOT, model.StepKind.ETCD, model.StepKind.SNAPSHOT]
+    return plan
+
+
+def etcd_cluster(plan: model.Plan, leader: str = "cp-1") -> FakeCluster:
+    fake = cluster_from(plan)
+    fake.etcd = {n: Version.parse("3.5.24") for n in ("cp-1", "cp-2", "cp-3")}
+    fake.etcd_leader = leader
+    return fake
+
+
+def etcd_calls(fake: FakeCluster) -> list[str]:
+    return [c for c in fake.calls if c.startswith("etcd ")]
+
+
+def test_the_etcd_step_moves_one_member_at_a_time_and_the_leader_last(
+    journal: store.Store, etcd_plan: model.Plan
+) -> None:
+    fake = etcd_cluster(etcd_plan, leader="cp-1")
+    outcome, events = drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert outcome is driver.Outcome.SUCCEEDED
+    assert etcd_calls(fake) == ["etcd cp-2 3.5.32", "etcd cp-3 3.5.32", "etcd cp-1 3.5.32"]
+    assert set(fake.etcd.values()) == {Version.parse("3.5.32")}
+    done = [e.message for e in events if e.kind == "node-done" and e.position == 1]
+    assert done == ["cp-2: etcd 3.5.24 -> 3.5.32", "cp-3: etcd 3.5.24 -> 3.5.32", "cp-1: etcd 3.5.24 -> 3.5.32"]
+    step = journal.run("run-0001").steps[1]
+    assert not [k for k, v in step.detail.items() if k.startswith(upgrade.CHANGING) and v]
+
+
+def test_a_member_already_at_the_version_is_not_restarted(journal: store.Store, etcd_plan: model.Plan) -> None:
+    fake = etcd_cluster(etcd_plan)
+    fake.etcd["cp-3"] = Version.parse("3.5.32")
+    drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert etcd_calls(fake) == ["etcd cp-2 3.5.32", "etcd cp-1 3.5.32"]
+
+
+def test_a_member_that_does_not_come_back_is_put_back_and_the_step_stops(
+    journal: store.Store, etcd_plan: model.Plan
+) -> None:
+    fake = etcd_cluster(etcd_plan, leader="cp-1")
+    fake.etcd_broken = {"cp-3": Version.parse("3.5.32")}
+    with pytest.raises(driver.StepFailed, match=r"etcd on cp-3 to answer at 3.5.32.*cp-3 is back at 3.5.24"):
+        drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert etcd_calls(fake) == ["etcd cp-2 3.5.32", "etcd cp-3 3.5.32", "etcd cp-3 3.5.24"]
+    # quorum kept: two members at 3.5.32 and 3.5.24 answer; the leader was never touched
+    assert fake.etcd == {n: Version.parse(v) for n, v in (("cp-1", "3.5.24"), ("cp-2", "3.5.32"), ("cp-3", "3.5.24"))}
+    assert not fake.etcd_down
+    run = journal.run("run-0001")
+    assert run.status is records.RunStatus.FAILED and run.steps[1].status is records.StepStatus.FAILED
+
+
+def test_no_member_is_restarted_while_another_is_down(journal: store.Store, etcd_plan: model.Plan) -> None:
+    fake = etcd_cluster(etcd_plan)
+    fake.etcd_down = {"cp-2"}
+    with pytest.raises(driver.StepFailed, match=r"etcd on cp-2 does not answer: no member is restarted"):
+        drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert etcd_calls(fake) == []
+
+
+def test_etcd_is_never_downgraded_by_the_step(journal: store.Store, etcd_plan: model.Plan) -> None:
+    fake = etcd_cluster(etcd_plan)
+    fake.etcd["cp-2"] = Version.parse("3.6.5")
+    with pytest.raises(driver.StepFailed, match=r"etcd on cp-2 runs 3.6.5, newer than 3.5.32: upgrader never"):
+        drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert etcd_calls(fake) == []
+
+
+def test_a_run_killed_while_a_member_restarted_writes_it_again_and_sees_it_back_first(
+    journal: store.Store, etcd_plan: model.Plan
+) -> None:
+    """What a SIGKILL after the journal said "changing cp-2" leaves: the step running, cp-2's old version
+    recorded, its manifest maybe written. The resumed step writes it again (idempotent) before any other."""
+    fake = etcd_cluster(etcd_plan, leader="cp-1")
+    run = new_run(journal, etcd_plan)
+    for position in (0,):
+        journal.start_step(run.id, position, at=datetime.now(UTC))
+        journal.finish_step(run.id, position, records.StepStatus.SUCCEEDED, at=datetime.now(UTC))
+    journal.start_step(run.id, 1, at=datetime.now(UTC))
+    journal.step_progress(run.id, 1, {upgrade.CHANGING + "cp-2": "3.5.24"})
+    outcome, events = drive(journal, etcd_plan, fake, run)
+    assert outcome is driver.Outcome.SUCCEEDED
+    assert etcd_calls(fake) == ["etcd cp-2 3.5.32", "etcd cp-3 3.5.32", "etcd cp-1 3.5.32"]
+    done = [e.message for e in events if e.kind == "node-done" and e.position == 1]
+    assert done[0] == "cp-2: etcd 3.5.24 -> 3.5.32"

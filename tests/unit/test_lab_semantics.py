@@ -119,3 +119,48 @@ def test_the_lab_kubeadm_picks_etcd_as_kubeadm_does_and_honours_an_image_tag_ove
     pinned: dict[str, object] = {"etcd": {"local": {"imageTag": "3.5.32-0"}}}
     assert lab_kubeadm.etcd_tag(pinned, "3.5.32-0", Version(3, 6, 5)) is None  # kept: the 3.6 move never comes
     assert lab_kubeadm.etcd_tag(pinned, "3.5.24-0", Version(3, 6, 5)) == "3.5.32-0"
+
+
+# -- which etcd binary a member runs -----------------------------------------------------------------
+
+
+def _lab_with(binaries: dict[str, str]) -> Any:
+    from pathlib import Path
+
+    from upgrader.lab import topology
+
+    return topology.Lab(
+        dir=Path("/nonexistent"),
+        name="lab",
+        version=Version.parse("1.33.5"),
+        block="127.1.1",
+        nodes=(),
+        etcd_binary="default-etcd",
+        python="python3",
+        etcd_binaries=binaries,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tag", "binary"),
+    [
+        ("3.4.23-0", "etcd-3.4.23"),  # the tag's own version
+        ("3.5.1-0", "etcd-3.5.1"),
+        ("v3.5.1", "etcd-3.5.1"),  # etcd's own image tags start with v
+        ("3.5.24-0", "etcd-3.5.1"),  # no 3.5.24: the newest older binary of the tag's minor
+        ("3.6.5-0", "etcd-3.5.1"),  # no 3.6 at all: the newest older binary
+        ("3.3.9-0", "etcd-3.4.23"),  # nothing older: the oldest
+        ("latest", "etcd-3.4.23"),  # no version in the tag: the oldest
+    ],
+)
+def test_a_member_runs_the_binary_of_its_tag_version_where_the_lab_has_one(tag: str, binary: str) -> None:
+    from upgrader.lab import runtime
+
+    lab = _lab_with({"3.4.23": "etcd-3.4.23", "3.5.1": "etcd-3.5.1"})
+    assert runtime.etcd_binary(lab, tag) == binary
+
+
+def test_a_lab_made_before_etcd_binaries_runs_its_one_binary_for_every_tag() -> None:
+    from upgrader.lab import runtime
+
+    assert runtime.etcd_binary(_lab_with({}), "3.4.23-0") == "default-etcd"

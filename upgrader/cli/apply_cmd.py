@@ -103,6 +103,7 @@ def apply(
         force_drain=force_drain,
         delete_emptydir_data=delete_emptydir_data,
         drain_timeout=_runs.seconds(drain_timeout, "--drain-timeout") if drain_timeout else None,
+        wait_timeout=float(cfg.upgrade.component_timeout),
     )
     with store.Store.open(db) as state:
         if abandon:

@@ -165,7 +165,10 @@ def destroy(directory: LabDir, yes: _options.YesOption = False) -> None:
 def fault(
     directory: LabDir,
     kind: Annotated[
-        str | None, typer.Argument(help="apiserver-crash | etcd-stop | kubelet-notready | disk-full | slow")
+        str | None,
+        typer.Argument(
+            help="apiserver-crash | etcd-stop | kubelet-notready | disk-full | slow | kubeadm-fail | image-pull"
+        ),
     ] = None,
     node: Annotated[str, typer.Option("--node", help="The node to break.")] = "cp-1",
     clear: Annotated[bool, typer.Option("--clear", help="Clear this fault (or all of the node's).")] = False,
@@ -176,7 +179,8 @@ def fault(
 
     if kind is None and not clear:
         raise errors.UsageError(
-            "name a fault (apiserver-crash, etcd-stop, kubelet-notready, disk-full, slow, kubeadm-fail) or --clear"
+            "name a fault (apiserver-crash, etcd-stop, kubelet-notready, disk-full, slow, kubeadm-fail, "
+            "image-pull) or --clear"
         )
     try:
         chosen = faults.Fault(kind) if kind else None

@@ -317,6 +317,9 @@ class UpgradeSettings(_Section):
 
     max_unavailable: Annotated[int | str, BeforeValidator(_max_unavailable)] = 1
     drain_timeout: Seconds = 600
+    # how long a restarted apiserver, kubelet or etcd member may take to come back at its new version
+    # (an etcd member with a large database replays it first); past it the step fails, resumable
+    component_timeout: Seconds = 300
     two_step: bool = True
     soak: Seconds = 0
     # kubeadm's --patches directory on the nodes (as in Init/JoinConfiguration's patches.directory, which

@@ -1,9 +1,9 @@
 """Faults injected into a lab (``upgrader lab fault``), shared through ``run/faults.json``.
 
 Each fault belongs to a node. The lab's components read the file as they go: the kubelet stops
-etcd or reports NotReady, the apiserver stand-in crashes or slows down, the supervisor raises etcd's
-NOSPACE alarm for ``disk-full``, and the kubeadm stand-in fails its upgrade commands for
-``kubeadm-fail``.
+etcd or reports NotReady, or starts no pod whose image it has not run before (``image-pull``); the
+apiserver stand-in crashes or slows down; the supervisor raises etcd's NOSPACE alarm for
+``disk-full``; and the kubeadm stand-in fails its upgrade commands for ``kubeadm-fail``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ class Fault(enum.StrEnum):
     DISK_FULL = "disk-full"
     SLOW = "slow"
     KUBEADM_FAIL = "kubeadm-fail"
+    IMAGE_PULL = "image-pull"  # the node pulls no image: only images it already ran start (IfNotPresent)
 
 
 FILE = "faults.json"

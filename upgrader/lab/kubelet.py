@@ -71,6 +71,7 @@ class Kubelet:
         self.root = lab.root(node)
         self.stop_event = stop
         self.faults = faults.View(lab.run_dir, node.name)
+        self.pulled: set[str] = set()  # the images this node has run: present, never pulled again
         self.pods: dict[str, StaticPod] = {}
         self._bytes: dict[str, bytes] = {}  # each manifest as last parsed
         self.lock = threading.Lock()
@@ -112,6 +113,7 @@ class Kubelet:
         assert pod.container is not None
         if pod.container.virtual:
             return
+        self.pulled.add(pod.container.image)
         env = dict(os.environ, UPGRADER_LAB_RUN=str(self.lab.run_dir), UPGRADER_LAB_NODE=self.node.name)
         logfile = (self.log_dir / f"{self.node.name}-{pod.component}.log").open("ab")
         try:
@@ -180,7 +182,13 @@ class Kubelet:
                 self._keep_running(current)
 
     def _blocked(self, pod: StaticPod) -> bool:
-        return pod.component == "etcd" and faults.Fault.ETCD_STOP in self.faults
+        """A pod the kubelet does not run now: etcd under ``etcd-stop``; under ``image-pull``, a pod whose
+        image this node has not run before (imagePullPolicy IfNotPresent: only a missing image is pulled,
+        and the pull fails; kubelet pkg/kubelet/images/image_manager.go shouldPullImage)."""
+        if pod.component == "etcd" and faults.Fault.ETCD_STOP in self.faults:
+            return True
+        image = pod.container.image if pod.container is not None else None
+        return image is not None and image not in self.pulled and faults.Fault.IMAGE_PULL in self.faults
 
     def _keep_running(self, pod: StaticPod) -> None:
         if pod.container is None or pod.container.virtual:
