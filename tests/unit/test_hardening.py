@@ -594,20 +594,6 @@ def test_a_saved_plan_whose_body_was_replaced_is_refused(db_url: str) -> None:
             apply.load_plan(state, plan.id, "prod-eu1")
 
 
-def test_a_plan_with_an_etcd_step_is_refused_before_anything_changes(db_url: str) -> None:
-    """The planner plans the etcd step; until apply carries it out, apply says so and how to do it by hand."""
-    from tests.unit.plan_helpers import make_facts, make_plan
-    from upgrader.usecases import apply, plans
-
-    plan = make_plan(make_facts([("cp-1", "1.33.5", None, "1.33.5")], etcd="3.5.24"), "1.34", two_step=False)
-    assert plan.executable and any(s.kind.value == "etcd" for s in plan.steps)
-    assert plans.save(plans.PlanResult(plan=plan, cluster="prod-eu1", warnings=()), db_url)  # as `plan --save`
-    with store.Store.open(db_url) as state:
-        with pytest.raises(errors.Refused, match=r"moves etcd to 3\.5\.32 on cp-1 first.*the leader last") as caught:
-            apply.load_plan(state, plan.id, "prod-eu1")
-        assert caught.value.exit_code == errors.ExitCode.REFUSED and not state.runs("prod-eu1")
-
-
 def test_a_restore_test_works_in_upgraders_private_directory(private_state_home: Path) -> None:
     from upgrader.snapshots import local
     from upgrader.support import scratch
