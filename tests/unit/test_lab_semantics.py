@@ -164,3 +164,17 @@ def test_a_lab_made_before_etcd_binaries_runs_its_one_binary_for_every_tag() -> 
     from upgrader.lab import runtime
 
     assert runtime.etcd_binary(_lab_with({}), "3.4.23-0") == "default-etcd"
+
+
+def test_the_lab_catalog_lowers_an_etcd_minimum_only_to_a_binary_the_lab_has() -> None:
+    from upgrader.core.rules import catalog as catalog_mod
+    from upgrader.lab import create
+
+    shipped = catalog_mod.load()
+    lab = catalog_mod.parse(create.lab_catalog([Version.parse(v) for v in ("3.4.23", "3.5.1", "3.5.30")]))
+    assert lab.version == f"{shipped.version}+lab"
+    minimums = {str(k): str(v) for k, v in lab.etcd_min_patch_before_next_minor.items()}
+    assert minimums == {"3.5": "3.5.30", "3.6": "3.6.11"}  # no 3.6 binary: 3.6's minimum stays
+    assert lab.minors == shipped.minors
+    exact = catalog_mod.parse(create.lab_catalog([Version.parse("3.5.32"), Version.parse("3.5.30")]))
+    assert str(exact.etcd_min_patch_before_next_minor[Version.parse("3.5.0").minor_version]) == "3.5.32"

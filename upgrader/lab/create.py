@@ -10,9 +10,11 @@ the rest of upgrader accepts as is. Nothing is started.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -204,6 +206,26 @@ def _inventory(lab: topology.Lab) -> str:
         + "\n".join(sections)
         + "\n"
     )
+
+
+LAB_CATALOG = "catalog.json"
+
+
+def lab_catalog(etcd_versions: Iterable[Version]) -> dict[str, Any]:
+    """The shipped rules catalog for plans on this lab: where the lab has no etcd binary of a minor's
+    minimum patch (3.5.32: none is packaged here), that minimum becomes the newest binary the lab has of
+    the minor below it (3.5.30), so an etcd step moves members to a version a lab member can report.
+    Everything else is the shipped catalog's; its version says ``+lab``."""
+    data: dict[str, Any] = json.loads(catalog_mod.CATALOG_FILE.read_text(encoding="utf-8"))
+    minimums = data["rules"]["etcd"]["min_patch_before_next_minor"]
+    have = sorted(set(etcd_versions))
+    for minor, patch in minimums.items():
+        need = Version.parse(patch)
+        below = [v for v in have if v.minor_version == need.minor_version and v <= need]
+        if below and need not in have:
+            minimums[minor] = str(below[-1])
+    data["catalog_version"] = f"{data['catalog_version']}+lab"
+    return data
 
 
 def _cluster_yaml(lab: topology.Lab) -> str:
@@ -424,5 +446,6 @@ def create(
     (lab.dir / "inventory").mkdir(exist_ok=True)
     (lab.dir / "inventory" / "hosts.ini").write_text(_inventory(lab))
     (lab.dir / "cluster.yaml").write_text(_cluster_yaml(lab))
+    (lab.dir / LAB_CATALOG).write_text(json.dumps(lab_catalog(binaries), indent=1) + "\n")
     lab.save()
     return lab
