@@ -142,13 +142,20 @@ rehearse() {
   id=$("$bin/upgrader" snapshot list -c "$work/lab/cluster.yaml" -o json | "$bin/python" -c \
     'import json, sys; print(json.load(sys.stdin)["snapshots"][0]["id"])')
   "$bin/upgrader" snapshot verify "$id" --restore-test
-  log "the plan to 1.33, saved and shown for review"
-  plan=$("$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to 1.33 --save -o json | "$bin/python" -c \
-    'import json, sys; print(json.load(sys.stdin)["id"])')
+  # The newest minor the catalog completes; plans on the lab use the catalog the lab wrote (its etcd
+  # minimums are releases the lab's members can run: docs/lab.md).
+  catalog="$work/lab/catalog.json"
+  to=$("$bin/python" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+done = [m for m in d["minors"] if m not in d.get("incomplete_minors", {})]
+print(max(done, key=lambda m: tuple(map(int, m.split(".")))))' "$catalog")
+  log "the plan to $to, saved and shown for review: etcd moves to its minimum 3.5 patch before kubeadm takes it to 3.6"
+  plan=$("$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to "$to" --catalog "$catalog" --save -o json \
+    | "$bin/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')
   "$bin/upgrader" plan show "$plan"
   log "the dry run: every action, nothing changed"
   "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --dry-run
-  log "apply: snapshots, three control-plane hops, each node drained once, a gate after every step"
+  log "apply: snapshots, control-plane hops, the etcd step member by member, each node drained as few times as the skew allows, a gate after every step"
   "$bin/upgrader" apply "$plan" -c "$work/lab/cluster.yaml" --yes
   log "the final status, and every apiserver and kubelet checked at the target once more"
   "$bin/upgrader" status -c "$work/lab/cluster.yaml"
@@ -166,7 +173,7 @@ rehearse() {
   "$bin/upgrader" history -c "$work/lab/cluster.yaml"
   "$bin/upgrader" lab down "$work/lab"
   trap - EXIT
-  log "rehearsal done: the lab went from 1.30 to 1.33, then back to the snapshot before the last hop"
+  log "rehearsal done: the lab went from 1.30 to $to through the etcd step, then back to the snapshot before the last hop"
 }
 
 case "${1:-}" in

@@ -48,6 +48,10 @@ class _Commands(_lazy.LazyGroup):
             "lock": _lazy.Entry("Inspect or break cluster locks.", "upgrader.cli.lock_cmd"),
             "db": _lazy.Entry("Manage the state database schema.", "upgrader.cli.db_cmd"),
             "config": _lazy.Entry("Check cluster configs.", "upgrader.cli.config_cmd"),
+            "catalog": _lazy.Entry(
+                "Show the rules catalog plans use, or refresh its patch releases from the release mirror.",
+                "upgrader.cli.catalog_cmd",
+            ),
             "lab": _lazy.Entry(
                 "A simulated kubeadm cluster with real etcd, for tests and rehearsals.", "upgrader.cli.lab_cmd"
             ),

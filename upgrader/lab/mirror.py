@@ -62,7 +62,8 @@ def path(mirror: Path, version: Version, tool: str) -> Path:
 
 def build(mirror: Path, python: str, extra: tuple[Version, ...] = ()) -> int:
     """Writes the stand-ins for every known release (and ``extra``), each with its ``TOOL.sha256`` as
-    dl.k8s.io publishes it (the hex digest alone); returns how many releases."""
+    dl.k8s.io publishes it (the hex digest alone), and each minor's marker ``stable-X.Y.txt`` naming its
+    newest release; returns how many releases."""
     catalog = catalog_mod.load()
     releases = {p for entry in catalog.minors.values() for p in entry.patches} | set(extra)
     for version in releases:
@@ -73,6 +74,12 @@ def build(mirror: Path, python: str, extra: tuple[Version, ...] = ()) -> int:
             target.write_bytes(content)
             target.chmod(0o755)
             target.with_name(f"{tool}.sha256").write_text(hashlib.sha256(content).hexdigest() + "\n")
+    newest: dict[str, Version] = {}
+    for version in releases:
+        key = str(version.minor_version)
+        newest[key] = max(newest.get(key, version), version)
+    for minor, version in newest.items():  # dl.k8s.io's release markers, which kubeadm upgrade plan reads
+        (mirror / f"stable-{minor}.txt").write_text(f"v{version}\n")
     return len(releases)
 
 

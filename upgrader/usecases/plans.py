@@ -1,7 +1,8 @@
 """The planning service: facts in (a file now, a live cluster later), a plan out, optionally saved.
 
 It joins what the pure planner needs: the facts file parsed strictly, defaults from the cluster
-config when one is given, the rules catalog (shipped or ``--catalog``), and the state store only
+config when one is given, the rules catalog (``catalogs.current``: ``--catalog``, else the one
+``catalog update`` refreshed, else the bundled one), and the state store only
 when asked to save, so ``upgrader plan`` without ``--save`` needs no database.
 """
 
@@ -15,9 +16,9 @@ from typing import Any
 from upgrader import errors
 from upgrader.core import config
 from upgrader.core.planner import core, model
-from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.rules import facts as facts_mod
 from upgrader.core.versions import parse_target
+from upgrader.usecases import catalogs
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ class PlanResult:
 def make_plan(request: PlanRequest) -> PlanResult:
     target = parse_target(request.target)
     cfg = config.load(request.cluster_config) if request.cluster_config is not None else None
-    catalog = catalog_mod.load(request.catalog_file)
-    collection_warnings: list[str] = []
+    in_use = catalogs.current(request.catalog_file)
+    catalog = in_use.catalog
+    collection_warnings: list[str] = [in_use.warning] if in_use.warning else []
     if request.facts_file is not None:
         raw = read_facts_file(request.facts_file)
     elif cfg is not None:

@@ -249,8 +249,8 @@ def plan(
                 Code.CATALOG_PATCHES_INCOMPLETE,
                 Severity.WARNING,
                 f"the catalog knows {target_minor} patches up to {entry.latest}; newer ones may exist",
-                "check the Kubernetes releases page; pass an exact --to release the catalog lists, "
-                "or use a newer catalog with --catalog",
+                "run `upgrader catalog update` to read the newest patches from the release mirror, or pass "
+                "an exact --to release the catalog lists",
             )
         )
     return Plan(

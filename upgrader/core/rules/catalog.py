@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ class Catalog:
     incomplete: Mapping[Minor, str]
     etcd_min_patch_before_next_minor: Mapping[Minor, Version]
     sources: Mapping[str, str]
+    # a catalog refreshed from a release mirror (``rules.refresh``): based_on, at, source; empty otherwise
+    refreshed: Mapping[str, str] = field(default_factory=dict)
 
     def entry(self, minor: Minor) -> MinorEntry:
         found = self.minors.get(minor)
@@ -98,7 +100,8 @@ class Catalog:
         if target not in entry.patches:
             newest = entry.latest
             hint = (
-                f"; the catalog knows up to {newest} and may be out of date: use a newer catalog with --catalog"
+                f"; the catalog knows up to {newest} and may be out of date: run `upgrader catalog update` (or "
+                "use a newer catalog with --catalog)"
                 if target > newest
                 else ""
             )
@@ -166,12 +169,14 @@ def parse(data: Mapping[str, Any]) -> Catalog:
         etcd_min = {Minor.parse(k): Version.parse(v) for k, v in rules["etcd"]["min_patch_before_next_minor"].items()}
         sources = {name: str(rule["source"]) for name, rule in rules.items()}
         incomplete = {Minor.parse(k): str(v) for k, v in data.get("incomplete_minors", {}).items()}
+        refreshed = {str(k): str(v) for k, v in dict(data.get("refreshed") or {}).items()}
         return Catalog(
             version=str(data["catalog_version"]),
             minors=minors,
             incomplete=incomplete,
             etcd_min_patch_before_next_minor=etcd_min,
             sources=sources,
+            refreshed=refreshed,
         )
     except (KeyError, TypeError, ValueError, errors.InputError) as exc:
         raise errors.InputError(f"rules catalog is malformed: {exc}") from exc
