@@ -103,7 +103,10 @@ def choose(
         passed.append(f"{record.id}: {failed}")
     older = f" at a minor older than {minor}" if minor is not None else ""
     tried = f" ({len(passed)} failed verification: {passed[0]})" if passed else ""
-    raise errors.Refused(f"no known-good snapshot of cluster {cluster}{older} to roll back to{tried}")
+    hint = "; to undo a step within this minor (an etcd step), name its snapshot with --to (upgrader snapshot list)"
+    raise errors.Refused(
+        f"no known-good snapshot of cluster {cluster}{older} to roll back to{tried}" + (hint if minor else "")
+    )
 
 
 def route(record: records.SnapshotRecord, observed: Observed, archived: Mapping[str, bytes]) -> tuple[Route, str]:
