@@ -62,7 +62,9 @@ def one(base: Path, start: str) -> tuple[float, list[float], list[float]]:
         with store.Store.open(db) as state:
             step = state.run(run_id).steps[1]
             events = [e for e in state.events(cluster=lab.name, limit=10_000) if e.run_id == run_id]
-        marks = sorted(e.at for e in events if e.kind in ("etcd-member", "node-done") and e.position == 1)
+        marks = sorted(
+            e.at for e in events if e.kind == "etcd-member" or (e.kind == "node-done" and " -> " in e.message)
+        )
         members = [(b - a).total_seconds() for a, b in zip(marks[::2], marks[1::2], strict=True)]
         raw: list[float] = []
         for node in ("cp-1", "cp-2", "cp-3"):
