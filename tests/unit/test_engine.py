@@ -439,6 +439,14 @@ def test_no_member_is_restarted_while_another_is_down(journal: store.Store, etcd
     assert etcd_calls(fake) == []
 
 
+def test_no_member_is_restarted_while_etcd_has_no_leader(journal: store.Store, etcd_plan: model.Plan) -> None:
+    fake = etcd_cluster(etcd_plan)
+    fake.etcd_leader = None
+    with pytest.raises(driver.StepFailed, match=r"etcd has no leader \(no quorum\)"):
+        drive(journal, etcd_plan, fake, new_run(journal, etcd_plan))
+    assert etcd_calls(fake) == []
+
+
 def test_etcd_is_never_downgraded_by_the_step(journal: store.Store, etcd_plan: model.Plan) -> None:
     fake = etcd_cluster(etcd_plan)
     fake.etcd["cp-2"] = Version.parse("3.6.5")

@@ -148,6 +148,8 @@ class _Etcd(_Upgrade):
                     "never downgrades etcd; make a new plan"
                 )
             leader = next((m.leader for m in members.values() if m.leader), None)
+            if leader is None:
+                raise StepFailed("etcd has no leader (no quorum): no member is restarted until it has one; then resume")
             node = next((n for n in remaining if n != leader), remaining[0])  # the leader last
             old = members[node].version
             if old.major != wanted.major or wanted.minor - old.minor > 1:
