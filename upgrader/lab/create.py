@@ -57,8 +57,8 @@ def etcd_version_of(binary: str) -> Version:
 
 def find_etcds(explicit: tuple[str, ...] = ()) -> dict[Version, str]:
     """Every etcd binary the lab may run, by the version each reports: those given, else the default one
-    (``find_etcd``); beside it, Debian's etcd-server where ``./bootstrap.sh`` unpacked it into the
-    environment (``ETCD_UNPACKED``). Two binaries of one version: the first given wins."""
+    (``find_etcd``) and, beside it, Debian's etcd-server releases ``./bootstrap.sh`` unpacked into the
+    environment (``ETCD_UNPACKED``). Two binaries of one version: the first wins."""
     chosen = [find_etcd(e) for e in explicit] or [find_etcd()]
     unpacked = Path(sys.prefix) / ETCD_UNPACKED
     if not explicit and unpacked.is_dir():
@@ -69,8 +69,8 @@ def find_etcds(explicit: tuple[str, ...] = ()) -> dict[Version, str]:
     return found
 
 
-# Where ./bootstrap.sh unpacks Debian's etcd-server (3.4.23 on bookworm), below the environment's prefix:
-# a second real etcd release for the lab, not installed as a service.
+# Where ./bootstrap.sh unpacks Debian's etcd-server of several suites (3.4.23, 3.5.16, 3.5.30), below the
+# environment's prefix, as VERSION/usr/bin/etcd: more real etcd releases for the lab, never a service.
 ETCD_UNPACKED = Path("opt") / "etcd"
 
 
