@@ -30,8 +30,20 @@ def create(
     ] = None,
     etcd_version: Annotated[
         str | None,
-        typer.Option("--etcd-version", help="etcd image tag to start with [default: kubeadm's for --version]."),
+        typer.Option(
+            "--etcd-version",
+            help="etcd to start with: the image tag [default: kubeadm's for --version], or external etcd's binary "
+            "[default: the newest the lab has].",
+        ),
     ] = None,
+    etcd_nodes: Annotated[
+        int,
+        typer.Option(
+            "--etcd-nodes",
+            help="External etcd on hosts of their own, as Kubespray installs it (a systemd unit and "
+            "/etc/etcd.env; the inventory's etcd group) [default: 0, stacked on the control planes].",
+        ),
+    ] = 0,
     cgroup_v1: Annotated[
         list[str] | None, typer.Option("--cgroup-v1", help="A node on cgroup v1 (repeatable).")
     ] = None,
@@ -77,6 +89,7 @@ def create(
         workers=workers,
         etcd_binaries=tuple(etcd_binary or ()),
         etcd_version=Version.parse(etcd_version) if etcd_version else None,
+        etcd_nodes=etcd_nodes,
         cgroup_v1=tuple(cgroup_v1 or ()),
         layout=chosen,
         ssh_mode=ssh,

@@ -65,7 +65,10 @@ def _get(api: http.Client, path: str) -> http.Response | None:
 
 def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
     """Healthy: every apiserver ready, every node Ready, every static pod's mirror pod Running, workloads seeded."""
-    result = Health(expected_pods=4 * len(lab.control_plane), workloads_seeded=(lab.run_dir / "seeded").exists())
+    static_pods = 3 if lab.external_etcd else 4  # external etcd runs as a service, not a static pod
+    result = Health(
+        expected_pods=static_pods * len(lab.control_plane), workloads_seeded=(lab.run_dir / "seeded").exists()
+    )
     api = http.Client(lab.kubeconfig, timeout=timeout)
     for node in lab.control_plane:
         ready = _get(api.at(f"https://{node.ip}:{topology.APISERVER_PORT}"), "/readyz")
@@ -83,7 +86,7 @@ def health(lab: topology.Lab, timeout: float = 2.0) -> Health:
     if pods is not None and pods.status == 200:
         for item in pods.json()["items"]:
             result.control_plane_pods[item["metadata"]["name"]] = item.get("status", {}).get("phase", "")
-    missing = {n.name for n in lab.nodes} - set(result.nodes)
+    missing = {n.name for n in lab.kube_nodes} - set(result.nodes)
     for name in missing:
         result.nodes[name] = {"ready": "Missing", "kubelet": "", "unschedulable": "false"}
     return result

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from upgrader.etcd import kv
-from upgrader.lab import disruption, faults, http, topology
+from upgrader.lab import disruption, faults, http, manifests, topology
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,19 @@ class Controller:
         reply = self.api.get(path)
         return list(reply.json()["items"]) if reply.status == 200 else None
 
+    def _etcd_section(self) -> str:
+        """The ClusterConfiguration's etcd: kubeadm's local etcd, or the external one Kubespray configures
+        (its kubeadm-config template: endpoints, and the first control plane's client certificate)."""
+        if not self.lab.external_etcd:
+            return "etcd:\n  local:\n    dataDir: /var/lib/etcd\n"
+        first = self.lab.control_plane[0].name
+        endpoints = "".join(f"    - {e}\n" for e in self.lab.etcd_endpoints())
+        ssl = manifests.ETCD_CERT_DIR
+        return (
+            f"etcd:\n  external:\n    endpoints:\n{endpoints}    caFile: {ssl}/ca.pem\n"
+            f"    certFile: {ssl}/node-{first}.pem\n    keyFile: {ssl}/node-{first}-key.pem\n"
+        )
+
     def seed(self) -> None:
         for namespace in ("kube-system", "default", NAMESPACE):
             self._post("/api/v1/namespaces", {"metadata": {"name": namespace}})
@@ -94,8 +107,7 @@ class Controller:
                 "data": {
                     "ClusterConfiguration": f"apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\n"
                     f"kubernetesVersion: v{self.lab.version}\n"
-                    f"controlPlaneEndpoint: {self.lab.endpoint_ip}:6443\n"
-                    "etcd:\n  local:\n    dataDir: /var/lib/etcd\n"
+                    f"controlPlaneEndpoint: {self.lab.endpoint_ip}:6443\n" + self._etcd_section()
                 },
             },
         )
@@ -180,7 +192,7 @@ class Controller:
         owner = reply.json()
         have = {p.get("spec", {}).get("nodeName") for p in pods}
         template = owner["spec"]["template"]
-        for node in self.lab.nodes:
+        for node in self.lab.kube_nodes:
             if node.name not in have:
                 metadata = {"name": f"kube-proxy-{node.name}", "labels": template["metadata"]["labels"]}
                 self._create_pod("DaemonSet", owner, node.name, metadata, template["spec"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -183,8 +184,7 @@ def _inventory(lab: topology.Lab) -> str:
         "[kube_control_plane]",
         *map(line, lab.control_plane),
         "",
-        "[etcd:children]",
-        "kube_control_plane",
+        *(["[etcd]", *map(line, lab.etcd_nodes)] if lab.external_etcd else ["[etcd:children]", "kube_control_plane"]),
         "",
         "[kube_node]",
         *map(line, lab.workers),
@@ -287,16 +287,113 @@ def _write_node(
         (kube_dir / "pki" / "ca.crt").write_bytes(cas.ca.cert_pem())
         (kube_dir / "manifests").mkdir(exist_ok=True)
         return
-    (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
     _control_plane_pki(lab, node, cas)
+    external = lab.etcd_endpoints() if lab.external_etcd else ()
+    if external:
+        ssl = root / manifests.ETCD_CERT_DIR.lstrip("/")
+        (ssl / "ca.pem").parent.mkdir(parents=True, exist_ok=True)
+        (ssl / "ca.pem").write_bytes(cas.etcd.cert_pem())
+        pki.issue(cas.etcd, f"kube-etcd-client-{node.name}", client=True).write(
+            ssl / f"node-{node.name}.pem", ssl / f"node-{node.name}-key.pem"
+        )
+    else:
+        (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
     _write_private(kube_dir / "admin.conf", admin_conf)
     for conf in ("controller-manager.conf", "scheduler.conf"):
         _write_private(kube_dir / conf, admin_conf)
     manifests_dir = lab.manifests(node)
-    manifests.write(manifests_dir / "etcd.yaml", manifests.etcd(node, lab.control_plane, etcd_version))
-    manifests.write(manifests_dir / "kube-apiserver.yaml", manifests.apiserver(node, lab.version))
+    if not external:
+        manifests.write(manifests_dir / "etcd.yaml", manifests.etcd(node, lab.control_plane, etcd_version))
+    manifests.write(
+        manifests_dir / "kube-apiserver.yaml", manifests.apiserver(node, lab.version, external_etcd=external)
+    )
     manifests.write(manifests_dir / "kube-controller-manager.yaml", manifests.controller_manager(lab.version))
     manifests.write(manifests_dir / "kube-scheduler.yaml", manifests.scheduler(lab.version))
+
+
+# Kubespray's etcd on a host of its own (etcd_deployment_type: host): the unit and the environment file
+# as its roles/etcd/templates/etcd-host.service.j2 and etcd.env.j2 write them, certificates in
+# etcd_cert_dir, member names etcd1, etcd2, ... by position in the etcd group (kubespray_defaults).
+_ETCD_UNIT = """[Unit]
+Description=etcd
+After=network.target
+
+[Service]
+Type=notify
+User=etcd
+EnvironmentFile=/etc/etcd.env
+ExecStart={bin_dir}/etcd
+NotifyAccess=all
+Restart=always
+RestartSec=10s
+LimitNOFILE=40000
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _etcd_env(lab: topology.Lab, node: topology.LabNode, version: Version) -> str:
+    ssl = manifests.ETCD_CERT_DIR
+    peers = ",".join(f"{lab.etcd_member(n)}=https://{n.ip}:{topology.ETCD_PEER_PORT}" for n in lab.etcd_nodes)
+    return f"""# Environment file for etcd v{version}
+ETCD_DATA_DIR=/var/lib/etcd
+ETCD_ADVERTISE_CLIENT_URLS=https://{node.ip}:{topology.ETCD_CLIENT_PORT}
+ETCD_INITIAL_ADVERTISE_PEER_URLS=https://{node.ip}:{topology.ETCD_PEER_PORT}
+ETCD_INITIAL_CLUSTER_STATE=new
+ETCD_METRICS=basic
+ETCD_LISTEN_CLIENT_URLS=https://{node.ip}:{topology.ETCD_CLIENT_PORT},https://127.0.0.1:{topology.ETCD_CLIENT_PORT}
+ETCD_ELECTION_TIMEOUT=5000
+ETCD_HEARTBEAT_INTERVAL=250
+ETCD_INITIAL_CLUSTER_TOKEN=k8s_etcd
+ETCD_LISTEN_PEER_URLS=https://{node.ip}:{topology.ETCD_PEER_PORT}
+ETCD_NAME={lab.etcd_member(node)}
+ETCD_INITIAL_CLUSTER={peers}
+ETCD_AUTO_COMPACTION_RETENTION=8
+
+# TLS settings
+ETCD_TRUSTED_CA_FILE={ssl}/ca.pem
+ETCD_CERT_FILE={ssl}/member-{node.name}.pem
+ETCD_KEY_FILE={ssl}/member-{node.name}-key.pem
+ETCD_CLIENT_CERT_AUTH=true
+
+ETCD_PEER_TRUSTED_CA_FILE={ssl}/ca.pem
+ETCD_PEER_CERT_FILE={ssl}/member-{node.name}.pem
+ETCD_PEER_KEY_FILE={ssl}/member-{node.name}-key.pem
+ETCD_PEER_CLIENT_CERT_AUTH=true
+"""
+
+
+def _write_etcd_node(lab: topology.Lab, node: topology.LabNode, *, cas: _Authorities, version: Version) -> None:
+    """An external etcd host: Kubespray's unit, environment file, certificates and data directory, and
+    the etcd binary of ``version`` in bin_dir (a copy of the lab's, as Kubespray copies the release's)."""
+    root = lab.root(node)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / mirror.NODE_MARKER).touch()
+    mirror.install_systemctl(root, lab.python)
+    binaries = {Version.parse(v): path for v, path in lab.etcd_binaries.items()}
+    if version not in binaries:
+        have = ", ".join(sorted(lab.etcd_binaries)) or "none"
+        raise errors.InputError(f"--etcd-version {version}: external etcd nodes run a real binary; the lab has {have}")
+    target = root / lab.layout.bin_dir.lstrip("/") / "etcd"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binaries[version], target)
+    unit = root / "etc" / "systemd" / "system" / "etcd.service"
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(_ETCD_UNIT.format(bin_dir=lab.layout.bin_dir))
+    _write_private(root / "etc" / "etcd.env", _etcd_env(lab, node, version))
+    (root / "var" / "lib" / "etcd").mkdir(parents=True, mode=0o700, exist_ok=True)
+    ssl = root / manifests.ETCD_CERT_DIR.lstrip("/")
+    ssl.mkdir(parents=True, exist_ok=True)
+    (ssl / "ca.pem").write_bytes(cas.etcd.cert_pem())
+    pki.issue(
+        cas.etcd,
+        lab.etcd_member(node),
+        server=True,
+        client=True,
+        dns=(node.name, "localhost"),
+        ips=(node.ip, "127.0.0.1"),
+    ).write(ssl / f"member-{node.name}.pem", ssl / f"member-{node.name}-key.pem")
 
 
 # The kubelet units a node has, by layout. kubeadm: the kubelet package's unit and the kubeadm package's
@@ -366,6 +463,15 @@ def write_kubelet_unit(root: Path, layout: topology.Layout) -> None:
     (unit.parent / "kubelet.service.d" / "10-kubeadm.conf").write_text(_KUBEADM_DROP_IN)
 
 
+def _check_counts(control_planes: int, workers: int, etcd_nodes: int) -> None:
+    if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
+        raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
+    if not 0 <= workers <= topology.MAX_WORKERS:
+        raise errors.InputError(f"--workers must be 0 to {topology.MAX_WORKERS}")
+    if not 0 <= etcd_nodes <= topology.MAX_ETCD_NODES:
+        raise errors.InputError(f"--etcd-nodes must be 0 (stacked etcd) to {topology.MAX_ETCD_NODES}")
+
+
 def create(
     directory: Path,
     *,
@@ -374,15 +480,13 @@ def create(
     workers: int = 3,
     etcd_binaries: tuple[str, ...] = (),
     etcd_version: Version | None = None,
+    etcd_nodes: int = 0,
     cgroup_v1: tuple[str, ...] = (),
     layout: topology.Layout = topology.Layout.KUBEADM,
     ssh_mode: bool = False,
     packages: str = "binary",
 ) -> topology.Lab:
-    if not 1 <= control_planes <= topology.MAX_CONTROL_PLANES:
-        raise errors.InputError(f"--control-planes must be 1 to {topology.MAX_CONTROL_PLANES}")
-    if not 0 <= workers <= topology.MAX_WORKERS:
-        raise errors.InputError(f"--workers must be 0 to {topology.MAX_WORKERS}")
+    _check_counts(control_planes, workers, etcd_nodes)
     catalog = catalog_mod.load()
     entry = catalog.entry(version.minor_version)
     if version not in entry.patches:
@@ -390,8 +494,10 @@ def create(
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise errors.Refused(f"{directory} exists and is not empty: choose a new directory (or `upgrader lab destroy`)")
     binaries = find_etcds(etcd_binaries)
-    block = topology.pick_block(control_planes, workers, taken=set())
-    nodes = tuple(topology.LabNode(n, r, ip) for n, r, ip in topology.addresses(block, control_planes, workers))
+    block = topology.pick_block(control_planes, workers, taken=set(), etcd_nodes=etcd_nodes)
+    nodes = tuple(
+        topology.LabNode(n, r, ip) for n, r, ip in topology.addresses(block, control_planes, workers, etcd_nodes)
+    )
     unknown = sorted(set(cgroup_v1) - {n.name for n in nodes})
     if unknown:
         raise errors.InputError(f"--cgroup-v1 names nodes the lab does not have: {', '.join(unknown)}")
@@ -425,7 +531,9 @@ def create(
     admin_conf = yaml.safe_dump(
         kubeconfig(cluster=lab.name, server=lab.server_url, ca=cas.ca, user="kubernetes-admin", creds=admin)
     )
-    for node in lab.nodes:
+    for node in lab.etcd_nodes:
+        _write_etcd_node(lab, node, cas=cas, version=etcd_version or max(binaries))
+    for node in lab.kube_nodes:
         _write_node(
             lab,
             node,

@@ -241,7 +241,10 @@ def _upgrade_static_pods(
     backup.mkdir(parents=True, exist_ok=True)
     etcd_target = None
     etcd_path = node.manifests / "etcd.yaml"
-    if etcd_upgrade and etcd_path.is_file():
+    if etcd_upgrade and (config.get("etcd") or {}).get("external"):
+        # performEtcdStaticPodUpgrade: "external etcd detected, won't try to change any etcd state"
+        print("[upgrade/etcd] External etcd detected, won't try to change any etcd state")
+    elif etcd_upgrade and etcd_path.is_file():
         current = manifests.image_version(manifests.read(etcd_path))
         etcd_target = etcd_tag(config, current, catalog_mod.load().entry(version.minor_version).kubeadm_etcd)
     written: list[str] = []

@@ -116,7 +116,15 @@ def etcd(node: topology.LabNode, members: tuple[topology.LabNode, ...], etcd_ver
     return pod
 
 
-def apiserver(node: topology.LabNode, version: Version, emulated: Minor | None = None) -> dict[str, Any]:
+# Kubespray's etcd certificates (etcd_cert_dir), which an external etcd's clients and members use
+ETCD_CERT_DIR = "/etc/ssl/etcd/ssl"
+
+
+def apiserver(
+    node: topology.LabNode, version: Version, emulated: Minor | None = None, *, external_etcd: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """``external_etcd``: the endpoints of an external etcd, which the apiserver reaches with the node's
+    certificate from Kubespray's ``etcd_cert_dir`` (kubeadm mounts that directory, controlplane/volumes.go)."""
     command = [
         "kube-apiserver",
         f"--advertise-address={node.ip}",
@@ -141,6 +149,17 @@ def apiserver(node: topology.LabNode, version: Version, emulated: Minor | None =
     if emulated is not None:
         command.append(f"--emulated-version={emulated}")
     volumes = [_volume("k8s-certs", PKI, read_only=True), _volume("ca-certs", "/etc/ssl/certs", read_only=True)]
+    if external_etcd:
+        etcd_flags = {
+            "--etcd-cafile": f"{ETCD_CERT_DIR}/ca.pem",
+            "--etcd-certfile": f"{ETCD_CERT_DIR}/node-{node.name}.pem",
+            "--etcd-keyfile": f"{ETCD_CERT_DIR}/node-{node.name}-key.pem",
+            "--etcd-servers": ",".join(external_etcd),
+        }
+        command = [a for a in command if a.split("=", 1)[0] not in etcd_flags]
+        command += [f"{flag}={value}" for flag, value in etcd_flags.items()]
+        command = [command[0], *sorted(command[1:])]
+        volumes.append(_volume("etcd-certs-0", ETCD_CERT_DIR, read_only=True))
     return _pod(
         "kube-apiserver",
         f"{REGISTRY}/kube-apiserver:v{version}",

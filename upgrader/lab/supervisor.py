@@ -17,13 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from upgrader import errors
 from upgrader.etcd import kv
-from upgrader.lab import balancer, controller, kubelet, processes, ssh, topology
+from upgrader.lab import balancer, controller, etcdservice, kubelet, processes, ssh, topology
 
 log = logging.getLogger("upgrader.lab.supervisor")
 
@@ -46,7 +47,7 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def _stop_etcd_leader_first(lab: topology.Lab, members: list[kubelet.Kubelet]) -> None:
+def _stop_etcd_leader_first(lab: topology.Lab, members: Sequence[kubelet.Kubelet | etcdservice.EtcdService]) -> None:
     """Stops etcd members one by one, the current leader first, so each hands leadership to a peer
     that is still there (stopping them all at once makes each wait seconds for a transfer that cannot
     happen)."""
@@ -68,8 +69,11 @@ def _stop_etcd_leader_first(lab: topology.Lab, members: list[kubelet.Kubelet]) -
             leader = None
         finally:
             store.close()
-        first = next((k for k in remaining if k.node.name == leader), remaining[0])
-        first.stop_component("etcd")
+        first = next((k for k in remaining if lab.etcd_member(k.node) == leader), remaining[0])
+        if isinstance(first, etcdservice.EtcdService):
+            first.stop_now()
+        else:
+            first.stop_component("etcd")
         remaining.remove(first)
 
 
@@ -79,8 +83,10 @@ def run(directory: Path) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     registry = processes.Registry(lab.run_dir / "pids.json")
-    kubelets = [kubelet.Kubelet(lab, node, stop=stop) for node in lab.nodes]
+    kubelets = [kubelet.Kubelet(lab, node, stop=stop) for node in lab.kube_nodes]
+    services = [etcdservice.EtcdService(lab, node, stop=stop) for node in lab.etcd_nodes]
     threads = [threading.Thread(target=k.run, name=f"kubelet-{k.node.name}") for k in kubelets]
+    threads += [threading.Thread(target=e.run, name=f"etcd-{e.node.name}") for e in services]
     mirror = _mirror_server(lab)
     lb = balancer.Balancer(
         (lab.endpoint_ip, topology.APISERVER_PORT),
@@ -102,7 +108,8 @@ def run(directory: Path) -> int:
         thread.start()
     log.info("lab %s supervisor running (pid %d)", lab.name, os.getpid())
     while not stop.wait(0.3):
-        children = [processes.ProcessId.of(pid) for k in kubelets for pid in k.children()]
+        runners: list[kubelet.Kubelet | etcdservice.EtcdService] = [*kubelets, *services]
+        children = [processes.ProcessId.of(pid) for k in runners for pid in k.children()]
         children += [processes.ProcessId.of(s.pid) for s in servers if s.poll() is None]
         registry.write([c for c in children if c is not None])
         _write_json(
@@ -110,14 +117,14 @@ def run(directory: Path) -> int:
             {
                 "supervisor": os.getpid(),
                 "updated": time.time(),
-                "nodes": {k.node.name: k.status() for k in kubelets},
+                "nodes": {k.node.name: k.status() for k in runners},
                 "balancer": [f"{h}:{p}" for h, p in lb.healthy],
             },
         )
     log.info("stopping")
     for thread in threads:
         thread.join(timeout=60)
-    _stop_etcd_leader_first(lab, [k for k in kubelets if k.node.control_plane])
+    _stop_etcd_leader_first(lab, services or [k for k in kubelets if k.node.control_plane])
     log.info("control plane stopped")
     mirror.shutdown()
     mirror.server_close()

@@ -1,5 +1,6 @@
 """The systemctl stand-in a lab node has in ``usr/bin``: ``systemctl restart kubelet``,
-``systemctl daemon-reload`` and ``systemctl cat kubelet``.
+``systemctl daemon-reload``, ``systemctl cat UNIT``, and on an external etcd host ``systemctl
+start|stop|restart|is-active etcd`` (``lab.etcdservice`` runs that unit).
 
 ``cat`` prints the unit file, then its drop-ins, each after a ``# /path`` line, as systemctl(1) does;
 files are looked up below the node's root in systemd's order (systemd.unit(5): the first of
@@ -30,12 +31,20 @@ from pathlib import Path
 
 from upgrader.support import units
 
-UNITS = ("kubelet",)
+UNITS = ("kubelet", "etcd")
+ETCD_VERBS = ("start", "stop", "restart")
 WAIT_SECONDS = 30.0
 
 
-def request_path(root: Path) -> Path:
-    return root / "run" / "upgrader-lab" / "kubelet.restart"
+def request_path(root: Path, unit: str = "kubelet") -> Path:
+    """Where a request for ``unit`` waits for the lab to pick it up (the kubelet's holds a token, to
+    restart; etcd's a token and a verb)."""
+    return root / "run" / "upgrader-lab" / ("kubelet.restart" if unit == "kubelet" else f"{unit}.request")
+
+
+def state_path(root: Path, unit: str) -> Path:
+    """A service's ActiveState as the lab last saw it (active, activating, inactive)."""
+    return root / "run" / "upgrader-lab" / f"{unit}.state"
 
 
 UNIT_DIRS = (
@@ -68,8 +77,8 @@ def kubelet_binary(root: Path) -> Path | None:
     return root / runs.lstrip("/") if runs else None
 
 
-def ack_path(root: Path) -> Path:
-    return root / "run" / "upgrader-lab" / "kubelet.restarted"
+def ack_path(root: Path, unit: str = "kubelet") -> Path:
+    return root / "run" / "upgrader-lab" / ("kubelet.restarted" if unit == "kubelet" else f"{unit}.done")
 
 
 def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return per verb, as systemctl's codes
@@ -93,26 +102,33 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0911 - one return pe
         return 5
     root = Path(args.node_root)
     if args.verb == "is-active":
-        print("active")
-        return 0
-    if args.verb != "restart":
-        print(f"systemctl {args.verb}: not simulated by the upgrader lab", file=sys.stderr)
+        if unit == "kubelet":
+            print("active")
+            return 0
+        try:
+            state = state_path(root, unit).read_text().strip()
+        except OSError:
+            state = "inactive"
+        print(state)
+        return 0 if state == "active" else 3  # systemctl's "unit is not active"
+    if args.verb != "restart" and not (unit == "etcd" and args.verb in ETCD_VERBS):
+        print(f"systemctl {args.verb} {unit}: not simulated by the upgrader lab", file=sys.stderr)
         return 1
     token = secrets.token_hex(8)
-    request = request_path(root)
+    request = request_path(root, unit)
     request.parent.mkdir(parents=True, exist_ok=True)
     tmp = request.with_suffix(".tmp")
-    tmp.write_text(token)
+    tmp.write_text(token if unit == "kubelet" else f"{token} {args.verb}")
     tmp.replace(request)
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
         try:
-            if ack_path(root).read_text().strip() == token:
+            if ack_path(root, unit).read_text().strip() == token:
                 return 0
         except OSError:
             pass
         time.sleep(0.1)
-    print(f"Job for kubelet.service failed: no answer within {WAIT_SECONDS:.0f}s (is the lab up?)", file=sys.stderr)
+    print(f"Job for {unit}.service failed: no answer within {WAIT_SECONDS:.0f}s (is the lab up?)", file=sys.stderr)
     return 1
 
 

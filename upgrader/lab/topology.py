@@ -3,7 +3,8 @@
 Each lab takes a /24 block of the loopback range (127.A.B.0) so that every node has its own address
 and kubeadm's standard ports (etcd 2379/2380, apiserver 6443) without clashing with another lab:
 the control-plane endpoint (a TCP balancer, as kubeadm's controlPlaneEndpoint) is .10, control-plane
-nodes are .11 upwards, workers .101 upwards. ``lab.json`` records all of it.
+nodes are .11 upwards, external etcd nodes (Kubespray's ``etcd`` group on hosts of its own) .21
+upwards, workers .101 upwards. ``lab.json`` records all of it.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ MIRROR_PORT = 8080
 SSH_PORT = 22
 MAX_CONTROL_PLANES = 9
 MAX_WORKERS = 99
+MAX_ETCD_NODES = 9
 
 
 class Role(enum.StrEnum):
     CONTROL_PLANE = "control-plane"
     WORKER = "worker"
+    ETCD = "etcd"  # an external etcd member: a systemd service, no kubelet, not a Kubernetes node
 
 
 class Layout(enum.StrEnum):
@@ -95,7 +98,26 @@ class Lab:
 
     @property
     def workers(self) -> tuple[LabNode, ...]:
-        return tuple(n for n in self.nodes if not n.control_plane)
+        return tuple(n for n in self.nodes if n.role is Role.WORKER)
+
+    @property
+    def kube_nodes(self) -> tuple[LabNode, ...]:
+        """The Kubernetes nodes (each with a kubelet and a Node object): control planes and workers."""
+        return tuple(n for n in self.nodes if n.role is not Role.ETCD)
+
+    @property
+    def etcd_nodes(self) -> tuple[LabNode, ...]:
+        """The external etcd members' hosts; empty when etcd is stacked on the control planes."""
+        return tuple(n for n in self.nodes if n.role is Role.ETCD)
+
+    @property
+    def external_etcd(self) -> bool:
+        return bool(self.etcd_nodes)
+
+    def etcd_member(self, node: LabNode) -> str:
+        """A node's etcd member name: kubeadm names a stacked member after its node; Kubespray names its
+        own etcd1, etcd2, ... by position in the etcd group (kubespray_defaults' etcd_member_name)."""
+        return f"etcd{self.etcd_nodes.index(node) + 1}" if node.role is Role.ETCD else node.name
 
     def node(self, name: str) -> LabNode:
         for node in self.nodes:
@@ -105,7 +127,7 @@ class Lab:
         raise errors.InputError(f"no node {name!r} in lab {self.name} (it has {known})")
 
     def etcd_endpoints(self) -> tuple[str, ...]:
-        return tuple(f"https://{n.ip}:{ETCD_CLIENT_PORT}" for n in self.control_plane)
+        return tuple(f"https://{n.ip}:{ETCD_CLIENT_PORT}" for n in (self.etcd_nodes or self.control_plane))
 
     # -- files ---------------------------------------------------------------------------------
 
@@ -190,8 +212,9 @@ def _bindable(ip: str, port: int) -> bool:
     return True
 
 
-def addresses(block: str, control_planes: int, workers: int) -> list[tuple[str, Role, str]]:
+def addresses(block: str, control_planes: int, workers: int, etcd_nodes: int = 0) -> list[tuple[str, Role, str]]:
     nodes = [(f"cp-{i}", Role.CONTROL_PLANE, f"{block}.{10 + i}") for i in range(1, control_planes + 1)]
+    nodes += [(f"etcd-{i}", Role.ETCD, f"{block}.{20 + i}") for i in range(1, etcd_nodes + 1)]
     nodes += [(f"w-{i}", Role.WORKER, f"{block}.{100 + i}") for i in range(1, workers + 1)]
     return nodes
 
@@ -203,16 +226,20 @@ def ports_taken(block: str, nodes: list[tuple[str, Role, str]], *, ssh: bool = F
     for _, role, ip in nodes:
         if role is Role.CONTROL_PLANE:
             wanted += [(ip, ETCD_CLIENT_PORT), (ip, ETCD_PEER_PORT), (ip, ETCD_METRICS_PORT), (ip, APISERVER_PORT)]
+        elif role is Role.ETCD:
+            wanted += [(ip, ETCD_CLIENT_PORT), (ip, ETCD_PEER_PORT)]
     return [f"{ip}:{port}" for ip, port in wanted if not _bindable(ip, port)]
 
 
-def pick_block(control_planes: int, workers: int, taken: set[str], rng: random.Random | None = None) -> str:
+def pick_block(
+    control_planes: int, workers: int, taken: set[str], rng: random.Random | None = None, etcd_nodes: int = 0
+) -> str:
     """A free 127.A.B block: not used by another lab on this machine, nothing listening on its ports."""
     rng = rng or random.SystemRandom()
     for _ in range(50):
         block = f"127.{rng.randint(16, 250)}.{rng.randint(0, 255)}"
         if block in taken:
             continue
-        if not ports_taken(block, addresses(block, control_planes, workers)):
+        if not ports_taken(block, addresses(block, control_planes, workers, etcd_nodes)):
             return block
     raise errors.OperationFailed("could not find a free loopback block for the lab after 50 tries")
