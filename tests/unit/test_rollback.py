@@ -220,7 +220,7 @@ def test_the_archive_gives_each_members_restore_flags_and_refuses_what_could_rea
         broken = {**members(), "cp-1/manifests/etcd.yaml": etcd_manifest(data_dir=bad)}
         with pytest.raises(errors.Refused, match="cp-1 has a name, URL or path upgrader refuses"):
             archive.etcd_members(broken)
-    with pytest.raises(errors.Refused, match="no etcd manifest for cp-2"):
+    with pytest.raises(errors.Refused, match="neither an etcd manifest for cp-2"):
         archive.etcd_members({k: v for k, v in members().items() if k != "cp-2/manifests/etcd.yaml"})
 
 

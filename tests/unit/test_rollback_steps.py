@@ -76,6 +76,10 @@ class FakeWorld:
     def restart_kubelets(self, nodes: list[str]) -> None:
         self._call("restart kubelets")
 
+    def etcd_service(self, hosts: list[str], action: str) -> None:
+        self._call(f"etcd service {action}")
+        self.etcd_up = action == "start"
+
     def clean_up(self, hosts: list[str], variables: Mapping[str, Any]) -> None:
         self._call("clean up")
 

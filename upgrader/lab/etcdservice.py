@@ -28,21 +28,6 @@ RESTART_SECONDS = 1.0
 ENV_FILE = "/etc/etcd.env"
 
 
-def read_env(text: str) -> dict[str, str]:
-    """systemd's EnvironmentFile: KEY=VALUE lines; blank lines and # comments skipped, quotes removed."""
-    out: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")) or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        out[key.strip()] = value
-    return out
-
-
 class EtcdService:
     def __init__(self, lab: topology.Lab, node: topology.LabNode, *, stop: threading.Event) -> None:
         self.lab = lab
@@ -63,7 +48,7 @@ class EtcdService:
         binary = units.exec_start(systemctl.cat(self.root, "etcd"))
         if binary is None:
             raise FileNotFoundError("etcd.service has no ExecStart")
-        env = read_env((self.root / ENV_FILE.lstrip("/")).read_text())
+        env = units.environment_file((self.root / ENV_FILE.lstrip("/")).read_text())
         mapped: dict[str, str] = {}
         for key, value in env.items():
             path = key.endswith(("_FILE", "_DIR")) and value.startswith("/")

@@ -130,7 +130,27 @@ def fetch_control_plane(cluster: session.ClusterSession) -> dict[str, bytes]:
     members: dict[str, bytes] = {}
     for host in cluster.inventory.hosts("kube_control_plane"):
         members.update(_node_state(host, str(printed.get(host, {}).get("stdout", ""))))
+    for host, res in result.by_host("upgrader: etcd host state").items():
+        members.update(_etcd_host_state(host, str(res.get("stdout", ""))))
     return members
+
+
+ETCD_ENV = "etcd.env"  # an etcd host's /etc/etcd.env, archived as HOST/etcd.env
+MAX_ETCD_ENV = 64 * 1024
+
+
+def _etcd_host_state(host: str, stdout: str) -> dict[str, bytes]:
+    """What snapshot-fetch.yml printed for an etcd host: its ``/etc/etcd.env`` when etcd runs as a service."""
+    line = next((x.strip() for x in stdout.splitlines() if x.strip().startswith("etcd_env=")), None)
+    if line is None:
+        return {}
+    try:
+        data = base64.b64decode(line.removeprefix("etcd_env="), validate=True)
+    except ValueError as exc:
+        raise errors.ExecutorError(f"{host}: the /etc/etcd.env it sent is not base64 ({exc})") from exc
+    if len(data) > MAX_ETCD_ENV:
+        raise errors.ExecutorError(f"{host}: its /etc/etcd.env is over {MAX_ETCD_ENV} bytes: not an etcd environment")
+    return {f"{host}/{ETCD_ENV}": data}
 
 
 def _node_state(host: str, stdout: str) -> dict[str, bytes]:

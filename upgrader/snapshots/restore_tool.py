@@ -1,4 +1,4 @@
-"""etcd's restore tool on every control-plane node, before any outage (``restore-tool.yml``).
+"""etcd's restore tool on every control-plane node and etcd host, before any outage (``restore-tool.yml``).
 
 A full restore runs ``etcdutl snapshot restore`` on each control-plane node with etcd stopped. On a
 kubeadm node etcd runs from an image and the host normally has no etcdutl: a rollback that found none
@@ -46,7 +46,7 @@ def controller_tool() -> Tool:
 
 
 def ensure(cluster: session.ClusterSession, *, place: bool) -> dict[str, str]:
-    """Each control-plane node's tool: ``ok`` or ``missing``; with ``place``, a missing or different one
+    """Each control-plane node's and etcd host's tool: ``ok`` or ``missing``; with ``place``, a missing or different one
     is shipped first. Raises ``RestoreToolMissing`` naming the nodes left without one."""
     tool = controller_tool()
     result = cluster.playbook(
@@ -58,7 +58,7 @@ def ensure(cluster: session.ClusterSession, *, place: bool) -> dict[str, str]:
         host: ("ok" if "tool=ok" in str(res.get("stdout", "")) else "missing")
         for host, res in result.by_host("upgrader: restore tool state").items()
     }
-    hosts = sorted(cluster.inventory.hosts("kube_control_plane"))
+    hosts = sorted({*cluster.inventory.hosts("kube_control_plane"), *cluster.inventory.hosts("etcd")})
     lacking = [h for h in hosts if states.get(h) != "ok"]
     if lacking:
         failures = result.failures()

@@ -44,6 +44,11 @@ class Playbooks:
     def restart_kubelets(self, nodes: list[str]) -> None:
         self._run("rollback-restart-kubelets.yml", nodes, {})
 
+    def etcd_service(self, hosts: list[str], action: str) -> None:
+        if action not in ("stop", "start"):
+            raise errors.OperationFailed(f"etcd service action {action!r} is not stop or start")
+        self._run("rollback-etcd-service.yml", hosts, {"etcd_action": action})
+
     def clean_up(self, hosts: list[str], variables: Mapping[str, Any]) -> None:
         self._run("rollback-clean-up.yml", hosts, variables)
 

@@ -1,5 +1,8 @@
-"""What a snapshot's archive says about each control-plane node: its manifests, and the etcd member
-it ran (name, peer and client URLs, data directory), each checked before it reaches a command line."""
+"""What a snapshot's archive says about each control-plane node (its manifests) and about each etcd
+member (name, peer and client URLs, data directory), each checked before it reaches a command line.
+
+etcd runs either as kubeadm's static pod on the control planes (its ``etcd.yaml`` in the archive) or as
+a service on its hosts, as Kubespray installs it (``HOST/etcd.env``, the host's ``/etc/etcd.env``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from collections.abc import Mapping
 import yaml
 
 from upgrader import errors
+from upgrader.snapshots.local import ETCD_ENV
+from upgrader.support import units
 
 _MEMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
@@ -31,31 +36,64 @@ def _flags(manifest: bytes) -> dict[str, str]:
     return {str(a).split("=", 1)[0]: str(a).split("=", 1)[1] for a in command if "=" in str(a)}
 
 
+def etcd_as_service(archived: Mapping[str, bytes]) -> bool:
+    """Whether etcd ran as a service on its hosts (Kubespray's ``/etc/etcd.env``) when the snapshot was taken."""
+    return any(name.endswith(f"/{ETCD_ENV}") for name in archived)
+
+
 def etcd_members(archived: Mapping[str, bytes]) -> dict[str, dict[str, str]]:
-    """Per control-plane host, from its archived etcd manifest: member name, peer URLs, data directory and
-    client URLs, each checked before it reaches a command line."""
+    """Per etcd host: member name, peer URLs, data directory and client URLs, from its archived
+    ``/etc/etcd.env`` (etcd as a service) or else each control plane's etcd manifest, each checked
+    before it reaches a command line."""
     out: dict[str, dict[str, str]] = {}
+    if etcd_as_service(archived):
+        for name, text in sorted(archived.items()):
+            if not name.endswith(f"/{ETCD_ENV}"):
+                continue
+            host = name.split("/", 1)[0]
+            env = units.environment_file(text.decode("utf-8", errors="replace"))
+            out[host] = _checked(
+                host,
+                "/etc/etcd.env",
+                {
+                    "member": env.get("ETCD_NAME", ""),
+                    "peer_urls": env.get("ETCD_INITIAL_ADVERTISE_PEER_URLS", ""),
+                    "data_dir": env.get("ETCD_DATA_DIR", ""),
+                    "client_urls": env.get("ETCD_ADVERTISE_CLIENT_URLS", ""),
+                },
+            )
+        return out
     for host in control_plane_hosts(archived):
         data = archived.get(f"{host}/manifests/etcd.yaml")
         if data is None:
-            raise errors.Refused(f"the snapshot has no etcd manifest for {host}: a local etcd is needed to restore")
+            raise errors.Refused(
+                f"the snapshot has neither an etcd manifest for {host} nor an etcd host's /etc/etcd.env: "
+                "it does not say how etcd ran, so it cannot be restored"
+            )
         flags = _flags(data)
-        member = {
-            "member": flags.get("--name", ""),
-            "peer_urls": flags.get("--initial-advertise-peer-urls", ""),
-            "data_dir": flags.get("--data-dir", ""),
-            "client_urls": flags.get("--advertise-client-urls", ""),
-        }
-        urls = [u for key in ("peer_urls", "client_urls") for u in member[key].split(",")]
-        if (
-            not _MEMBER.match(member["member"])
-            or not all(_URL.match(u) for u in urls)
-            or not _PATH.match(member["data_dir"])
-            or "/../" in member["data_dir"] + "/"
-        ):
-            raise errors.Refused(f"the snapshot's etcd manifest for {host} has a name, URL or path upgrader refuses")
-        out[host] = member
+        out[host] = _checked(
+            host,
+            "etcd manifest",
+            {
+                "member": flags.get("--name", ""),
+                "peer_urls": flags.get("--initial-advertise-peer-urls", ""),
+                "data_dir": flags.get("--data-dir", ""),
+                "client_urls": flags.get("--advertise-client-urls", ""),
+            },
+        )
     return out
+
+
+def _checked(host: str, source: str, member: dict[str, str]) -> dict[str, str]:
+    urls = [u for key in ("peer_urls", "client_urls") for u in member[key].split(",")]
+    if (
+        not _MEMBER.match(member["member"])
+        or not all(_URL.match(u) for u in urls)
+        or not _PATH.match(member["data_dir"])
+        or "/../" in member["data_dir"] + "/"
+    ):
+        raise errors.Refused(f"the snapshot's {source} for {host} has a name, URL or path upgrader refuses")
+    return member
 
 
 def manifest_tar(archived: Mapping[str, bytes], host: str, names: tuple[str, ...] | None) -> str:

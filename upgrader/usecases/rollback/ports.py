@@ -16,7 +16,7 @@ from upgrader.engine.ports import Drainer, KubeletRollout, Probe
 
 
 class NodeActions(Protocol):
-    """Playbooks on the control-plane nodes (and every node's kubelet restart)."""
+    """Playbooks on the control-plane nodes and the etcd hosts (and every node's kubelet restart)."""
 
     def hold(self, hosts: list[str], components: tuple[str, ...]) -> None:
         """Moves the components' static pod manifests aside, so the kubelet stops them."""
@@ -28,6 +28,9 @@ class NodeActions(Protocol):
         """Puts the snapshot's manifests back (and kubeadm, when asked)."""
 
     def restart_kubelets(self, nodes: list[str]) -> None: ...
+
+    def etcd_service(self, hosts: list[str], action: str) -> None:
+        """``systemctl stop`` or ``start`` (``action``) of etcd on its hosts, where etcd runs as a service."""
 
     def clean_up(self, hosts: list[str], variables: Mapping[str, Any]) -> None:
         """Removes the data directories and manifests kept aside, and the pushed snapshot."""

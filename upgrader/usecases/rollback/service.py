@@ -35,7 +35,7 @@ from upgrader.snapshots import local, restore_tool
 from upgrader.state import records, store
 from upgrader.usecases import apply, runs
 from upgrader.usecases.rollback import adapters
-from upgrader.usecases.rollback.archive import control_plane_hosts, etcd_members
+from upgrader.usecases.rollback.archive import control_plane_hosts, etcd_as_service, etcd_members
 from upgrader.usecases.rollback.choice import choose, read_observed, route, usable
 from upgrader.usecases.rollback.model import DESCRIPTIONS, Kind, Observed, Options, Route, snapshot_version
 from upgrader.usecases.rollback.steps import Steps
@@ -75,7 +75,14 @@ class Prepared:
         }
 
 
-def _steps(route_: Route, hosts: list[str], version: Version) -> list[dict[str, Any]]:
+ETCD_KINDS = (Kind.HOLD_ETCD, Kind.RESTORE_ETCD, Kind.START_ETCD)
+
+
+def _steps(
+    route_: Route, hosts: list[str], version: Version, etcd_hosts: list[str] | None = None, *, service: bool = False
+) -> list[dict[str, Any]]:
+    """``etcd_hosts``: where a full restore rebuilds etcd (the control planes unless etcd has hosts of its
+    own); ``service``: etcd runs as a systemd service there, not as kubeadm's static pod."""
     nodes = list(hosts)
     if route_ is Route.WINDOW:
         kinds = [Kind.KUBEADM_CONFIG, Kind.CONTROL_PLANE, Kind.KUBELETS, Kind.VERIFY, Kind.CLEAN_UP]
@@ -98,6 +105,12 @@ def _steps(route_: Route, hosts: list[str], version: Version) -> list[dict[str, 
             step["version"] = str(version)
         if kind not in (Kind.REVISION, Kind.KUBEADM_CONFIG, Kind.KUBELETS, Kind.VERIFY):
             step["nodes"] = nodes
+        if kind in ETCD_KINDS and etcd_hosts is not None:
+            step["nodes"] = list(etcd_hosts)
+        if kind is Kind.CLEAN_UP and etcd_hosts is not None:
+            step["nodes"] = sorted({*nodes, *etcd_hosts})
+        if kind in (Kind.HOLD_ETCD, Kind.START_ETCD) and service:
+            step["etcd"] = "service"
         out.append(step)
     return out
 
@@ -150,8 +163,16 @@ def prepare(
     chosen, why = route(record, observed, archived)
     refuse_blind_restore(chosen, observed, options)
     lost_revisions = None
+    etcd_hosts: list[str] | None = None
     if chosen is Route.FULL_RESTORE:
-        etcd_members(archived)  # refuses a manifest it cannot restore from, before anything changes
+        etcd_hosts = sorted(etcd_members(archived))  # refuses what it cannot restore from, before any change
+        if etcd_as_service(archived):
+            in_group = sorted(cluster.inventory.hosts("etcd"))
+            if etcd_hosts != in_group:
+                raise errors.Refused(
+                    f"the inventory's etcd hosts are {', '.join(in_group)}; snapshot {record.id} has "
+                    f"{', '.join(etcd_hosts)}: a rollback restores the members the snapshot knows"
+                )
         restore_tool.ensure(cluster, place=place_tool)
         if observed.revision is not None and record.etcd_revision is not None:
             lost_revisions = max(0, observed.revision - record.etcd_revision)
@@ -166,7 +187,7 @@ def prepare(
         snapshot=record,
         route=chosen,
         why=why,
-        steps=tuple(_steps(chosen, hosts, snapshot_version(record))),
+        steps=tuple(_steps(chosen, hosts, snapshot_version(record), etcd_hosts, service=etcd_as_service(archived))),
         passed_over=passed,
         lost_seconds=(datetime.now(UTC) - record.created_at).total_seconds(),
         lost_revisions=lost_revisions,
@@ -181,12 +202,12 @@ _ACTIONS = {
         "the apiservers stop",
         "read etcd's revision: the highest the cluster served",
     ),
-    Kind.HOLD_ETCD: ("{nodes}: move etcd.yaml out; wait until every member stops",),
+    Kind.HOLD_ETCD: ("{nodes}: {hold_etcd}; wait until every member stops",),
     Kind.RESTORE_ETCD: (
         "{nodes}: push {snapshot}.db (sha256 checked on the node), restore it into DATA.upgrader-RUN",
         "keep the old data directory as DATA.before-RUN until the rollback is verified",
     ),
-    Kind.START_ETCD: ("{nodes}: put the snapshot's etcd.yaml back; wait for every member and one leader",),
+    Kind.START_ETCD: ("{nodes}: {start_etcd}; wait for every member and one leader",),
     Kind.REVISION: (
         "etcdutl --bump-revision --mark-compacted where the nodes' tool has them; else no-op writes on "
         "/upgrader/revision-bump past the recorded revision, then a compaction",
@@ -210,6 +231,10 @@ def dry_run(prepared: Prepared) -> list[dict[str, Any]]:
             "snapshot": prepared.snapshot.id,
             "version": version,
             "how": "one node at a time" if prepared.route is Route.WINDOW else "all at once",
+            "hold_etcd": "systemctl stop etcd" if step.get("etcd") == "service" else "move etcd.yaml out",
+            "start_etcd": "systemctl start etcd"
+            if step.get("etcd") == "service"
+            else "put the snapshot's etcd.yaml back",
         }
         actions = [text.format(**values) for text in _ACTIONS.get(kind, ())]
         if kind is Kind.KUBELETS:

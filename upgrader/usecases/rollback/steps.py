@@ -20,7 +20,13 @@ from upgrader.engine.ports import Expected
 from upgrader.executor import rendering
 from upgrader.snapshots import local
 from upgrader.state import records
-from upgrader.usecases.rollback.archive import apiserver_endpoint, control_plane_hosts, etcd_members, manifest_tar
+from upgrader.usecases.rollback.archive import (
+    apiserver_endpoint,
+    control_plane_hosts,
+    etcd_as_service,
+    etcd_members,
+    manifest_tar,
+)
 from upgrader.usecases.rollback.model import BUMP_MARGIN, DESCRIPTIONS, STOPPED, Kind, Options, Route, snapshot_version
 from upgrader.usecases.rollback.ports import Ports
 
@@ -166,9 +172,19 @@ class Steps:
         highest = max(values) if values else None
         self._progress(position, {"highest_revision": highest})
 
+    @property
+    def etcd_hosts(self) -> list[str]:
+        """The hosts a full restore rebuilds etcd on: the control planes (kubeadm's static pods), or the
+        hosts in the snapshot's /etc/etcd.env files (etcd as a service)."""
+        return sorted(etcd_members(self.archived))
+
     def hold_etcd(self, record: records.StepRecord) -> None:
         position = record.position
-        self._hold(position, ("etcd",))
+        if etcd_as_service(self.archived):
+            self._playbook(position, "rollback-etcd-service.yml", self.etcd_hosts)
+            self.ports.nodes.etcd_service(self.etcd_hosts, "stop")
+        else:
+            self._hold(position, ("etcd",))
         for host, member in etcd_members(self.archived).items():
             # A stopping member closes its client port first and its peer port last, once its data is
             # closed (after a leadership transfer that can take seconds): both must refuse.
@@ -189,9 +205,9 @@ class Steps:
         members = etcd_members(self.archived)
         highest = self._highest()
         gap = (highest - (self.snapshot.etcd_revision or 0)) if highest is not None else 0
-        self._playbook(position, "rollback-etcd.yml", self.hosts)
+        self._playbook(position, "rollback-etcd.yml", self.etcd_hosts)
         bumps = self.ports.nodes.restore_etcd(
-            self.hosts,
+            self.etcd_hosts,
             {
                 "snapshot_file": self.snapshot.etcd_path,
                 "snapshot_name": f"{self.snapshot.id}.db",
@@ -204,14 +220,18 @@ class Steps:
                 "bump": max(gap, 0) + BUMP_MARGIN,
             },
         )
-        bumped = all(bumps.get(h, False) for h in self.hosts)
+        bumped = all(bumps.get(h, False) for h in self.etcd_hosts)
         self._progress(position, {"bumped_by_restore": bumped})
-        for host in self.hosts:
+        for host in self.etcd_hosts:
             self.engine.node_done(self.run_id, position, host, "restored (old data kept aside)")
 
     def start_etcd(self, record: records.StepRecord) -> None:
         position = record.position
-        self._place(position, self.hosts, ("etcd",), install_kubeadm=False)
+        if etcd_as_service(self.archived):
+            self._playbook(position, "rollback-etcd-service.yml", self.etcd_hosts)
+            self.ports.nodes.etcd_service(self.etcd_hosts, "start")
+        else:
+            self._place(position, self.hosts, ("etcd",), install_kubeadm=False)
         members = etcd_members(self.archived)
         urls = [url for m in members.values() for url in m["client_urls"].split(",")]
 
@@ -229,7 +249,7 @@ class Steps:
         count = self.ports.etcd.member_count()
         if count != len(members):
             raise driver.StepFailed(f"the restored etcd has {count} members, the snapshot's {len(members)}")
-        for host in self.hosts:
+        for host in self.etcd_hosts:
             self.engine.node_done(self.run_id, position, host, "etcd started")
 
     def advance_revision(self, record: records.StepRecord) -> None:
@@ -393,10 +413,11 @@ class Steps:
         data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
         # With the peer tier configured, the copy each node restored from stays: it is that tier's copy.
         peer_tier = Tier.PEER in self.cfg.snapshots.tiers
-        self._playbook(record.position, "rollback-clean-up.yml", self.hosts)
+        hosts = sorted({*self.hosts, *data_dirs})  # the control planes, and etcd's own hosts after a restore
+        self._playbook(record.position, "rollback-clean-up.yml", hosts)
         self.ports.nodes.clean_up(
-            self.hosts,
+            hosts,
             {"data_dirs": data_dirs, "snapshot_name": "" if peer_tier else f"{self.snapshot.id}.db"},
         )
-        for host in self.hosts:
+        for host in hosts:
             self.engine.node_done(self.run_id, record.position, host, "cleaned up")
