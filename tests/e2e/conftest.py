@@ -38,6 +38,7 @@ class Labs:
         ssh: bool = False,
         packages: str = "binary",
         etcd_version: str | None = None,
+        etcd_nodes: int = 0,
     ) -> topology.Lab:
         lab = create.create(
             self.base / name,
@@ -48,6 +49,7 @@ class Labs:
             ssh_mode=ssh,
             packages=packages,
             etcd_version=Version.parse(etcd_version) if etcd_version else None,
+            etcd_nodes=etcd_nodes,
         )
         self.labs.append(lab)
         control.up(lab.dir, timeout=60)

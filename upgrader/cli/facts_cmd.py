@@ -51,7 +51,10 @@ def facts(
         _render.echo("")
         _render.echo(_render.table(("NODE", "KUBELET", "CGROUP", "RUNTIME", "READY"), node_rows))
     etcd = data["etcd"]
-    _render.echo(f"\netcd {etcd['version']} (oldest member), members: {', '.join(m['name'] for m in etcd['members'])}")
+    how = ", external (kubeadm never moves it)" if etcd.get("external") else ""
+    _render.echo(
+        f"\netcd {etcd['version']} (oldest member){how}, members: {', '.join(m['name'] for m in etcd['members'])}"
+    )
     if data["apis_in_use"]:
         _render.echo("APIs in use that a later release stops serving:")
         for api in data["apis_in_use"]:

@@ -157,7 +157,10 @@ def status(directory: LabDir, output: _options.OutputOption = _render.OutputForm
         rows.append(
             (name, info["ready"], info["kubelet"], "yes" if info["unschedulable"] == "true" else "", " ".join(parts))
         )
-    _render.echo(_render.table(("NODE", "READY", "KUBELET", "CORDONED", "STATIC PODS"), rows))
+    for name, components in sorted(report["components"].items()):  # external etcd hosts: no Node, a service
+        if name not in report["nodes"]:
+            rows.append((name, "-", "-", "", " ".join(f"{c}={v['state']}" for c, v in sorted(components.items()))))
+    _render.echo(_render.table(("NODE", "READY", "KUBELET", "CORDONED", "STATIC PODS / SERVICES"), rows))
     for node, active in report["faults"].items():
         _render.warn(f"fault on {node}: {', '.join(active)}")
 
