@@ -224,6 +224,36 @@ def test_the_archive_gives_each_members_restore_flags_and_refuses_what_could_rea
         archive.etcd_members({k: v for k, v in members().items() if k != "cp-2/manifests/etcd.yaml"})
 
 
+KUBESPRAY_ENV = """# Environment file for etcd v3.5.30
+ETCD_DATA_DIR=/var/lib/etcd
+ETCD_ADVERTISE_CLIENT_URLS=https://10.0.1.{n}:2379
+ETCD_INITIAL_ADVERTISE_PEER_URLS=https://10.0.1.{n}:2380
+ETCD_NAME="etcd{n}"
+ETCD_INITIAL_CLUSTER=etcd1=https://10.0.1.1:2380,etcd2=https://10.0.1.2:2380
+"""
+
+
+def test_etcd_run_as_a_service_is_restored_from_each_hosts_etcd_env() -> None:
+    """Kubespray's etcd_deployment_type: host: the members are the etcd hosts, named in /etc/etcd.env."""
+    archived = {
+        **{k: v for k, v in members().items() if not k.endswith("etcd.yaml")},
+        "etcd-1/etcd.env": KUBESPRAY_ENV.format(n=1).encode(),
+        "etcd-2/etcd.env": KUBESPRAY_ENV.format(n=2).encode(),
+    }
+    assert archive.etcd_as_service(archived) and not archive.etcd_as_service(members())
+    found = archive.etcd_members(archived)
+    assert sorted(found) == ["etcd-1", "etcd-2"]
+    assert found["etcd-2"] == {
+        "member": "etcd2",
+        "peer_urls": "https://10.0.1.2:2380",
+        "data_dir": "/var/lib/etcd",
+        "client_urls": "https://10.0.1.2:2379",
+    }
+    hostile = {**archived, "etcd-1/etcd.env": KUBESPRAY_ENV.format(n=1).replace("etcd1", "etcd1;reboot").encode()}
+    with pytest.raises(errors.Refused, match=r"/etc/etcd\.env for etcd-1 has a name, URL or path upgrader refuses"):
+        archive.etcd_members(hostile)
+
+
 def test_a_nodes_manifests_travel_as_plain_names_only_the_ones_asked_for() -> None:
     packed = archive.manifest_tar(members(), "cp-2", ("etcd",))
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(packed))) as tar:
