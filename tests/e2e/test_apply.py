@@ -333,8 +333,12 @@ class Apply:
         return str(stderr)
 
     def stop(self) -> None:
+        """Killed if still running; either way its stderr pipe is read and closed (a pipe left open would
+        surface as a ResourceWarning in whichever test the garbage collector happens to run in)."""
         if self.process.poll() is None:
             self.kill()
+        else:
+            self.process.communicate(timeout=60)
 
 
 def _steps(db_path: Path) -> list[str]:
