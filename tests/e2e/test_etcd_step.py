@@ -80,7 +80,7 @@ def _etcd_plan(lab: topology.Lab, db: tuple[str, str]) -> dict[str, Any]:
 def test_the_etcd_step_killed_between_members_resumes_and_a_restore_undoes_it(
     labs: Labs, tmp_path: Path, private_state_home: Path
 ) -> None:
-    lab = labs.up("etcd-step", version="1.33.5", control_planes=3, workers=1, etcd_version=OLD)
+    lab = labs.up("etcd-step", version="1.33.5", control_planes=3, workers=0, etcd_version=OLD)
     assert set(_member_versions(lab).values()) == {OLD}  # the members run Debian's 3.4 binary
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db_path = tmp_path / "state.db"
@@ -136,7 +136,7 @@ def test_a_member_that_cannot_start_its_new_image_is_put_back_and_the_cluster_st
     from upgrader.lab import control, faults
 
     lab = labs.up("etcd-pull", version="1.33.5", control_planes=3, workers=0, etcd_version=OLD)
-    _quick_timeouts(lab, 15)
+    _quick_timeouts(lab, 8)
     cluster_yaml = str(lab.dir / "cluster.yaml")
     db = ("--db", f"sqlite:///{tmp_path / 'state.db'}")
     plan = _etcd_plan(lab, db)
