@@ -411,13 +411,18 @@ class Steps:
     def clean_up(self, record: records.StepRecord) -> None:
         full = self.route is Route.FULL_RESTORE
         data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
-        # With the peer tier configured, the copy each node restored from stays: it is that tier's copy.
+        # With the peer tier configured, the copy each control plane restored from stays: that tier's copy.
         peer_tier = Tier.PEER in self.cfg.snapshots.tiers
         hosts = sorted({*self.hosts, *data_dirs})  # the control planes, and etcd's own hosts after a restore
         self._playbook(record.position, "rollback-clean-up.yml", hosts)
         self.ports.nodes.clean_up(
             hosts,
-            {"data_dirs": data_dirs, "snapshot_name": "" if peer_tier else f"{self.snapshot.id}.db"},
+            {
+                "data_dirs": data_dirs,
+                "snapshot_name": f"{self.snapshot.id}.db",
+                # the peer tier's copies live on the control planes only: an etcd host's pushed copy goes
+                "keep_snapshot_on": list(self.hosts) if peer_tier else [],
+            },
         )
         for host in hosts:
             self.engine.node_done(self.run_id, record.position, host, "cleaned up")
