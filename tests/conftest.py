@@ -59,3 +59,9 @@ def pg_server() -> Iterator[pgserver.Server]:
         pytest.skip("PostgreSQL is not installed here (no initdb/postgres): the PostgreSQL variants are skipped")
     with pgserver.running() as server:
         yield server
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests first (marked ``long``), the rest in their order: the workers then share the
+    long ones at the start instead of one worker finishing the run alone with one of them."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("long") else 1)

@@ -511,6 +511,7 @@ class Watcher:
         self._thread.join(timeout=10)
 
 
+@pytest.mark.long
 def test_apply_1_30_to_1_33_drains_each_node_once_and_never_breaks_the_budget(labs: Labs, tmp_path: Path) -> None:
     """Workers two at a time (issue 19): the batch's drains evict concurrently, through three apiservers,
     against budgets the lab now enforces atomically; the StatefulSet's pods come back under their names."""

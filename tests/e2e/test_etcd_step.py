@@ -76,6 +76,7 @@ def _etcd_plan(lab: topology.Lab, db: tuple[str, str]) -> dict[str, Any]:
     return plan
 
 
+@pytest.mark.long
 @needs_two_minors
 def test_the_etcd_step_killed_between_members_resumes_and_a_restore_undoes_it(
     labs: Labs, tmp_path: Path, private_state_home: Path

@@ -134,6 +134,7 @@ def _packages(lab: topology.Lab, node: str) -> dict[str, str]:
     return {name: f"{version} {selection[name]}" for name, version in (line.split() for line in listed if line)}
 
 
+@pytest.mark.long
 @pytest.mark.skipif(_ssh_ready() is not None, reason=str(_ssh_ready()))
 def test_over_ssh_with_sudo_and_real_apt_an_upgrade_and_a_rollback(labs: Labs, tmp_path: Path) -> None:
     """Every node behind a real sshd on its own address, reached as upgrader-lab with host-key checking on,

@@ -72,6 +72,7 @@ def _apply(
     return plan_id, applied.exit_code, json.loads(applied.stdout) if applied.stdout.strip() else {}
 
 
+@pytest.mark.long
 def test_a_committed_minor_is_rolled_back_by_a_full_restore_with_the_revision_moving_forward(
     labs: Labs, tmp_path: Path
 ) -> None:
@@ -233,6 +234,7 @@ def test_apply_on_failure_rollback_exits_4_with_the_cluster_back_and_verified(la
     assert invoke("verify", "-c", cluster_yaml, *db, "--against", snapshot).exit_code == 0
 
 
+@pytest.mark.long
 def test_a_rollback_killed_mid_restore_resumes_and_completes(
     labs: Labs, tmp_path: Path, private_state_home: Path
 ) -> None:

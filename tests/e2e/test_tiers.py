@@ -61,6 +61,7 @@ def _copies(cluster_yaml: str, db: tuple[str, str], snapshot_id: str) -> dict[st
     return {(f"{c['tier']}:{c['place']}" if c["place"] else c["tier"]): c["state"] for c in shown["copies"]}
 
 
+@pytest.mark.long
 def test_three_tiers_from_create_to_a_rollback_from_peer_copies_after_the_controller_is_lost(
     labs: Labs, tmp_path: Path, s3_server: s3server.Server
 ) -> None:

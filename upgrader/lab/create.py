@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -58,10 +59,10 @@ def etcd_version_of(binary: str) -> Version:
 
 def find_etcds(explicit: tuple[str, ...] = ()) -> dict[Version, str]:
     """Every etcd binary the lab may run, by the version each reports: those given, else the default one
-    (``find_etcd``) and, beside it, Debian's etcd-server releases ``./bootstrap.sh`` unpacked into the
-    environment (``ETCD_UNPACKED``). Two binaries of one version: the first wins."""
+    (``find_etcd``) and, beside it, Debian's etcd-server releases ``./bootstrap.sh`` unpacked
+    (``etcd_releases_dir``). Two binaries of one version: the first wins."""
     chosen = [find_etcd(e) for e in explicit] or [find_etcd()]
-    unpacked = Path(sys.prefix) / ETCD_UNPACKED
+    unpacked = etcd_releases_dir()
     if not explicit and unpacked.is_dir():
         chosen += sorted(str(p) for p in unpacked.glob("*/usr/bin/etcd") if p.is_file())
     found: dict[Version, str] = {}
@@ -70,9 +71,11 @@ def find_etcds(explicit: tuple[str, ...] = ()) -> dict[Version, str]:
     return found
 
 
-# Where ./bootstrap.sh unpacks Debian's etcd-server of several suites (3.4.23, 3.5.16, 3.5.30), below the
-# environment's prefix, as VERSION/usr/bin/etcd: more real etcd releases for the lab, never a service.
-ETCD_UNPACKED = Path("opt") / "etcd"
+def etcd_releases_dir() -> Path:
+    """Where ./bootstrap.sh unpacks Debian's etcd-server of several suites (3.4.23, 3.5.16, 3.5.30) as
+    VERSION/usr/bin/etcd: more real etcd releases for the lab, never a service; a download cache, so a
+    second clone on the same machine fetches nothing."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "upgrader" / "etcd-releases"
 
 
 def _lab_name(directory: Path) -> str:
