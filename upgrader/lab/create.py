@@ -219,7 +219,7 @@ def lab_catalog(etcd_versions: Iterable[Version]) -> dict[str, Any]:
     minimum patch (3.5.32: none is packaged here), that minimum becomes the newest binary the lab has of
     the minor below it (3.5.30), so an etcd step moves members to a version a lab member can report.
     Everything else is the shipped catalog's; its version says ``+lab``."""
-    data: dict[str, Any] = json.loads(catalog_mod.CATALOG_FILE.read_text(encoding="utf-8"))
+    data = catalog_mod.shipped_document()
     minimums = data["rules"]["etcd"]["min_patch_before_next_minor"]
     have = sorted(set(etcd_versions))
     for minor, patch in minimums.items():

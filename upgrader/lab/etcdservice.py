@@ -40,6 +40,7 @@ class EtcdService:
         self.restarts = 0
         self.not_before = 0.0
         self.error: str | None = None
+        self._state: str | None = None  # the ActiveState last written
         self.lock = threading.Lock()
 
     # -- what systemd would run -----------------------------------------------------------------
@@ -118,11 +119,13 @@ class EtcdService:
         systemctl.ack_path(self.root, "etcd").write_text(token)
 
     def _write_state(self) -> None:
-        state = systemctl.state_path(self.root, "etcd")
-        state.parent.mkdir(parents=True, exist_ok=True)
+        """The ActiveState for ``systemctl is-active``, written when it changes (not read back each loop)."""
         active = "active" if self.wanted and self.running() else ("activating" if self.wanted else "inactive")
-        if not state.is_file() or state.read_text() != active:
+        if active != self._state:
+            state = systemctl.state_path(self.root, "etcd")
+            state.parent.mkdir(parents=True, exist_ok=True)
             state.write_text(active)
+            self._state = active
 
     def stop_now(self) -> None:
         with self.lock:

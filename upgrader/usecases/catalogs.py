@@ -109,7 +109,7 @@ def update(mirror: release_mirror.Mirror, source: str, *, now: datetime | None =
             f"{source} has no release marker (stable-X.Y.txt) for any minor from {min(found)} to {max(found)}: "
             "not a release mirror laid out like dl.k8s.io/release"
         )
-    data = json.loads(catalog_mod.CATALOG_FILE.read_text(encoding="utf-8"))
+    data = catalog_mod.shipped_document()
     out, changes = refresh.refresh(data, found, source=source, at=now or datetime.now(UTC))
     parsed = catalog_mod.parse(out)  # what is written parses, or nothing is
     path = refreshed_path()

@@ -182,6 +182,12 @@ def parse(data: Mapping[str, Any]) -> Catalog:
         raise errors.InputError(f"rules catalog is malformed: {exc}") from exc
 
 
+def shipped_document() -> dict[str, Any]:
+    """The shipped catalog as its JSON document, a fresh copy to derive another catalog from."""
+    data: dict[str, Any] = json.loads(CATALOG_FILE.read_text(encoding="utf-8"))
+    return data
+
+
 def load(path: Path | None = None) -> Catalog:
     """The shipped catalog (cached), or the one at ``path``."""
     if path is None:

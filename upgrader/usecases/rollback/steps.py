@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -172,11 +173,16 @@ class Steps:
         highest = max(values) if values else None
         self._progress(position, {"highest_revision": highest})
 
+    @functools.cached_property
+    def members(self) -> dict[str, dict[str, str]]:
+        """Each etcd host's member, read (and checked) from the archive once: only a full restore asks."""
+        return etcd_members(self.archived)
+
     @property
     def etcd_hosts(self) -> list[str]:
         """The hosts a full restore rebuilds etcd on: the control planes (kubeadm's static pods), or the
         hosts in the snapshot's /etc/etcd.env files (etcd as a service)."""
-        return sorted(etcd_members(self.archived))
+        return sorted(self.members)
 
     def hold_etcd(self, record: records.StepRecord) -> None:
         position = record.position
@@ -185,7 +191,7 @@ class Steps:
             self.ports.nodes.etcd_service(self.etcd_hosts, "stop")
         else:
             self._hold(position, ("etcd",))
-        for host, member in etcd_members(self.archived).items():
+        for host, member in self.members.items():
             # A stopping member closes its client port first and its peer port last, once its data is
             # closed (after a leadership transfer that can take seconds): both must refuse.
             self._event("node-waiting", f"{host}: waiting for etcd to stop", position, host)
@@ -202,7 +208,7 @@ class Steps:
 
     def restore_etcd(self, record: records.StepRecord) -> None:
         position = record.position
-        members = etcd_members(self.archived)
+        members = self.members
         highest = self._highest()
         gap = (highest - (self.snapshot.etcd_revision or 0)) if highest is not None else 0
         self._playbook(position, "rollback-etcd.yml", self.etcd_hosts)
@@ -232,7 +238,7 @@ class Steps:
             self.ports.nodes.etcd_service(self.etcd_hosts, "start")
         else:
             self._place(position, self.hosts, ("etcd",), install_kubeadm=False)
-        members = etcd_members(self.archived)
+        members = self.members
         urls = [url for m in members.values() for url in m["client_urls"].split(",")]
 
         def healthy() -> bool:
@@ -410,7 +416,7 @@ class Steps:
 
     def clean_up(self, record: records.StepRecord) -> None:
         full = self.route is Route.FULL_RESTORE
-        data_dirs = {h: m["data_dir"] for h, m in etcd_members(self.archived).items()} if full else {}
+        data_dirs = {h: m["data_dir"] for h, m in self.members.items()} if full else {}
         # With the peer tier configured, the copy each control plane restored from stays: that tier's copy.
         peer_tier = Tier.PEER in self.cfg.snapshots.tiers
         hosts = sorted({*self.hosts, *data_dirs})  # the control planes, and etcd's own hosts after a restore
