@@ -133,6 +133,8 @@ def test_an_unreachable_mirror_is_one_line_and_exit_1(private_state_home: Path) 
     )
     assert len(failed.stderr.strip().splitlines()) == 1
     assert not (private_state_home / "catalog.json").exists()
+    hidden = runner.invoke(cli.app, ["catalog", "update", "--mirror", f"http://ops:s3cret@127.0.0.1:{port}"])
+    assert hidden.exit_code == 1 and "s3cret" not in hidden.output and "***@127.0.0.1" in hidden.stderr
     bad = runner.invoke(cli.app, ["catalog", "update", "--mirror", "file:///etc"])
     assert bad.exit_code == 2 and "must be an http(s) URL" in bad.stderr
 

@@ -70,8 +70,9 @@ def update(
     if cluster is not None and mirror is not None:
         raise errors.UsageError("give -c/--cluster or --mirror, not both")
     base = mirror or catalogs.mirror_of(config.load(cluster) if cluster is not None else None)
+    source = mirror_mod.Mirror(base)
     try:
-        updated = catalogs.update(mirror_mod.Mirror(base), base)
+        updated = catalogs.update(source, source.shown)  # the catalog records the URL without its user-info
     except errors.OperationFailed as exc:
         raise errors.OperationFailed(
             f"{exc.message}; nothing written, plans still use catalog {catalogs.current().catalog.version}"
@@ -79,7 +80,7 @@ def update(
     if output is _render.OutputFormat.JSON:
         _render.emit_json(updated.as_dict())
         return
-    _render.echo(f"catalog {updated.catalog.version} written to {updated.path} (from {base})")
+    _render.echo(f"catalog {updated.catalog.version} written to {updated.path} (from {source.shown})")
     for change in updated.changes:
         added = ", ".join(str(v) for v in change.added) or "nothing new"
         note = f" ({change.note})" if change.note else ""

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from upgrader import errors
 from upgrader.core.versions import Minor, Version
+from upgrader.support import redaction
 
 MAX_BYTES = 256  # a marker or a checksum is a line; anything longer is not one
 _MARKER = re.compile(rb"^v(\d+)\.(\d+)\.(\d+)\s*$")
@@ -33,25 +34,26 @@ class Mirror:
     def __init__(self, base: str, *, timeout: float = 10.0) -> None:
         parts = urlsplit(base)
         if parts.scheme not in ("https", "http") or not parts.netloc:
-            raise errors.InputError(f"the release mirror must be an http(s) URL, not {base!r}")
+            raise errors.InputError(f"the release mirror must be an http(s) URL, not {redaction.url(base)!r}")
         self.base = base.rstrip("/")
+        self.shown = redaction.url(self.base)  # what messages say: a mirror URL may carry a password
         self.timeout = timeout
 
     def _get(self, path: str) -> bytes | None:
         """The body at ``path`` (None: 404, the file is not there)."""
-        url = f"{self.base}/{path}"
+        url, shown = f"{self.base}/{path}", f"{self.shown}/{path}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout) as reply:  # noqa: S310 - scheme checked above
                 body: bytes = reply.read(MAX_BYTES + 1)
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
                 return None
-            raise MirrorUnavailable(f"{url}: HTTP {exc.code}") from None
+            raise MirrorUnavailable(f"{shown}: HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise MirrorUnavailable(f"cannot reach the release mirror at {url}: {reason}") from None
+            reason = redaction.url(str(getattr(exc, "reason", exc)))
+            raise MirrorUnavailable(f"cannot reach the release mirror at {shown}: {reason}") from None
         if len(body) > MAX_BYTES:
-            raise MirrorLied(f"{url}: more than {MAX_BYTES} bytes where one line was expected")
+            raise MirrorLied(f"{shown}: more than {MAX_BYTES} bytes where one line was expected")
         return body
 
     def marker(self, minor: Minor) -> Version | None:
@@ -62,10 +64,10 @@ class Mirror:
             return None
         match = _MARKER.match(body)
         if match is None:
-            raise MirrorLied(f"{self.base}/{path} is not a release marker (vX.Y.Z)")
+            raise MirrorLied(f"{self.shown}/{path} is not a release marker (vX.Y.Z)")
         version = Version(*(int(g) for g in match.groups()))
         if version.minor_version != minor:
-            raise MirrorLied(f"{self.base}/{path} names {version}, not a release of {minor}")
+            raise MirrorLied(f"{self.shown}/{path} names {version}, not a release of {minor}")
         return version
 
     def has_release(self, version: Version) -> bool:
@@ -75,5 +77,5 @@ class Mirror:
         if body is None:
             return False
         if _SHA256.match(body) is None:
-            raise MirrorLied(f"{self.base}/{path} is not a sha256 checksum")
+            raise MirrorLied(f"{self.shown}/{path} is not a sha256 checksum")
         return True
