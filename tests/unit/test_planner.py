@@ -285,17 +285,47 @@ def test_who_moves_etcd_is_in_the_plan_when_it_is_not_kubeadm() -> None:
     hop = next(s for s in kept.steps if s.kind is StepKind.CONTROL_PLANE)
     assert (str(hop.etcd), hop.etcd_mover) == ("3.5.24", "kept by etcd.local.imageTag")
     assert Code.ETCD_IMAGE_TAG_OVERRIDE in {w.code for w in kept.warnings}
-    external = make_plan(make_facts(cp, etcd="3.5.24", etcd_setup={"external": True}), "1.34", two_step=False)
+    older = [("cp-1", "1.32.9", None, "1.32.9")]  # to 1.33, where the catalog names no external etcd to run
+    external = make_plan(make_facts(older, etcd="3.5.24", etcd_setup={"external": True}), "1.33", two_step=False)
     hop = next(s for s in external.steps if s.kind is StepKind.CONTROL_PLANE)
     assert hop.etcd_mover == "external: not kubeadm's" and external.executable
     default = make_plan(make_facts(cp, etcd="3.5.32"), "1.34", two_step=False)
     assert "etcd_mover" not in next(s for s in default.as_dict()["steps"] if s["kind"] == "control-plane")
 
 
+def test_external_etcd_gets_etcd_steps_on_its_own_hosts_before_the_hop_that_needs_them() -> None:
+    cp = [("cp-1", "1.33.5", None, "1.33.5")]
+    hosts = [{"host": "etcd-1", "member": "etcd1"}, {"host": "etcd-2", "member": "etcd2"}]
+    facts = make_facts(cp, etcd="3.5.24", etcd_setup={"external": True, "hosts": hosts})
+    plan = make_plan(facts, "1.35", two_step=False)
+    assert plan.executable, plan.blockers
+    assert (
+        brief(plan)[:8]
+        == [
+            "snap",
+            "etcd 3.5.33 etcd-1,etcd-2",  # Kubespray's etcd for 1.34
+            "snap",
+            "cp 1.34.1 cp-1",
+            "snap",
+            "etcd 3.6.14 etcd-1,etcd-2",  # and for 1.35: 3.5.33 is past 3.5's minimum patch for leaving it
+            "snap",
+            "cp 1.35.0 cp-1",
+        ][: len(brief(plan)[:8])]
+    )
+    assert "Kubespray" in plan.steps[1].reason and "kubeadm never moves external etcd" in plan.steps[1].reason
+    assert facts.etcd_setup.member_of("etcd-2") == "etcd2" and facts.etcd_setup.member_of("cp-1") == "cp-1"
+    assert (
+        make_facts(cp, etcd="3.5.24", etcd_setup={"external": True, "hosts": hosts}).as_mapping()["etcd"]["hosts"]
+        == hosts
+    )  # the facts format keeps them, so a saved plan knows where its etcd steps run
+
+
 @pytest.mark.parametrize(
     ("etcd", "message"),
     [
         ({"external": "yes"}, "etcd.external: expected true or false"),
+        ({"external": True, "hosts": [{"host": "etcd 1", "member": "etcd1"}]}, "etcd.hosts[0].host"),
+        ({"external": True, "hosts": [{"host": "e-1", "member": "m"}, {"host": "e-2", "member": "m"}]}, "twice"),
         ({"image_tag": "3.5.24 -0"}, "etcd.image_tag"),
         ({"v2_enabled": ["cp 1"]}, "etcd.v2_enabled[0]"),
     ],

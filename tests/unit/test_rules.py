@@ -192,10 +192,39 @@ def test_an_image_tag_override_keeps_etcd_where_it_is_at_every_hop() -> None:
     assert [(f.code, f.severity) for f in route.findings] == [(Code.ETCD_IMAGE_TAG_OVERRIDE, Severity.WARNING)]
 
 
-def test_external_etcd_is_never_moved_by_kubeadm_so_its_version_blocks_nothing() -> None:
-    route = checks.etcd_route(v("3.5.12"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True))
-    assert [str(x) for x in route.after] == ["3.5.12"] and not route.before and not route.findings
-    assert route.mover is checks.EtcdMover.EXTERNAL
+HOSTS = (("etcd-1", "etcd1"), ("etcd-2", "etcd2"), ("etcd-3", "etcd3"))
+
+
+@pytest.mark.parametrize(
+    ("start", "hops", "after", "before"),
+    [
+        # no floor known below 1.34: kubeadm never moves external etcd, and neither does upgrader
+        ("3.5.12", ["1.32", "1.33"], ["3.5.12", "3.5.12"], {}),
+        # Kubespray's etcd for 1.34 is the newest 3.5 (3.5.33), for 1.35 the newest 3.6 (3.6.14)
+        ("3.5.12", ["1.34"], ["3.5.33"], {0: ["3.5.33"]}),
+        ("3.5.12", ["1.33", "1.34", "1.35"], ["3.5.12", "3.5.33", "3.6.14"], {1: ["3.5.33"], 2: ["3.6.14"]}),
+        # straight to 1.35's 3.6 from below 3.5's minimum patch: through 3.5.32 first (etcd's gate)
+        ("3.5.12", ["1.35"], ["3.6.14"], {0: ["3.5.32", "3.6.14"]}),
+        ("3.6.20", ["1.35", "1.36"], ["3.6.20", "3.6.20"], {}),  # never down
+    ],
+)
+def test_external_etcd_moves_on_its_hosts_where_kubespray_would_run_a_newer_one(
+    start: str, hops: list[str], after: list[str], before: dict[int, list[str]]
+) -> None:
+    setup = facts_mod.EtcdSetup(external=True, hosts=HOSTS)
+    route = checks.etcd_route(v(start), [Minor.parse(h) for h in hops], CATALOG, setup)
+    assert [str(x) for x in route.after] == after
+    assert {k: [str(x) for x in xs] for k, xs in route.before.items()} == before
+    assert not route.findings and route.mover is checks.EtcdMover.EXTERNAL
+
+
+def test_external_etcd_that_must_move_needs_its_hosts_and_its_version() -> None:
+    no_hosts = checks.etcd_route(v("3.5.12"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True))
+    assert [(f.code, f.severity) for f in no_hosts.findings] == [(Code.ETCD_HOSTS_UNKNOWN, Severity.BLOCKER)]
+    unknown = checks.etcd_route(None, [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True, hosts=HOSTS))
+    assert [f.code for f in unknown.findings] == [Code.ETCD_VERSION_UNKNOWN] and "3.5.33" in unknown.findings[0].message
+    staying = checks.etcd_route(None, [Minor(1, 33)], CATALOG, facts_mod.EtcdSetup(external=True))
+    assert not staying.findings  # nothing must move, so the version does not matter
 
 
 def test_enable_v2_blocks_the_move_to_3_6_naming_the_members() -> None:

@@ -28,7 +28,7 @@ from upgrader.cluster import session
 from upgrader.core.rules import catalog as catalog_mod
 from upgrader.core.versions import Minor, Version
 from upgrader.etcd import kv
-from upgrader.executor import runner
+from upgrader.executor import inventory, runner
 from upgrader.kube import cluster as kube
 from upgrader.support import units
 
@@ -313,6 +313,23 @@ def _etcd_setup(cluster_configuration: str | None, pods: list[Any]) -> dict[str,
     return out
 
 
+def _etcd_hosts(inv: inventory.Inventory, members: list[dict[str, Any]], warnings: list[str]) -> list[dict[str, str]]:
+    """Each etcd host with its member's name: the inventory's ``etcd_member_name`` (what Kubespray writes
+    as ETCD_NAME), else the host's own name. Kubespray's fallback numbers members by the inventory's
+    order (etcd1, etcd2, ...), which upgrader does not read: a host whose member is not found is named."""
+    names = {m["name"] for m in members}
+    out = []
+    for host in inv.hosts("etcd"):
+        member = inv.etcd_member_names.get(host, host)
+        if member not in names:
+            warnings.append(
+                f"etcd host {host}: no etcd member is named {member}; set etcd_member_name for it in the inventory "
+                "(an etcd step cannot find its member otherwise)"
+            )
+        out.append({"host": host, "member": member})
+    return out
+
+
 def collect(
     cluster: session.ClusterSession, *, with_nodes: bool = True, catalog: catalog_mod.Catalog | None = None
 ) -> Collected:
@@ -340,6 +357,8 @@ def collect(
     oldest = min(Minor.parse(m["emulated"]) for m in members)
     collected.data["etcd"], stored = _etcd(cluster, oldest, catalog or catalog_mod.load(), warnings)
     collected.data["etcd"].update(_etcd_setup(cluster.api.cluster_configuration(), cluster.api.etcd_pods()))
+    if collected.data["etcd"].get("external"):  # where an etcd step would move it: the inventory's etcd hosts
+        collected.data["etcd"]["hosts"] = _etcd_hosts(cluster.inventory, collected.data["etcd"]["members"], warnings)
     apis = [{"group": g, "version": v, "resource": r, "source": "metric"} for g, v, r in sorted(metrics)]
     collected.data["apis_in_use"] = apis + stored
     return collected

@@ -90,6 +90,11 @@ class Rollout:
     def etcd_member(self, node: str, version: Version) -> None:
         self.run("upgrade-etcd.yml", (node,), {"etcd_version": str(version)})
 
+    def etcd_service(self, host: str, version: Version, *, restart: bool) -> None:
+        releases = self.cluster.cfg.etcd.releases or rendering.ETCD_RELEASES
+        variables = {"etcd_version": str(version), "etcd_releases": releases.rstrip("/"), "etcd_restart": restart}
+        self.run("upgrade-etcd-service.yml", (host,), variables)
+
     def _playbook(self, playbook: str, nodes: tuple[str, ...], version: Version, **extra: Any) -> None:
         self.run(playbook, nodes, {**rendering.package_vars(self.cluster.cfg.packages, version), **extra})
 

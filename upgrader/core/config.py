@@ -152,6 +152,9 @@ class EtcdSettings(_Section):
     # A rollback's full restore moves the revision past the highest one served; without etcdutl's
     # --bump-revision it writes that many revisions (about 4 s per 10,000 here), so a larger gap is refused.
     max_revision_gap: int = Field(default=1_000_000, ge=0)
+    # Where an etcd step on external etcd hosts downloads etcd's releases: laid out like etcd's GitHub
+    # releases (vX.Y.Z/etcd-vX.Y.Z-linux-ARCH.tar.gz and vX.Y.Z/SHA256SUMS); None: GitHub itself
+    releases: HttpUrl | None = None
 
     @model_validator(mode="after")
     def _tls_is_complete(self) -> EtcdSettings:
@@ -541,7 +544,11 @@ def describe(config: ClusterConfig) -> dict[str, object]:
         "kubeconfig": str(config.kubeconfig),
         "context": config.context,
         "inventory": str(config.inventory),
-        "etcd": {"endpoints": list(config.etcd.endpoints), "tls": config.etcd.uses_tls},
+        "etcd": {
+            "endpoints": list(config.etcd.endpoints),
+            "tls": config.etcd.uses_tls,
+            "releases": redaction.url(config.etcd.releases) if config.etcd.releases else None,
+        },
         "packages": {
             "method": config.packages.method.value,
             "mirror": redaction.url(config.packages.mirror) if config.packages.mirror else None,

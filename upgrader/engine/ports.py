@@ -37,11 +37,17 @@ class ControlPlaneRollout(Protocol):
 
 
 class EtcdRollout(Protocol):
-    """Stacked etcd members changed on their nodes: the etcd step's one action."""
+    """etcd members changed on their hosts: the etcd step's one action."""
 
     def etcd_member(self, node: str, version: Version) -> None:
-        """The etcd member on ``node`` at ``version``: its static pod's image tag rewritten (``etcd.yaml``),
-        which the kubelet then restarts. Returns once the manifest is written, not once the member is back."""
+        """The stacked etcd member on ``node`` at ``version``: its static pod's image tag rewritten
+        (``etcd.yaml``), which the kubelet then restarts. Returns once the manifest is written, not once
+        the member is back."""
+
+    def etcd_service(self, host: str, version: Version, *, restart: bool) -> None:
+        """The external etcd member on ``host`` (a systemd service) at ``version``: the release's binary,
+        checked against its published sha256, in the unit's place, and the unit restarted when the binary
+        changed or ``restart`` says so (a run resumed after the binary changed). Returns once restarted."""
 
 
 @dataclass(frozen=True)
@@ -83,8 +89,8 @@ class Probe(Protocol):
     def kubelet(self, node: str) -> tuple[Version | None, bool]:
         """The version ``node``'s kubelet reports, and whether the node is Ready."""
 
-    def etcd(self, node: str) -> EtcdMember | None:
-        """The etcd member named ``node`` as it answers, None when it does not."""
+    def etcd(self, member: str) -> EtcdMember | None:
+        """The etcd member named ``member`` as it answers, None when it does not."""
 
 
 class Gate(Protocol):

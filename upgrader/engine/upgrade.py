@@ -5,7 +5,8 @@
   rollout; a node whose apiserver already serves the expected version and emulation is done (a resumed
   run does not repeat it).
 - ``nodes``: a batch of kubelets (``engine.batches``).
-- ``etcd``: every stacked etcd member to the step's version, one at a time, the leader last; each member
+- ``etcd``: every etcd member to the step's version (a stacked member by its manifest, an external one by
+  its binary and service on its host), one at a time, the leader last; each member
   is seen back (answering at the new version, following a leader, its revision past the one before it
   restarted) and the cluster gated (every apiserver ready, etcd quorate) before the next. A member that
   does not come back is put back at its old version and the step stops with the cluster quorate.
@@ -15,7 +16,7 @@ Each is gated by what the plan expects after it (``engine.expectations``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +26,7 @@ from upgrader.core.versions import Minor, Version
 from upgrader.engine import expectations
 from upgrader.engine.batches import NodeBatches
 from upgrader.engine.driver import Driver, Handlers, Policy, StepFailed
-from upgrader.engine.ports import Expected, PauseAfter, Ports, StepHandler
+from upgrader.engine.ports import EtcdMember, Expected, PauseAfter, Ports, StepHandler
 from upgrader.state import records
 
 
@@ -111,7 +112,22 @@ class _ControlPlane(_Upgrade):
 CHANGING = "etcd-changing:"
 
 
+@dataclass(frozen=True)
 class _Etcd(_Upgrade):
+    """Stacked members by their manifests, or, with ``hosts`` (external etcd: host -> member name), the
+    members' services on the etcd hosts; the same order, gate and put-back either way."""
+
+    hosts: Mapping[str, str] | None = None
+
+    def _member(self, node: str) -> EtcdMember | None:
+        return self.ports.probe.etcd(self.hosts.get(node, node) if self.hosts is not None else node)
+
+    def _move(self, node: str, version: Version, *, again: bool = False) -> None:
+        if self.hosts is not None:
+            self.ports.etcd.etcd_service(node, version, restart=again)
+        else:
+            self.ports.etcd.etcd_member(node, version)
+
     def act(self, record: records.StepRecord) -> None:
         step = self.step(record)
         assert step.version is not None
@@ -122,12 +138,12 @@ class _Etcd(_Upgrade):
                 # A run stopped while this member changed: its manifest may or may not have been written.
                 # Write it again (the playbook is idempotent) and see the member back before any other.
                 node = key.removeprefix(CHANGING)
-                self.ports.etcd.etcd_member(node, wanted)
+                self._move(node, wanted, again=True)
                 self._settle(record, node, (Version.parse(str(old)), wanted), None, expected)
                 moved.add(node)
         remaining = list(step.nodes)
         while remaining:
-            seen = {node: self.ports.probe.etcd(node) for node in step.nodes}
+            seen = {node: self._member(node) for node in step.nodes}
             down = sorted(node for node, member in seen.items() if member is None)
             if down:
                 raise StepFailed(
@@ -158,7 +174,7 @@ class _Etcd(_Upgrade):
             revision = max(m.revision for m in members.values())
             self.driver.progress(self.run_id, record.position, {CHANGING + node: str(old)})
             self.driver.event("etcd-member", f"{node}: etcd {old} -> {wanted}", record.position, node)
-            self.ports.etcd.etcd_member(node, wanted)
+            self._move(node, wanted)
             self._settle(record, node, (old, wanted), revision, expected)
             moved.add(node)
 
@@ -173,10 +189,9 @@ class _Etcd(_Upgrade):
         """``node``'s member back at the new of its ``versions`` (old, new), else put back at the old one;
         then the cluster gated."""
         old, wanted = versions
-        probe = self.ports.probe
 
         def back() -> bool:
-            member = probe.etcd(node)
+            member = self._member(node)
             return (
                 member is not None
                 and member.version == wanted
@@ -189,10 +204,10 @@ class _Etcd(_Upgrade):
             self.driver.wait(back, f"etcd on {node} to answer at {wanted} with a leader{past}")
         except StepFailed as exc:
             self.driver.event("etcd-member", f"{node}: putting etcd {old} back", record.position, node)
-            self.ports.etcd.etcd_member(node, old)
+            self._move(node, old)
             try:
                 self.driver.wait(
-                    lambda: (m := probe.etcd(node)) is not None and m.version == old and m.leader is not None,
+                    lambda: (m := self._member(node)) is not None and m.version == old and m.leader is not None,
                     f"etcd on {node} to answer again at {old}",
                 )
             except StepFailed as again:
@@ -231,11 +246,13 @@ def handlers(driver: Driver, ports: Ports, run: records.RunRecord, plan: Plan) -
     if journaled != [(step.kind.value, position) for position, step in enumerate(steps)]:
         raise errors.OperationFailed(f"run {run.id}'s steps are not those of its plan {plan.id}: make a new plan")
     after = tuple(expectations.each(plan.facts, steps))
+    setup = plan.facts.etcd_setup
+    hosts = dict(setup.hosts) if setup.external else None
     made: dict[str, StepHandler] = {
         StepKind.SNAPSHOT.value: _Snapshot(driver, ports, run.id, steps, after),
         StepKind.CONTROL_PLANE.value: _ControlPlane(driver, ports, run.id, steps, after),
         StepKind.EMULATION_COMMIT.value: _ControlPlane(driver, ports, run.id, steps, after),
         StepKind.NODES.value: _Nodes(driver, ports, run.id, steps, after),
-        StepKind.ETCD.value: _Etcd(driver, ports, run.id, steps, after),
+        StepKind.ETCD.value: _Etcd(driver, ports, run.id, steps, after, hosts=hosts),
     }
     return made

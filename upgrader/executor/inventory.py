@@ -63,6 +63,8 @@ class Inventory:
     source: Path
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # every host in each group, sorted
     access: Mapping[str, Access] = field(default_factory=dict)  # per host; only these three variables are kept
+    # Kubespray's etcd_member_name per etcd host that sets it (its etcd.env's ETCD_NAME); unchecked here
+    etcd_member_names: Mapping[str, str] = field(default_factory=dict)
 
     def hosts(self, group: str) -> tuple[str, ...]:
         return self.groups.get(group, ())
@@ -115,6 +117,18 @@ def _access(data: Mapping[str, Any]) -> dict[str, Access]:
     return {str(host): Access.of(v) for host, v in hostvars.items() if isinstance(v, Mapping)}
 
 
+def _etcd_member_names(data: Mapping[str, Any]) -> dict[str, str]:
+    meta = data.get("_meta")
+    hostvars = meta.get("hostvars") if isinstance(meta, Mapping) else None
+    if not isinstance(hostvars, Mapping):
+        return {}
+    return {
+        str(host): str(v["etcd_member_name"])
+        for host, v in hostvars.items()
+        if isinstance(v, Mapping) and v.get("etcd_member_name")
+    }
+
+
 def load(path: Path) -> Inventory:
     """Parses and checks the inventory at ``path``: one Ansible cannot parse is an ``InputError``, one
     with a missing group or an invalid host name a ``ConfigError`` listing every problem."""
@@ -122,11 +136,11 @@ def load(path: Path) -> Inventory:
     found = _cached(key) if key else None
     if found is None:
         data = _ansible_inventory(path)
-        found = (_flatten(data), _access(data))
+        found = (_flatten(data), _access(data), _etcd_member_names(data))
         if key:
             _keep(key, *found)
-    groups, access = found
-    inv = Inventory(source=path, groups=groups, access=access)
+    groups, access, members = found
+    inv = Inventory(source=path, groups=groups, access=access, etcd_member_names=members)
     problems = _problems(inv)
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
@@ -159,24 +173,31 @@ def _cache_dir() -> Path:
     return environment.data_dir() / "inventories"
 
 
-def _cached(key: str) -> tuple[dict[str, tuple[str, ...]], dict[str, Access]] | None:
+_Parsed = tuple[dict[str, tuple[str, ...]], dict[str, Access], dict[str, str]]
+
+
+def _cached(key: str) -> _Parsed | None:
     try:
         data = json.loads((_cache_dir() / f"{key}.json").read_text())
         groups = {str(g): tuple(str(h) for h in hosts) for g, hosts in data["groups"].items()}
         access = {str(h): Access(**a) for h, a in data["access"].items()}
+        members = {str(h): str(m) for h, m in data["etcd_member_names"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        return None
-    return groups, access
+        return None  # unreadable, or written before a key existed: read the inventory again
+    return groups, access, members
 
 
-def _keep(key: str, groups: Mapping[str, tuple[str, ...]], access: Mapping[str, Access]) -> None:
+def _keep(
+    key: str, groups: Mapping[str, tuple[str, ...]], access: Mapping[str, Access], members: Mapping[str, str]
+) -> None:
     """Best effort: a cache that cannot be written only costs the next command a second."""
     try:
         directory = files.private_dir(_cache_dir(), what="inventory cache")
         tmp = directory / f".{key}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps({"groups": groups, "access": {h: a.as_dict() for h, a in access.items()}}))
+            access_ = {h: a.as_dict() for h, a in access.items()}
+            out.write(json.dumps({"groups": groups, "access": access_, "etcd_member_names": dict(members)}))
             out.flush()
             os.fsync(out.fileno())
         files.replace_durably(tmp, directory / f"{key}.json")

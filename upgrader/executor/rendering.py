@@ -18,6 +18,7 @@ from upgrader.support import names
 
 PKGS_K8S_IO = "https://pkgs.k8s.io"
 DL_K8S_IO = "https://dl.k8s.io/release"  # the official release binaries: vX.Y.Z/bin/linux/ARCH/NAME(.sha256)
+ETCD_RELEASES = "https://github.com/etcd-io/etcd/releases/download"  # vX.Y.Z/etcd-vX.Y.Z-linux-ARCH.tar.gz, SHA256SUMS
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)  # noqa: S701 - not HTML
 _APT_URL = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/deb/")
 _APT_KEY = _ENV.from_string("{{ base }}/core:/stable:/v{{ minor }}/deb/Release.key")

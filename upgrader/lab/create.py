@@ -187,7 +187,11 @@ def _inventory(lab: topology.Lab) -> str:
         "[kube_control_plane]",
         *map(line, lab.control_plane),
         "",
-        *(["[etcd]", *map(line, lab.etcd_nodes)] if lab.external_etcd else ["[etcd:children]", "kube_control_plane"]),
+        *(
+            ["[etcd]", *(f"{line(n)} etcd_member_name={lab.etcd_member(n)}" for n in lab.etcd_nodes)]
+            if lab.external_etcd
+            else ["[etcd:children]", "kube_control_plane"]
+        ),
         "",
         "[kube_node]",
         *map(line, lab.workers),
@@ -216,17 +220,19 @@ LAB_CATALOG = "catalog.json"
 
 def lab_catalog(etcd_versions: Iterable[Version]) -> dict[str, Any]:
     """The shipped rules catalog for plans on this lab: where the lab has no etcd binary of a minor's
-    minimum patch (3.5.32: none is packaged here), that minimum becomes the newest binary the lab has of
-    the minor below it (3.5.30), so an etcd step moves members to a version a lab member can report.
+    minimum patch (3.5.32: none is packaged here), or of the version external etcd must run at a minor
+    (3.5.33 for 1.34), that version becomes the newest binary the lab has of the same minor below it
+    (3.5.30), so an etcd step moves members to a version a lab member can report.
     Everything else is the shipped catalog's; its version says ``+lab``."""
     data = catalog_mod.shipped_document()
-    minimums = data["rules"]["etcd"]["min_patch_before_next_minor"]
     have = sorted(set(etcd_versions))
-    for minor, patch in minimums.items():
-        need = Version.parse(patch)
-        below = [v for v in have if v.minor_version == need.minor_version and v <= need]
-        if below and need not in have:
-            minimums[minor] = str(below[-1])
+    rules = data["rules"]
+    for versions in (rules["etcd"]["min_patch_before_next_minor"], rules.get("external_etcd", {}).get("versions", {})):
+        for key, patch in versions.items():
+            need = Version.parse(patch)
+            below = [v for v in have if v.minor_version == need.minor_version and v <= need]
+            if below and need not in have:
+                versions[key] = str(below[-1])
     data["catalog_version"] = f"{data['catalog_version']}+lab"
     return data
 
@@ -242,6 +248,7 @@ def _cluster_yaml(lab: topology.Lab) -> str:
             "ca": "pki/etcd/ca.crt",
             "cert": "pki/apiserver-etcd-client.crt",
             "key": "pki/apiserver-etcd-client.key",
+            **({"releases": f"{lab.mirror_url}/{mirror.ETCD_RELEASES}"} if lab.external_etcd else {}),
         },
         "packages": {"method": lab.packages, "mirror": lab.mirror_url},
         "snapshots": {"dir": "snapshots", "keep": 5},
@@ -527,6 +534,8 @@ def create(
     for sub in ("run", "snapshots"):
         (lab.dir / sub).mkdir(mode=0o700, exist_ok=True)
     mirror.build(lab.mirror_dir, lab.python, extra=(version,))
+    if etcd_nodes:  # what an etcd step on the etcd hosts downloads
+        mirror.publish_etcd(lab.mirror_dir, lab.etcd_binaries)
     if packages == "apt":
         aptrepo.build(lab)
     cas = _Authorities()

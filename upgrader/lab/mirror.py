@@ -8,10 +8,13 @@ upgrader's own implementation with its release baked in.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
 import shlex
+import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from upgrader import errors
@@ -81,6 +84,33 @@ def build(mirror: Path, python: str, extra: tuple[Version, ...] = ()) -> int:
     for minor, version in newest.items():  # dl.k8s.io's release markers, which kubeadm upgrade plan reads
         (mirror / f"stable-{minor}.txt").write_text(f"v{version}\n")
     return len(releases)
+
+
+ETCD_RELEASES = "etcd"  # below the mirror: the etcd releases, laid out like etcd's GitHub releases
+
+
+def publish_etcd(mirror: Path, binaries: Mapping[str, str]) -> int:
+    """Each of the lab's real etcd binaries (version -> path) as etcd publishes a release, below
+    ``mirror/etcd``: ``vX.Y.Z/etcd-vX.Y.Z-linux-amd64.tar.gz`` holding ``etcd-vX.Y.Z-linux-amd64/etcd``,
+    and ``vX.Y.Z/SHA256SUMS`` naming its digest, for an etcd step on external etcd hosts to fetch and
+    check as from GitHub. gzip at its fastest level: the lab's tarballs only cross the loopback."""
+    for version, binary in binaries.items():
+        name = f"etcd-v{version}-linux-amd64"
+        directory = mirror / ETCD_RELEASES / f"v{version}"
+        directory.mkdir(parents=True, exist_ok=True)
+        tarball = directory / f"{name}.tar.gz"
+        with (
+            gzip.GzipFile(tarball, "wb", compresslevel=1, mtime=0) as packed,
+            tarfile.open(fileobj=packed, mode="w") as archive,
+        ):
+            info = archive.gettarinfo(binary, arcname=f"{name}/etcd")
+            info.uid = info.gid = 0
+            info.uname = info.gname = "root"
+            with open(binary, "rb") as content:
+                archive.addfile(info, content)
+        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+        (directory / "SHA256SUMS").write_text(f"{digest}  {name}.tar.gz\n")
+    return len(binaries)
 
 
 def install_systemctl(root: Path, python: str) -> None:

@@ -27,6 +27,7 @@ from upgrader.executor import rendering
 from upgrader.kube import writes
 from upgrader.snapshots import tiers
 from upgrader.state import records, store
+from upgrader.support import redaction
 from upgrader.usecases import runs
 
 
@@ -318,11 +319,18 @@ def dry_run(cluster: session.ClusterSession, prepared: Prepared) -> list[dict[st
             actions.append(f"snapshot etcd and the control-plane manifests into {cluster.cfg.snapshots.dir}")
         elif step.kind is StepKind.ETCD and step.version is not None:
             actions.append("one member at a time, the leader (as it is then) last, each only when every member answers")
+            setup = prepared.plan.facts.etcd_setup
+            releases = redaction.url(cluster.cfg.etcd.releases or rendering.ETCD_RELEASES)
             for node in step.nodes:
+                change = (
+                    f"upgrade-etcd-service.yml etcd_version={step.version} -> etcd {step.version} from {releases} "
+                    "(checked against its SHA256SUMS) in etcd.service's ExecStart binary, systemctl restart etcd"
+                    if setup.external
+                    else f"upgrade-etcd.yml etcd_version={step.version} -> etcd.yaml image tag {step.version}"
+                )
                 actions.append(
-                    f"{node}: upgrade-etcd.yml etcd_version={step.version} -> etcd.yaml image tag {step.version}; "
-                    f"wait for the member at {step.version} with a leader and its revision advancing, every "
-                    "apiserver ready; else put its old version back and stop"
+                    f"{node}: {change}; wait for member {setup.member_of(node)} at {step.version} with a leader and "
+                    "its revision advancing, every apiserver ready; else put its old version back and stop"
                 )
         elif step.version is not None:
             variables = rendering.package_vars(cluster.cfg.packages, step.version)

@@ -233,7 +233,9 @@ def plan(
     planner.run()
 
     route = checks.etcd_route(facts.etcd, planner.control_plane_minors, catalog, facts.etcd_setup)
-    steps = _with_etcd(planner.steps, route, [m.name for m in facts.control_plane], planner.control_plane_minors)
+    setup = facts.etcd_setup
+    members = [host for host, _ in setup.hosts] if setup.external else [m.name for m in facts.control_plane]
+    steps = _with_etcd(planner.steps, route, members, planner.control_plane_minors)
     target_minor = resolved.minor_version
     found: list[Finding] = [
         *planner.initial,
@@ -265,7 +267,12 @@ def plan(
     )
 
 
-def _etcd_reason(patch: Version, hop: Minor) -> str:
+def _etcd_reason(patch: Version, hop: Minor, *, last: bool, external: bool) -> str:
+    if external and last:
+        return (
+            f"external etcd at {patch} before the hop to {hop}: what Kubespray runs on the etcd hosts for {hop} "
+            "(kubeadm never moves external etcd)"
+        )
     return (
         f"etcd leaves a minor only from its minimum patch, one minor at a time: {patch} before the hop to {hop} "
         "(etcd's upgrade guides; kubeadm does not check it)"
@@ -280,11 +287,12 @@ def _with_etcd(steps: list[Step], route: checks.EtcdRoute, members: list[str], h
     for index, step in enumerate(steps):
         hop_next = step.kind is StepKind.SNAPSHOT and index + 1 < len(steps)
         if hop_next and steps[index + 1].kind is StepKind.CONTROL_PLANE:
-            for patch in route.before.get(hop, ()):
+            moves = route.before.get(hop, ())
+            for move, patch in enumerate(moves):
+                external = route.mover is checks.EtcdMover.EXTERNAL
+                reason = _etcd_reason(patch, hops[hop], last=move == len(moves) - 1, external=external)
                 out.append(Step(StepKind.SNAPSHOT, reason=f"before etcd moves to {patch}"))
-                out.append(
-                    Step(StepKind.ETCD, version=patch, nodes=tuple(members), reason=_etcd_reason(patch, hops[hop]))
-                )
+                out.append(Step(StepKind.ETCD, version=patch, nodes=tuple(members), reason=reason))
         if step.kind is StepKind.CONTROL_PLANE:
             out.append(
                 dataclasses.replace(

@@ -78,6 +78,9 @@ class Catalog:
     incomplete: Mapping[Minor, str]
     etcd_min_patch_before_next_minor: Mapping[Minor, Version]
     sources: Mapping[str, str]
+    # the etcd version the reference installer (Kubespray) runs on etcd's own hosts for a Kubernetes minor:
+    # an external etcd below it at a hop is moved there first (``checks.etcd_route``); absent: no floor known
+    external_etcd: Mapping[Minor, Version] = field(default_factory=dict)
     # a catalog refreshed from a release mirror (``rules.refresh``): based_on, at, source; empty otherwise
     refreshed: Mapping[str, str] = field(default_factory=dict)
 
@@ -168,6 +171,10 @@ def parse(data: Mapping[str, Any]) -> Catalog:
         rules = data["rules"]
         etcd_min = {Minor.parse(k): Version.parse(v) for k, v in rules["etcd"]["min_patch_before_next_minor"].items()}
         sources = {name: str(rule["source"]) for name, rule in rules.items()}
+        external = {
+            Minor.parse(k): Version.parse(v, what=f"external etcd version of {k}")
+            for k, v in dict(rules.get("external_etcd", {}).get("versions", {})).items()
+        }
         incomplete = {Minor.parse(k): str(v) for k, v in data.get("incomplete_minors", {}).items()}
         refreshed = {str(k): str(v) for k, v in dict(data.get("refreshed") or {}).items()}
         return Catalog(
@@ -176,6 +183,7 @@ def parse(data: Mapping[str, Any]) -> Catalog:
             incomplete=incomplete,
             etcd_min_patch_before_next_minor=etcd_min,
             sources=sources,
+            external_etcd=external,
             refreshed=refreshed,
         )
     except (KeyError, TypeError, ValueError, errors.InputError) as exc:

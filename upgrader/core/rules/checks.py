@@ -188,12 +188,15 @@ def etcd_route(
     kubeadm moves stacked etcd to its own version for each new minor and never down. etcd must be at
     the catalog's minimum patch of its minor before it leaves that minor (etcd's upgrade guides), and
     kubeadm does not check it: upgrader plans an etcd step to that patch before the hop instead. An
-    ``etcd.local.imageTag`` override makes kubeadm keep the override's tag at every hop, and kubeadm
-    never moves external etcd: then etcd stays where it is and no hop needs an etcd step."""
+    ``etcd.local.imageTag`` override makes kubeadm keep the override's tag at every hop: then etcd stays
+    where it is and no hop needs an etcd step. kubeadm never moves external etcd either: there upgrader
+    moves it itself, on its hosts, where the catalog says the hop needs a newer one (``_external_route``)."""
     if not hops:
         return EtcdRoute((), EtcdMover.KUBEADM, {}, ())
-    if setup.external or setup.image_tag is not None:
-        mover = EtcdMover.EXTERNAL if setup.external else EtcdMover.KEPT_BY_IMAGE_TAG
+    if setup.external:
+        return _external_route(start, hops, catalog, setup)
+    if setup.image_tag is not None:
+        mover = EtcdMover.KEPT_BY_IMAGE_TAG
         kept: list[Finding] = []
         if mover is EtcdMover.KEPT_BY_IMAGE_TAG:
             kept.append(
@@ -258,3 +261,67 @@ def etcd_route(
         after.append(new)
         current = new
     return EtcdRoute(tuple(after), EtcdMover.KUBEADM, before, tuple(out))
+
+
+def _external_route(
+    start: Version | None, hops: list[Minor], catalog: catalog_mod.Catalog, setup: facts_mod.EtcdSetup
+) -> EtcdRoute:
+    """External etcd, which kubeadm never moves: before a hop to a minor for which the catalog names the
+    etcd its reference installer runs there (Kubespray's ``etcd_supported_versions``), an etcd below that
+    version is moved to it on the etcd hosts, one minor at a time and leaving each minor from its minimum
+    patch, as for stacked etcd. Never down; where the catalog names none, etcd stays where it is."""
+    if start is None:
+        needed = [m for m in hops if m in catalog.external_etcd]
+        if not needed:
+            return EtcdRoute(tuple(None for _ in hops), EtcdMover.EXTERNAL, {}, ())
+        return EtcdRoute(
+            tuple(None for _ in hops),
+            EtcdMover.EXTERNAL,
+            {},
+            (
+                Finding(
+                    Code.ETCD_VERSION_UNKNOWN,
+                    Severity.BLOCKER,
+                    f"the facts do not say which version the external etcd runs, and the hop to {needed[0]} needs "
+                    f"etcd {catalog.external_etcd[needed[0]]} or newer",
+                    "add etcd.version to the facts (etcdctl version on an etcd host)",
+                ),
+            ),
+        )
+    out: list[Finding] = []
+    after: list[Version | None] = []
+    before: dict[int, tuple[Version, ...]] = {}
+    current = start
+    for index, minor in enumerate(hops):
+        want = catalog.external_etcd.get(minor)
+        if want is not None and current < want:
+            moves, reached, skipped = _etcd_moves(current, want, catalog)
+            if skipped is not None:
+                out.append(
+                    Finding(
+                        Code.ETCD_SKIPS_MINOR,
+                        Severity.BLOCKER,
+                        f"the hop to {minor} needs the external etcd at {want}, but moving it from {skipped} would "
+                        f"skip a minor, and the catalog knows no {skipped.major}.{skipped.minor + 1} release to move "
+                        "it to first",
+                        f"upgrade etcd one minor at a time to {skipped.major}.{skipped.minor + 1}.x before that hop",
+                        extra=(("hop", str(minor)),),
+                    )
+                )
+            else:
+                before[index] = (*moves, want) if reached < want else moves
+                current = want
+                if not setup.hosts:
+                    out.append(
+                        Finding(
+                            Code.ETCD_HOSTS_UNKNOWN,
+                            Severity.BLOCKER,
+                            f"the hop to {minor} needs the external etcd at {want}, but the facts name no etcd host "
+                            "to move it on",
+                            "list the etcd hosts in the inventory's etcd group (Kubespray's), and collect the facts "
+                            "again",
+                            extra=(("hop", str(minor)),),
+                        )
+                    )
+        after.append(current)
+    return EtcdRoute(tuple(after), EtcdMover.EXTERNAL, before, tuple(out))

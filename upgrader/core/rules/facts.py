@@ -80,12 +80,19 @@ class EtcdSetup:
     ``external``: kubeadm's ClusterConfiguration has ``etcd.external`` (or Kubespray runs etcd as a host
     service): kubeadm never moves it. ``image_tag``: ``etcd.local.imageTag`` in the ClusterConfiguration,
     which kubeadm writes into etcd.yaml at every hop instead of its own version. ``v2_enabled``: the
-    members started with ``--enable-v2=true``, which etcd 3.6 no longer accepts.
+    members started with ``--enable-v2=true``, which etcd 3.6 no longer accepts. ``hosts``: an external
+    etcd's hosts (the inventory's ``etcd`` group), each with its member's name (Kubespray's
+    ``etcd_member_name``, else the host's name): where an etcd step moves it.
     """
 
     external: bool = False
     image_tag: str | None = None
     v2_enabled: tuple[str, ...] = ()
+    hosts: tuple[tuple[str, str], ...] = ()  # (host, member name), in the inventory's order
+
+    def member_of(self, host: str) -> str:
+        """The etcd member on ``host``: a stacked member is named after its node."""
+        return dict(self.hosts).get(host, host)
 
 
 @dataclass(frozen=True)
@@ -139,6 +146,8 @@ def _etcd_mapping(version: Version | None, setup: EtcdSetup) -> dict[str, Any]:
         out["image_tag"] = setup.image_tag
     if setup.v2_enabled:
         out["v2_enabled"] = list(setup.v2_enabled)
+    if setup.hosts:
+        out["hosts"] = [{"host": host, "member": member} for host, member in setup.hosts]
     return out
 
 
@@ -298,8 +307,17 @@ def _etcd_setup(reader: _Reader) -> EtcdSetup:
         raise external.fail("expected true or false")
     tag = reader.key("image_tag", required=False)
     v2 = reader.key("v2_enabled", required=False)
+    hosts = reader.key("hosts", required=False)
+    pairs: list[tuple[str, str]] = []
+    for item in hosts.items() if hosts is not None else ():
+        host, member = item.key("host"), item.key("member")
+        assert host is not None and member is not None  # required keys
+        pairs.append((host.node_name(), member.node_name()))
+    if len({host for host, _ in pairs}) != len(pairs) or len({member for _, member in pairs}) != len(pairs):
+        raise reader.fail("hosts: a host or a member is listed twice")
     return EtcdSetup(
         external=bool(external.value) if external is not None else False,
         image_tag=tag.matching(_IMAGE_TAG, "an image tag like 3.5.32-0") if tag is not None else None,
         v2_enabled=tuple(item.node_name() for item in v2.items()) if v2 is not None else (),
+        hosts=tuple(pairs),
     )
