@@ -299,19 +299,17 @@ def test_external_etcd_gets_etcd_steps_on_its_own_hosts_before_the_hop_that_need
     facts = make_facts(cp, etcd="3.5.24", etcd_setup={"external": True, "hosts": hosts})
     plan = make_plan(facts, "1.35", two_step=False)
     assert plan.executable, plan.blockers
-    assert (
-        brief(plan)[:8]
-        == [
-            "snap",
-            "etcd 3.5.33 etcd-1,etcd-2",  # Kubespray's etcd for 1.34
-            "snap",
-            "cp 1.34.1 cp-1",
-            "snap",
-            "etcd 3.6.14 etcd-1,etcd-2",  # and for 1.35: 3.5.33 is past 3.5's minimum patch for leaving it
-            "snap",
-            "cp 1.35.0 cp-1",
-        ][: len(brief(plan)[:8])]
-    )
+    assert brief(plan) == [
+        "snap",
+        "etcd 3.5.33 etcd-1,etcd-2",  # Kubespray's etcd for 1.34
+        "snap",
+        "cp 1.34.1 cp-1",
+        "snap",
+        "etcd 3.6.14 etcd-1,etcd-2",  # and for 1.35: 3.5.33 is past 3.5's minimum patch for leaving it
+        "snap",
+        "cp 1.35.0 cp-1",
+        "nodes 1.35.0 cp-1",
+    ]
     assert "Kubespray" in plan.steps[1].reason and "kubeadm never moves external etcd" in plan.steps[1].reason
     assert facts.etcd_setup.member_of("etcd-2") == "etcd2" and facts.etcd_setup.member_of("cp-1") == "cp-1"
     assert (
