@@ -71,6 +71,13 @@ class FakeCluster:
         else:
             self.etcd_down.discard(node)
 
+    def etcd_service(self, host: str, version: Version, *, restart: bool) -> None:
+        """An external member: the fake's etcd dict is keyed by member name, etcdN on host etcd-N."""
+        self._call(f"service {host} {version}" + (" restart" if restart else ""))
+        member = host.replace("-", "")
+        self.etcd[member] = version
+        self.etcd_down.discard(member)
+
     def etcd_state(self, node: str) -> ports.EtcdMember | None:
         self.revision += 1  # the apiservers keep writing
         if node in self.etcd_down:
@@ -472,3 +479,33 @@ def test_a_run_killed_while_a_member_restarted_writes_it_again_and_sees_it_back_
     assert etcd_calls(fake) == ["etcd cp-2 3.5.32", "etcd cp-3 3.5.32", "etcd cp-1 3.5.32"]
     done = [e.message for e in events if e.kind == "node-done" and e.position == 1]
     assert done[0] == "cp-2: etcd 3.5.24 -> 3.5.32"
+
+
+EXTERNAL_FACTS = make_facts(
+    [("cp-1", "1.33.5", None, "1.33.5")],
+    etcd="3.5.24",
+    etcd_setup={
+        "external": True,
+        "hosts": [{"host": f"etcd-{i}", "member": f"etcd{i}"} for i in (1, 2, 3)],
+    },
+)
+
+
+def test_external_etcd_moves_each_host_s_service_by_its_member_name_the_leader_last(journal: store.Store) -> None:
+    plan = make_plan(EXTERNAL_FACTS, "1.34", two_step=False)
+    assert (plan.steps[1].kind, plan.steps[1].nodes) == (model.StepKind.ETCD, ("etcd-1", "etcd-2", "etcd-3"))
+    fake = cluster_from(plan)
+    fake.etcd = {f"etcd{i}": Version.parse("3.5.24") for i in (1, 2, 3)}
+    fake.etcd_leader = "etcd1"  # a member name: its host, etcd-1, goes last
+    run = new_run(journal, plan)
+    journal.start_step(run.id, 0, at=datetime.now(UTC))
+    journal.finish_step(run.id, 0, records.StepStatus.SUCCEEDED, at=datetime.now(UTC))
+    journal.start_step(run.id, 1, at=datetime.now(UTC))
+    journal.step_progress(run.id, 1, {upgrade.CHANGING + "etcd-3": "3.5.24"})  # killed while etcd-3 changed
+    outcome, _ = drive(journal, plan, fake, run)
+    assert outcome is driver.Outcome.SUCCEEDED
+    services = [c for c in fake.calls if c.startswith("service ")]
+    # the member a killed run left changing first, restarted even if its binary is already new; then the
+    # followers; the leader last
+    assert services == ["service etcd-3 3.5.33 restart", "service etcd-2 3.5.33", "service etcd-1 3.5.33"]
+    assert not etcd_calls(fake)  # never a manifest: external members have none

@@ -119,8 +119,12 @@ class _Etcd(_Upgrade):
 
     hosts: Mapping[str, str] | None = None
 
+    def _name(self, node: str) -> str:
+        """The etcd member's name on ``node`` (a stacked one is named after its node)."""
+        return self.hosts.get(node, node) if self.hosts is not None else node
+
     def _member(self, node: str) -> EtcdMember | None:
-        return self.ports.probe.etcd(self.hosts.get(node, node) if self.hosts is not None else node)
+        return self.ports.probe.etcd(self._name(node))
 
     def _move(self, node: str, version: Version, *, again: bool = False) -> None:
         if self.hosts is not None:
@@ -166,7 +170,7 @@ class _Etcd(_Upgrade):
             leader = next((m.leader for m in members.values() if m.leader), None)
             if leader is None:
                 raise StepFailed("etcd has no leader (no quorum): no member is restarted until it has one; then resume")
-            node = next((n for n in remaining if n != leader), remaining[0])  # the leader last
+            node = next((n for n in remaining if self._name(n) != leader), remaining[0])  # the leader last
             old = members[node].version
             if old.major != wanted.major or wanted.minor - old.minor > 1:
                 raise StepFailed(f"etcd on {node} runs {old}: moving it to {wanted} would skip an etcd minor")
