@@ -6,7 +6,10 @@ of that step (--pause-after step). The step's time comes from the journal, each 
 node-done events. In the same round, on the same hosts, one at a time: `ansible -m raw -a true`, the
 floor any per-member playbook pays. What the step adds above it is the member's restart and the waits
 for it to answer at the new version, follow a leader and apply a newer revision, and for the gate.
-    .venv/bin/python tests/benchmarks/bench_etcd_step.py [--rounds 3]
+With ``--external`` the members are 3 external etcd hosts (Kubespray's layout, one control plane): each
+member's playbook downloads the release from the lab's mirror, checks it, replaces the unit's binary
+and restarts the unit.
+    .venv/bin/python tests/benchmarks/bench_etcd_step.py [--rounds 3] [--external]
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from upgrader.core.versions import Version
-from upgrader.lab import control, create
+from upgrader.lab import control, create, topology
 from upgrader.state import store
 
 
@@ -35,11 +38,18 @@ def run(command: list[str], env: dict[str, str], ok: tuple[int, ...] = (0,)) -> 
     return done
 
 
-def one(base: Path, start: str) -> tuple[float, list[float], list[float]]:
+def one(base: Path, start: str, *, external: bool) -> tuple[float, list[float], list[float]]:
     """(the etcd step's seconds, each member's seconds, each `ansible -m raw` run's seconds)."""
     lab = create.create(
-        base / "lab", version=Version.parse("1.33.5"), control_planes=3, workers=0, etcd_version=Version.parse(start)
+        base / "lab",
+        version=Version.parse("1.33.5"),
+        control_planes=1 if external else 3,
+        workers=0,
+        etcd_version=Version.parse(start),
+        etcd_nodes=3 if external else 0,
+        layout=topology.Layout.KUBESPRAY if external else topology.Layout.KUBEADM,
     )
+    hosts = [n.name for n in (lab.etcd_nodes if external else lab.control_plane)]
     db = f"sqlite:///{base / 'state.db'}"
     env = {**os.environ, "XDG_DATA_HOME": str(base / "xdg"), "UPGRADER_DB": db}
     bin_dir = Path(sys.executable).parent
@@ -67,7 +77,7 @@ def one(base: Path, start: str) -> tuple[float, list[float], list[float]]:
         )
         members = [(b - a).total_seconds() for a, b in zip(marks[::2], marks[1::2], strict=True)]
         raw: list[float] = []
-        for node in ("cp-1", "cp-2", "cp-3"):
+        for node in hosts:
             begun = time.perf_counter()
             run(
                 [
@@ -92,13 +102,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--start", default="3.5.16", help="the members' etcd at the start (a lab binary's version)")
+    parser.add_argument(
+        "--external", action="store_true", help="3 external etcd hosts (Kubespray's layout) and 1 control plane"
+    )
     args = parser.parse_args()
     steps: list[float] = []
     members: list[float] = []
     raws: list[float] = []
     for index in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="bench-etcd-") as tmp:
-            step, each, raw = one(Path(tmp), args.start)
+            step, each, raw = one(Path(tmp), args.start, external=args.external)
         steps.append(step)
         members += each
         raws += raw
@@ -109,6 +122,7 @@ def main() -> int:
     print(
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{datetime.now(UTC):%Y-%m-%d}, {args.rounds} rounds, etcd {args.start} to the lab's newest 3.5"
+        + (" on 3 external etcd hosts" if args.external else " on 3 stacked members")
     )
     print(f"etcd step (3 members): median {statistics.median(steps):.1f} s")
     print(f"one member (playbook, restart, waits, gate): median {statistics.median(members):.2f} s")
