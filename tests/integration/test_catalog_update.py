@@ -89,6 +89,8 @@ def test_update_adds_the_patches_the_markers_name_and_plans_use_it(
     shown = json.loads(runner.invoke(cli.app, ["catalog", "show", "-o", "json"]).stdout)
     assert shown["source"] == str(private_state_home / "catalog.json")
     assert {m["minor"]: m["latest"] for m in shown["minors"]}["1.34"] == str(NEWER)
+    # the refreshed catalog keeps the rules it was made from: external etcd's version per minor too
+    assert {m["minor"]: m["external_etcd"] for m in shown["minors"]}["1.34"] == "3.5.33"
 
 
 def test_a_patch_without_checksums_is_not_added_and_the_minor_stays_incomplete(served: tuple[Path, str]) -> None:

@@ -13,7 +13,8 @@ app = _options.group("Show the rules catalog plans use, or refresh its patch rel
 @app.command("show")
 @_errors.handle
 def show(output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
-    """The catalog a plan uses now: its version, where it comes from, and each minor's newest patch."""
+    """The catalog a plan uses now: its version, where it comes from, and each minor's newest patch, the
+    etcd kubeadm runs with it, and the etcd an external etcd is moved to before a hop to it."""
     from upgrader.usecases import catalogs
 
     in_use = catalogs.current()
@@ -21,7 +22,13 @@ def show(output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
         _render.warn(in_use.warning)
     catalog = in_use.catalog
     minors = [
-        {"minor": str(m), "latest": str(e.latest), "patches_complete": e.patches_complete, "etcd": str(e.kubeadm_etcd)}
+        {
+            "minor": str(m),
+            "latest": str(e.latest),
+            "patches_complete": e.patches_complete,
+            "etcd": str(e.kubeadm_etcd),
+            "external_etcd": str(catalog.external_etcd[m]) if m in catalog.external_etcd else None,
+        }
         for m, e in sorted(catalog.minors.items())
     ]
     incomplete = {str(m): why for m, why in sorted(catalog.incomplete.items())}
@@ -39,8 +46,11 @@ def show(output: _options.OutputOption = _render.OutputFormat.TABLE) -> None:
     refreshed = catalog.refreshed
     how = f", refreshed {refreshed['at']} from {refreshed['source']}" if refreshed else ""
     _render.echo(f"catalog {catalog.version} ({in_use.source}{how})")
-    rows = [(m["minor"], m["latest"], "yes" if m["patches_complete"] else "maybe not", m["etcd"]) for m in minors]
-    _render.echo(_render.table(("MINOR", "NEWEST PATCH", "COMPLETE", "KUBEADM ETCD"), rows))
+    rows = [
+        (m["minor"], m["latest"], "yes" if m["patches_complete"] else "maybe not", m["etcd"], m["external_etcd"] or "-")
+        for m in minors
+    ]
+    _render.echo(_render.table(("MINOR", "NEWEST PATCH", "COMPLETE", "KUBEADM ETCD", "EXTERNAL ETCD"), rows))
     for minor, why in incomplete.items():
         _render.echo(f"{minor}: not planned: {why}")
 

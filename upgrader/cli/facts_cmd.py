@@ -51,7 +51,8 @@ def facts(
         _render.echo("")
         _render.echo(_render.table(("NODE", "KUBELET", "CGROUP", "RUNTIME", "READY"), node_rows))
     etcd = data["etcd"]
-    how = ", external (kubeadm never moves it)" if etcd.get("external") else ""
+    hosts = ", ".join(f"{h['host']} ({h['member']})" for h in etcd.get("hosts", []))
+    how = f", external on {hosts or 'hosts not known'} (kubeadm never moves it)" if etcd.get("external") else ""
     _render.echo(
         f"\netcd {etcd['version']} (oldest member){how}, members: {', '.join(m['name'] for m in etcd['members'])}"
     )
