@@ -101,7 +101,7 @@ def test_a_static_inventory_is_read_by_ansible_once_per_content(cluster_yaml: Pa
     kept = list((private_state_home / "inventories").glob("*.json"))
     assert len(kept) == 1 and oct(kept[0].stat().st_mode & 0o777) == "0o600"
     assert oct(kept[0].parent.stat().st_mode & 0o777) == "0o700"
-    assert "ansible_host" not in kept[0].read_text()  # group membership only, never host variables
+    assert "ansible_host" not in kept[0].read_text()  # group membership, never how a host is reached
     assert inventory.load(hosts) == first
     # other bytes, another reading: an edit is never hidden by what was kept
     hosts.write_text(hosts.read_text().replace("cp-3 ansible_host", "../../../escaped ansible_host"))
@@ -111,6 +111,22 @@ def test_a_static_inventory_is_read_by_ansible_once_per_content(cluster_yaml: Pa
     kept[0].write_text("{not json")
     hosts.write_text(hosts.read_text().replace("../../../escaped ansible_host", "cp-3 ansible_host"))
     assert inventory.load(hosts) == first
+
+
+def test_kubespray_s_etcd_member_names_are_read_and_kept_with_the_groups(
+    cluster_yaml: Path, private_state_home: Path
+) -> None:
+    hosts = cluster_yaml.parent / "inventory" / "hosts.ini"
+    hosts.write_text(hosts.read_text().replace("cp-2 ansible_host", "cp-2 etcd_member_name=etcd2 ansible_host"))
+    first = inventory.load(hosts)
+    assert first.etcd_member_names == {"cp-2": "etcd2"}
+    assert inventory.load(hosts).etcd_member_names == {"cp-2": "etcd2"}  # from the kept reading
+    # a reading kept before member names were: read again from Ansible, never taken as "none set"
+    (kept,) = (private_state_home / "inventories").glob("*.json")
+    data = json.loads(kept.read_text())
+    del data["etcd_member_names"]
+    kept.write_text(json.dumps(data))
+    assert inventory.load(hosts).etcd_member_names == {"cp-2": "etcd2"}
 
 
 def test_an_inventory_script_is_run_every_time(cluster_yaml: Path, private_state_home: Path, tmp_path: Path) -> None:

@@ -353,3 +353,28 @@ def test_live_facts_read_how_etcd_runs_from_kubeadm_config_and_the_etcd_pods() -
     data = {"control_plane": [{"name": "cp-1", "apiserver": "1.33.5", "kubelet": "1.33.5"}], "apis_in_use": []}
     parsed = facts_mod.from_mapping({**data, "etcd": {"version": "3.5.24", **live_facts._etcd_setup(tagged, pods)}})
     assert parsed.etcd_setup == facts_mod.EtcdSetup(image_tag="3.5.32-0", v2_enabled=("cp-2",))
+
+
+def test_live_facts_name_each_external_etcd_host_s_member_and_warn_when_it_is_not_found() -> None:
+    from pathlib import Path
+
+    from upgrader.cluster import live_facts
+    from upgrader.executor import inventory
+
+    inv = inventory.Inventory(
+        source=Path("hosts.ini"),
+        groups={"etcd": ("etcd-a", "etcd-b", "etcd-c")},
+        etcd_member_names={"etcd-a": "etcd1", "etcd-b": "etcd2"},
+    )
+    members = [{"name": "etcd1"}, {"name": "etcd2"}, {"name": "etcd3"}]
+    warnings: list[str] = []
+    hosts = live_facts._etcd_hosts(inv, members, warnings)
+    assert hosts == [
+        {"host": "etcd-a", "member": "etcd1"},
+        {"host": "etcd-b", "member": "etcd2"},
+        {"host": "etcd-c", "member": "etcd-c"},  # Kubespray would call it etcd3 by position: not guessed
+    ]
+    assert warnings == [
+        "etcd host etcd-c: no etcd member is named etcd-c; set etcd_member_name for it in the inventory "
+        "(an etcd step cannot find its member otherwise)"
+    ]
