@@ -218,13 +218,17 @@ def test_external_etcd_moves_on_its_hosts_where_kubespray_would_run_a_newer_one(
     assert not route.findings and route.mover is checks.EtcdMover.EXTERNAL
 
 
-def test_external_etcd_that_must_move_needs_its_hosts_and_its_version() -> None:
+def test_external_etcd_the_plan_cannot_move_stays_with_a_warning_as_kubeadm_would_run_the_hop() -> None:
     no_hosts = checks.etcd_route(v("3.5.12"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True))
-    assert [(f.code, f.severity) for f in no_hosts.findings] == [(Code.ETCD_HOSTS_UNKNOWN, Severity.BLOCKER)]
+    assert [(f.code, f.severity) for f in no_hosts.findings] == [(Code.ETCD_HOSTS_UNKNOWN, Severity.WARNING)]
+    assert [str(x) for x in no_hosts.after] == ["3.5.12"] and not no_hosts.before
     unknown = checks.etcd_route(None, [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True, hosts=HOSTS))
-    assert [f.code for f in unknown.findings] == [Code.ETCD_VERSION_UNKNOWN] and "3.5.33" in unknown.findings[0].message
+    assert [(f.code, f.severity) for f in unknown.findings] == [(Code.ETCD_VERSION_UNKNOWN, Severity.WARNING)]
+    assert "3.5.33" in unknown.findings[0].message and not unknown.before
     staying = checks.etcd_route(None, [Minor(1, 33)], CATALOG, facts_mod.EtcdSetup(external=True))
-    assert not staying.findings  # nothing must move, so the version does not matter
+    assert not staying.findings  # nothing should move, so the version does not matter
+    skipping = checks.etcd_route(v("3.3.27"), [Minor(1, 34)], CATALOG, facts_mod.EtcdSetup(external=True, hosts=HOSTS))
+    assert [(f.code, f.severity) for f in skipping.findings] == [(Code.ETCD_SKIPS_MINOR, Severity.BLOCKER)]
 
 
 def test_enable_v2_blocks_the_move_to_3_6_naming_the_members() -> None:

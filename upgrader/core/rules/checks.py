@@ -266,35 +266,31 @@ def etcd_route(
 def _external_route(
     start: Version | None, hops: list[Minor], catalog: catalog_mod.Catalog, setup: facts_mod.EtcdSetup
 ) -> EtcdRoute:
-    """External etcd, which kubeadm never moves: before a hop to a minor for which the catalog names the
-    etcd its reference installer runs there (Kubespray's ``etcd_supported_versions``), an etcd below that
-    version is moved to it on the etcd hosts, one minor at a time and leaving each minor from its minimum
-    patch, as for stacked etcd. Never down; where the catalog names none, etcd stays where it is."""
-    if start is None:
-        needed = [m for m in hops if m in catalog.external_etcd]
-        if not needed:
-            return EtcdRoute(tuple(None for _ in hops), EtcdMover.EXTERNAL, {}, ())
-        return EtcdRoute(
-            tuple(None for _ in hops),
-            EtcdMover.EXTERNAL,
-            {},
-            (
-                Finding(
-                    Code.ETCD_VERSION_UNKNOWN,
-                    Severity.BLOCKER,
-                    f"the facts do not say which version the external etcd runs, and the hop to {needed[0]} needs "
-                    f"etcd {catalog.external_etcd[needed[0]]} or newer",
-                    "add etcd.version to the facts (etcdctl version on an etcd host)",
-                ),
-            ),
-        )
+    """External etcd, which kubeadm never moves (`kubeadm upgrade plan` only says it "should be upgraded
+    manually before" the hop): before a hop to a minor for which the catalog names the etcd its reference
+    installer runs there (Kubespray's ``etcd_supported_versions``), an etcd below that version is moved
+    to it on the etcd hosts, one minor at a time and leaving each minor from its minimum patch, as for
+    stacked etcd. Never down; where the catalog names none, etcd stays where it is. Where the facts
+    cannot say what to move (no version) or where (no hosts), etcd stays too, with a warning: kubeadm
+    runs the hop either way, so nothing is blocked that kubeadm would run."""
     out: list[Finding] = []
     after: list[Version | None] = []
     before: dict[int, tuple[Version, ...]] = {}
     current = start
     for index, minor in enumerate(hops):
         want = catalog.external_etcd.get(minor)
-        if want is not None and current < want:
+        if want is not None and current is None:
+            out.append(
+                Finding(
+                    Code.ETCD_VERSION_UNKNOWN,
+                    Severity.WARNING,
+                    f"the facts do not say which version the external etcd runs; the hop to {minor} should find it "
+                    f"at {want} or newer (what Kubespray runs with {minor}), and this plan does not move it",
+                    "add etcd.version to the facts (etcdctl version on an etcd host) and plan again",
+                    extra=(("hop", str(minor)),),
+                )
+            )
+        elif want is not None and current is not None and current < want:
             moves, reached, skipped = _etcd_moves(current, want, catalog)
             if skipped is not None:
                 out.append(
@@ -308,20 +304,21 @@ def _external_route(
                         extra=(("hop", str(minor)),),
                     )
                 )
+            elif not setup.hosts:
+                out.append(
+                    Finding(
+                        Code.ETCD_HOSTS_UNKNOWN,
+                        Severity.WARNING,
+                        f"the external etcd ({current}) should be at {want} before the hop to {minor} (what Kubespray "
+                        "runs with it; kubeadm upgrade plan asks for its own etcd there), but the facts name no etcd "
+                        "host to move it on, so this plan leaves it where it is",
+                        "list the etcd hosts in the inventory's etcd group (Kubespray's) and collect the facts again, "
+                        f"or move etcd to {want} yourself before that hop",
+                        extra=(("hop", str(minor)),),
+                    )
+                )
             else:
                 before[index] = (*moves, want) if reached < want else moves
                 current = want
-                if not setup.hosts:
-                    out.append(
-                        Finding(
-                            Code.ETCD_HOSTS_UNKNOWN,
-                            Severity.BLOCKER,
-                            f"the hop to {minor} needs the external etcd at {want}, but the facts name no etcd host "
-                            "to move it on",
-                            "list the etcd hosts in the inventory's etcd group (Kubespray's), and collect the facts "
-                            "again",
-                            extra=(("hop", str(minor)),),
-                        )
-                    )
         after.append(current)
     return EtcdRoute(tuple(after), EtcdMover.EXTERNAL, before, tuple(out))
