@@ -143,13 +143,12 @@ rehearse() {
   id=$("$bin/upgrader" snapshot list -c "$work/lab/cluster.yaml" -o json | "$bin/python" -c \
     'import json, sys; print(json.load(sys.stdin)["snapshots"][0]["id"])')
   "$bin/upgrader" snapshot verify "$id" --restore-test
-  # The newest minor the catalog completes; plans on the lab use the catalog the lab wrote (its etcd
-  # minimums are releases the lab's members can run: docs/lab.md).
+  # 1.36: the newest minor the lab can reach. The catalog completes 1.37, but its hop moves etcd to 3.7,
+  # which etcd allows only from 3.6.11: an etcd step to 3.6.11 that no lab member can run (no 3.6 etcd is
+  # packaged here; docs/lab.md). Plans on the lab use the catalog the lab wrote (its 3.5 minimum is a
+  # release the lab's members run).
   catalog="$work/lab/catalog.json"
-  to=$("$bin/python" -c 'import json, sys
-d = json.load(open(sys.argv[1]))
-done = [m for m in d["minors"] if m not in d.get("incomplete_minors", {})]
-print(max(done, key=lambda m: tuple(map(int, m.split(".")))))' "$catalog")
+  to=1.36
   log "the plan to $to, saved and shown for review: etcd moves to its minimum 3.5 patch before kubeadm takes it to 3.6"
   plan=$("$bin/upgrader" plan -c "$work/lab/cluster.yaml" --to "$to" --catalog "$catalog" --save -o json \
     | "$bin/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])')

@@ -14,11 +14,12 @@ from upgrader.core.versions import Minor, Version
 CATALOG = catalog_mod.load()
 
 
-def test_covers_every_minor_from_1_25_to_1_36() -> None:
-    assert sorted(CATALOG.minors) == [Minor(1, m) for m in range(25, 37)]
+def test_covers_every_minor_from_1_25_to_1_37() -> None:
+    assert sorted(CATALOG.minors) == [Minor(1, m) for m in range(25, 38)]
+    assert not CATALOG.incomplete
 
 
-@pytest.mark.parametrize("minor", [Minor(1, m) for m in range(25, 37)], ids=str)
+@pytest.mark.parametrize("minor", [Minor(1, m) for m in range(25, 38)], ids=str)
 def test_every_entry_is_sourced_and_sorted(minor: Minor) -> None:
     entry = CATALOG.entry(minor)
     assert list(entry.patches) == sorted(entry.patches, reverse=True)
@@ -35,11 +36,23 @@ def test_every_entry_is_sourced_and_sorted(minor: Minor) -> None:
         assert entry.sources.get(field), f"{minor}: {field} has no source"
 
 
-def test_1_37_is_refused_not_guessed() -> None:
-    with pytest.raises(errors.Refused, match=r"incomplete for 1\.37"):
-        CATALOG.entry(Minor(1, 37))
+def test_1_37_moves_etcd_to_3_7_and_emulates_down_to_1_34() -> None:
+    entry = CATALOG.entry(Minor(1, 37))
+    assert entry.kubeadm_etcd == Version(3, 7, 0)  # kubernetes PR 140333, before the 1.37 freeze
+    assert entry.emulation_min == Minor(1, 34) and entry.refuses_cgroup_v1 and not entry.removed_apis
+    assert entry.containerd.minimum == (Version(1, 6, 15), Version(1, 7, 0)) and "1.38" in entry.containerd.note
+    assert Minor(1, 37) not in CATALOG.external_etcd  # Kubespray's pin for 1.37 is not known
+
+
+def test_a_minor_the_catalog_lacks_or_marks_incomplete_is_refused_not_guessed() -> None:
     with pytest.raises(errors.Refused, match=r"not in the rules catalog"):
         CATALOG.entry(Minor(1, 24))
+    with pytest.raises(errors.Refused, match=r"1\.38 is not in the rules catalog"):
+        CATALOG.entry(Minor(1, 38))
+    data = catalog_mod.shipped_document()
+    data["incomplete_minors"] = {"1.38": "its etcd is not known"}
+    with pytest.raises(errors.Refused, match=r"incomplete for 1\.38: its etcd is not known"):
+        catalog_mod.parse(data).entry(Minor(1, 38))
 
 
 def test_resolve() -> None:
@@ -87,7 +100,7 @@ def test_api_removals_crossed() -> None:
 
 
 def test_cgroup_v1_refused_from_1_35() -> None:
-    assert [m.minor for m, e in sorted(CATALOG.minors.items()) if e.refuses_cgroup_v1] == [35, 36]
+    assert [m.minor for m, e in sorted(CATALOG.minors.items()) if e.refuses_cgroup_v1] == [35, 36, 37]
 
 
 def test_containerd_1x_still_runs_1_36_with_a_warning_naming_1_38() -> None:

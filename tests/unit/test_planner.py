@@ -175,7 +175,7 @@ def test_a_two_step_window_at_the_target_minor_keeps_emulating_through_a_patch_s
         (CP3, [], "1.29", "target 1.29.15 is older than the control plane"),
         (CP3, [], "1.30.2", "target 1.30.2 is older than the control plane"),
         ([("cp-1", "1.30.2", None, "1.30.2")], [("w-1", "1.30.9")], "1.30.5", "older than the kubelet on w-1"),
-        (CP3, [], "1.37", "incomplete for 1.37"),
+        (CP3, [], "1.38", "1.38 is not in the rules catalog"),
         (CP3, [], "1.30.99", "not a release the rules catalog knows"),
         ([("cp-1", "1.24.17", None, "1.24.17")], [], "1.26", "1.24 is not in the rules catalog"),
     ],
@@ -276,6 +276,14 @@ def test_etcd_below_the_minimum_patch_gets_an_etcd_step_with_its_own_snapshot_be
         "nodes": ["cp-1", "cp-2"],
         "reason": etcd_step.reason,
     }
+
+
+def test_the_hop_to_1_37_takes_etcd_to_3_7_only_from_3_6_11() -> None:
+    cp = [("cp-1", "1.36.0", None, "1.36.0")]
+    plan = make_plan(make_facts(cp, etcd="3.6.8"), "1.37", two_step=False)
+    assert plan.executable, plan.blockers
+    assert brief(plan)[:4] == ["snap", "etcd 3.6.11 cp-1", "snap", "cp 1.37.0 cp-1"]
+    assert str(next(s for s in plan.steps if s.kind is StepKind.CONTROL_PLANE).etcd) == "3.7.0"
 
 
 def test_who_moves_etcd_is_in_the_plan_when_it_is_not_kubeadm() -> None:
