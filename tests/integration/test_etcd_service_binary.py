@@ -169,3 +169,20 @@ def test_the_old_version_goes_back_from_the_kept_binary_with_the_mirror_gone(
     back = run(tmp_path, root, gone, "3.5.16")
     assert back.status is runner.Status.SUCCESSFUL, back.failures()
     assert version_of(root) == "3.5.16" and restarts(root) == 2
+
+
+def test_a_move_to_3_6_stops_on_a_host_whose_etcd_env_enables_v2_before_anything_changes(
+    tmp_path: Path, mirror: tuple[str, Path]
+) -> None:
+    url, directory = mirror
+    publish(directory, "3.6.14")
+    root = host(tmp_path, "3.5.33")
+    (root / "etc" / "etcd.env").write_text("ETCD_NAME=etcd1\nETCD_ENABLE_V2=true\n")
+    result = run(tmp_path, root, url, "3.6.14")
+    assert result.status is runner.Status.FAILED
+    assert "ETCD_ENABLE_V2=true, which etcd 3.6.14 refuses" in " ".join(result.failures())
+    assert version_of(root) == "3.5.33" and restarts(root) == 0
+    (root / "etc" / "etcd.env").write_text("ETCD_NAME=etcd1\nETCD_ENABLE_V2=false\n")
+    moved = run(tmp_path, root, url, "3.6.14")
+    assert moved.status is runner.Status.SUCCESSFUL, moved.failures()
+    assert version_of(root) == "3.6.14"
