@@ -186,3 +186,15 @@ def test_a_move_to_3_6_stops_on_a_host_whose_etcd_env_enables_v2_before_anything
     moved = run(tmp_path, root, url, "3.6.14")
     assert moved.status is runner.Status.SUCCESSFUL, moved.failures()
     assert version_of(root) == "3.6.14"
+
+
+def test_a_failure_message_never_repeats_a_url_s_user_info() -> None:
+    """get_url itself says only "Request failed" for a release it cannot fetch, but a module or Ansible's last
+    lines may quote the URL a task was given: every failure line leaves with its user-info masked."""
+    task = runner.TaskResult(
+        "etcd-1", "fetch", ok=False, changed=False, result={"msg": "HTTP Error 401 for https://alice:S3cretPass@m/x"}
+    )
+    result = runner.PlaybookResult(runner.Status.FAILED, 2, {}, (task,))
+    assert result.failures() == ["etcd-1: fetch: HTTP Error 401 for https://***@m/x"]
+    tail = runner.PlaybookResult(runner.Status.FAILED, 4, {}, (), tail=("fatal: http://bob:pw@m/",))
+    assert tail.failures() == ["fatal: http://***@m/"]

@@ -42,7 +42,7 @@ import yaml
 from upgrader import errors
 from upgrader.executor import detached
 from upgrader.executor.inventory import Inventory
-from upgrader.support import bundled, interrupts, scratch
+from upgrader.support import bundled, interrupts, redaction, scratch
 
 
 class Status(enum.StrEnum):
@@ -104,10 +104,12 @@ class PlaybookResult:
         return {t.host: t.result for t in self.tasks if t.task == task and t.ok}
 
     def failures(self) -> list[str]:
+        """One line per failed task (or the run's last lines), URLs' user-info masked: a module's message
+        may quote the mirror URL it was given, and these lines reach the output and the journal."""
         failed = [f"{t.host}: {t.task}: {_message(t.result)}" for t in self.tasks if not t.ok]
         if not failed and self.status is not Status.SUCCESSFUL and self.tail:
             failed.append(" / ".join(self.tail))
-        return failed
+        return [redaction.url(line) for line in failed]
 
 
 def _message(result: Mapping[str, Any]) -> str:
