@@ -180,6 +180,18 @@ def _etcd_moves(
     return tuple(moves), current, None
 
 
+def _skips_minor(hop: Minor, skipped: Version, said: str) -> Finding:
+    """The blocker for a move from ``skipped`` that would skip an etcd minor (``said`` says which move)."""
+    between = f"{skipped.major}.{skipped.minor + 1}"
+    return Finding(
+        Code.ETCD_SKIPS_MINOR,
+        Severity.BLOCKER,
+        f"{said}, and the catalog knows no {between} release to move it to first",
+        f"upgrade etcd one minor at a time to {between}.x before that hop",
+        extra=(("hop", str(hop)),),
+    )
+
+
 def etcd_route(
     start: Version | None, hops: list[Minor], catalog: catalog_mod.Catalog, setup: facts_mod.EtcdSetup
 ) -> EtcdRoute:
@@ -233,16 +245,8 @@ def etcd_route(
         was = current
         moves, current, skipped = _etcd_moves(current, new, catalog)
         if skipped is not None:
-            out.append(
-                Finding(
-                    Code.ETCD_SKIPS_MINOR,
-                    Severity.BLOCKER,
-                    f"the control-plane hop to {minor} would move etcd from {skipped} to {new}, skipping a minor, "
-                    f"and the catalog knows no {skipped.major}.{skipped.minor + 1} release to move it to first",
-                    f"upgrade etcd one minor at a time to {skipped.major}.{skipped.minor + 1}.x before that hop",
-                    extra=(("hop", str(minor)),),
-                )
-            )
+            said = f"the control-plane hop to {minor} would move etcd from {skipped} to {new}, skipping a minor"
+            out.append(_skips_minor(minor, skipped, said))
         if moves:
             before[index] = moves
         if setup.v2_enabled and new.major == 3 and new.minor >= 6 > was.minor:
@@ -293,17 +297,9 @@ def _external_route(
         elif want is not None and current is not None and current < want:
             moves, reached, skipped = _etcd_moves(current, want, catalog)
             if skipped is not None:
-                out.append(
-                    Finding(
-                        Code.ETCD_SKIPS_MINOR,
-                        Severity.BLOCKER,
-                        f"the hop to {minor} needs the external etcd at {want}, but moving it from {skipped} would "
-                        f"skip a minor, and the catalog knows no {skipped.major}.{skipped.minor + 1} release to move "
-                        "it to first",
-                        f"upgrade etcd one minor at a time to {skipped.major}.{skipped.minor + 1}.x before that hop",
-                        extra=(("hop", str(minor)),),
-                    )
-                )
+                said = f"the hop to {minor} needs the external etcd at {want}, but moving it from {skipped} would "
+                said += "skip a minor"
+                out.append(_skips_minor(minor, skipped, said))
             elif not setup.hosts:
                 out.append(
                     Finding(
