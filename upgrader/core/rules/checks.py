@@ -297,8 +297,10 @@ def _external_route(
         elif want is not None and current is not None and current < want:
             moves, reached, skipped = _etcd_moves(current, want, catalog)
             if skipped is not None:
-                said = f"the hop to {minor} needs the external etcd at {want}, but moving it from {skipped} would "
-                said += "skip a minor"
+                said = (
+                    f"the hop to {minor} needs the external etcd at {want}, but moving it from {skipped} would skip "
+                    "a minor"
+                )
                 out.append(_skips_minor(minor, skipped, said))
             elif not setup.hosts:
                 out.append(
